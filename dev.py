@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Set-up helper: the two commands a fresh clone needs, on Linux, macOS and Windows.
+
+    python dev.py serve [pvarchiver serve options]   start the archiver
+    python dev.py test  [pytest options]             run the whole test suite
+
+Both create ``.venv`` next to this file on first use and install the project into it (with
+the test extras for ``test``), so the only prerequisite is Python 3.11+.
+Only the standard library is used here because nothing else exists yet when it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".pvarchiver-installed"
+
+
+def venv_python() -> Path:
+    if os.name == "nt":
+        return VENV / "Scripts" / "python.exe"
+    return VENV / "bin" / "python"
+
+
+def ensure_venv(extras: str) -> Path:
+    """Create the venv and (re)install the project when pyproject.toml or extras changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"pvarchiver needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    py = venv_python()
+    if not py.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    have = STAMP.read_text().split() if STAMP.exists() else []
+    # an install with the test extras also satisfies a plain one
+    if not (have and have[0] == digest and (not extras or extras in have[1:])):
+        print("installing pvarchiver into the virtual environment", flush=True)
+        subprocess.check_call([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+        target = f".[{extras}]" if extras else "."
+        subprocess.check_call([str(py), "-m", "pip", "install", "-q", "-e", target], cwd=ROOT)
+        STAMP.write_text(f"{digest} {extras}".strip())
+    return py
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("serve", "test"):
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "test":
+        py = ensure_venv("test")
+        return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
+    py = ensure_venv("")
+    return subprocess.call([str(py), "-m", "pvarchiver", "serve", *rest], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

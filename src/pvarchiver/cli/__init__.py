@@ -1,0 +1,1 @@
+"""The ``pvarchiver`` console script."""

@@ -1,0 +1,25 @@
+"""``pvarchiver`` entry point: argument parsing only; work happens in the subpackages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pvarchiver", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    from . import pbtool, serve
+
+    serve.add_parser(sub)
+    pbtool.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
