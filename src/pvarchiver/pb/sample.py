@@ -57,6 +57,7 @@ class PayloadInfo:
 
 # ----------------------------------------------------------------------------- header
 
+
 def encode_header(info: PayloadInfo) -> bytes:
     """Serialize a PayloadInfo (unescaped, no LF)."""
     msg = PayloadInfoMsg(type=int(info.type), pvname=info.pvname, year=info.year)
@@ -73,8 +74,9 @@ def decode_header(raw: bytes) -> PayloadInfo:
         msg = PayloadInfoMsg.FromString(raw)
     except _PBDecodeError as e:
         raise PBDecodeError(f"not a PayloadInfo header: {e}") from None
-    if not (msg.HasField("type") and msg.HasField("pvname") and msg.HasField("year")):
-        raise PBDecodeError("PayloadInfo header lacks type, pvname or year")
+    if not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())
+        raise PBDecodeError(f"PayloadInfo header lacks required field(s): {missing}")
     try:
         ptype = PayloadType(msg.type)
     except ValueError:
@@ -94,6 +96,7 @@ def header_line(info: PayloadInfo) -> bytes:
 
 
 # ----------------------------------------------------------------------------- samples
+
 
 def encode_sample(ptype: PayloadType, year: int, s: Sample) -> bytes:
     """Serialize one sample of a file whose header says ``year`` (unescaped, no LF)."""
@@ -132,8 +135,11 @@ def decode_sample(ptype: PayloadType, year: int, raw: bytes) -> Sample:
         msg = MESSAGE_CLASS[ptype].FromString(raw)
     except _PBDecodeError as e:
         raise PBDecodeError(f"not a {ptype.message_name}: {e}") from None
-    if not msg.HasField("secondsintoyear") or not msg.HasField("nano"):
-        raise PBDecodeError(f"{ptype.message_name} lacks secondsintoyear or nano")
+    # Like the AA's builder .build(): every required field (incl. a scalar's val and the
+    # name/val of each FieldValue) must be present, or the line is not a sample.
+    if not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())
+        raise PBDecodeError(f"{ptype.message_name} lacks required field(s): {missing}")
     if ptype.is_vector and ptype is not PayloadType.WAVEFORM_BYTE:
         val: Any = list(msg.val)
     else:
@@ -148,7 +154,8 @@ def decode_sample(ptype: PayloadType, year: int, raw: bytes) -> Sample:
         fields=fields,
         fieldactualchange=msg.fieldactualchange if msg.HasField("fieldactualchange") else None,
         repeatcount=msg.repeatcount if msg.HasField("repeatcount") else None,
-        user_tag=msg.userTag if ptype is PayloadType.V4_GENERIC_BYTES and msg.HasField("userTag")
+        user_tag=msg.userTag
+        if ptype is PayloadType.V4_GENERIC_BYTES and msg.HasField("userTag")
         else None,
     )
 
