@@ -1,0 +1,254 @@
+"""ETL: move completed partitions from one store to the next (STS -> MTS -> LTS).
+
+Crash safety comes from ordering, not transactions. For each source file: append to the
+destination only the lines newer than the destination file's last sample (so a rerun after a
+crash never duplicates), fsync the destination, and only then delete the source, and only if
+the source has not changed since it was listed. A kill at any point leaves either the source
+(and maybe a partial tail in the destination, cut off on the next append) or the destination
+holding everything; the next pass completes the move.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..pb import PBDecodeError
+from ..pb.escape import EscapeError
+from .partitions import parse_partition_name, partition_start, shift_partition
+from .pbfile import PBFile, PBFileError
+from .store import PartitionFile, PlainPBStore, StoreError, fsync_dir, iter_pb_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ETLStats:
+    """What one ETL pass did; exposed in metrics and reports."""
+
+    source: str
+    dest: str
+    files_moved: int = 0
+    files_deleted_empty: int = 0
+    files_skipped: int = 0
+    samples_moved: int = 0
+    bytes_moved: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def _pv_files(src: PlainPBStore) -> dict[str, list[PartitionFile]]:
+    """Partition files of every PV in the source store, by PV name from the file headers."""
+    by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
+    for path in iter_pb_files(src.root):
+        name = path.name
+        cut = name.rfind(src.config.extra.get("terminator", ":"))
+        if cut < 0:
+            continue
+        start = parse_partition_name(name[cut + 1 : -3], src.granularity)
+        if start is None:
+            continue
+        pv = _header_pv(path)
+        if pv is None:
+            continue
+        by_pv[pv].append(PartitionFile(start, shift_partition(start, src.granularity, 1), path))
+    for files in by_pv.values():
+        files.sort()
+    return by_pv
+
+
+def _header_pv(path: Path) -> str | None:
+    """PV named by a file's header; '' for zero-byte files; None if unreadable."""
+    try:
+        if path.stat().st_size == 0:
+            return ""
+        with PBFile.open(path) as f:
+            return f.header.pvname
+    except (PBFileError, OSError) as e:
+        log.error("ETL: skipping %s: %s", path, e)
+        return None
+
+
+def files_to_move(files: list[PartitionFile], src: PlainPBStore, now: float) -> list[PartitionFile]:
+    """Apply hold/gather to one PV's files (oldest first); see the module docstring of the AA.
+
+    Only partitions before the current one are candidates. With hold=h and gather=g, nothing
+    moves until the oldest file is h partitions old; then files at least h-g+1 partitions old
+    move, which leaves h-g completed partitions in the source.
+    """
+    gran = src.granularity
+    cur = partition_start(int(now), gran)
+    done = [f for f in files if f.start < cur]
+    if not done:
+        return []
+    hold, gather = src.config.hold, src.config.gather
+    if hold > 0 and done[0].start > shift_partition(cur, gran, -hold):
+        return []
+    age = max(1, hold - gather + 1)
+    limit = shift_partition(cur, gran, -age)
+    return [f for f in done if f.start <= limit]
+
+
+def move_file(src: PlainPBStore, dst: PlainPBStore, pv: str, pf: PartitionFile) -> tuple[int, int]:
+    """Move one source partition file into ``dst``; returns (samples, bytes) appended.
+
+    The source is deleted only after the destination is synced and only if its size and
+    modification time are what they were when the move started.
+    """
+    st0 = pf.path.stat()
+    with src.lock(pv):
+        f = PBFile.open(pf.path)
+    with f:
+        if f.header.pvname != pv:
+            raise StoreError(f"{pf.path}: header names {f.header.pvname!r}")
+        if not f.has_samples:
+            moved = (0, 0)
+        elif dst.granularity.approx_seconds >= src.granularity.approx_seconds:
+            moved = _bulk_append(f, dst, pv)
+        else:
+            moved = _event_append(f, dst, pv)
+    with src.lock(pv):
+        st1 = pf.path.stat()
+        if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
+            log.warning("ETL: %s changed during the move; kept for the next pass", pf.path)
+            return moved
+        pf.path.unlink()
+        fsync_dir(pf.path.parent)
+        src.forget(pv)
+    return moved
+
+
+def _bulk_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
+    """Copy raw lines (no decode) after the destination file's last sample."""
+    first = f.first_sample()
+    assert first is not None
+    path = dst.path_for(pv, first.secs)
+    with dst.lock(pv):
+        dst_last, _ = dst._prepare_file(path, pv, f.header.type, f.header.year)
+        begin = f.header_end if dst_last is None else f.find((dst_last[0], dst_last[1] + 1))
+        if begin >= f.data_end:
+            return 0, 0
+        nbytes = 0
+        nlines = 0
+        with open(path, "ab") as out:
+            for _off, block in f.iter_blocks(begin):
+                out.write(block)
+                nbytes += len(block)
+                nlines += block.count(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        fsync_dir(path.parent)
+        dst.forget(pv)
+    return nlines, nbytes
+
+
+def _event_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
+    """Destination partitions finer than the source: re-partition sample by sample."""
+    samples = []
+    for off, line in f.iter_lines(f.header_end):
+        try:
+            samples.append(f.decode(line))
+        except (PBDecodeError, EscapeError) as e:
+            raise StoreError(f"{f.path}: corrupt line at offset {off}: {e}") from None
+    old_fsync = dst.fsync
+    dst.fsync = True
+    try:
+        r = dst.append(pv, f.header.type, samples)
+    finally:
+        dst.fsync = old_fsync
+    return r.written, r.bytes_written
+
+
+def _validate_for_move(pf: PartitionFile) -> str | None:
+    """Reason not to move a file (a line that does not decode), or None."""
+    try:
+        with PBFile.open(pf.path) as f:
+            for off, line in f.iter_lines(f.header_end):
+                try:
+                    f.decode(line)
+                except (PBDecodeError, EscapeError) as e:
+                    return f"corrupt line at offset {off}: {e}"
+    except (PBFileError, OSError) as e:
+        return str(e)
+    return None
+
+
+def run_etl(
+    src: PlainPBStore,
+    dst: PlainPBStore,
+    now: float | None = None,
+    pvs: list[str] | None = None,
+    everything: bool = False,
+) -> ETLStats:
+    """One ETL pass from ``src`` into ``dst``.
+
+    ``everything`` moves all partitions, the current one included (consolidateOnShutdown and
+    consolidateDataForPV); the caller must make sure nothing appends to ``src`` meanwhile.
+    Files with undecodable lines are left in place and reported: ``pvarchiver pb repair``
+    fixes them.
+    """
+    t0 = time.monotonic()
+    now = time.time() if now is None else now
+    stats = ETLStats(src.name, dst.name)
+    gran = src.granularity
+    cur = partition_start(int(now), gran)
+    empty_limit = shift_partition(cur, gran, -(src.config.hold + 1))
+    for pv, files in sorted(_pv_files(src).items()):
+        if pv == "":
+            for pf in files:  # zero-byte files: no PV to attribute them to
+                if pf.start <= empty_limit:
+                    pf.path.unlink(missing_ok=True)
+                    stats.files_deleted_empty += 1
+            continue
+        if pvs is not None and pv not in pvs:
+            continue
+        movable = files if everything else files_to_move(files, src, now)
+        for pf in movable:
+            try:
+                with PBFile.open(pf.path) as f:
+                    empty = not f.has_samples
+            except (PBFileError, OSError) as e:
+                stats.files_skipped += 1
+                stats.errors.append(f"{pf.path}: {e}")
+                continue
+            if empty:
+                if everything or pf.start <= empty_limit:
+                    pf.path.unlink(missing_ok=True)
+                    stats.files_deleted_empty += 1
+                continue
+            problem = _validate_for_move(pf)
+            if problem:
+                stats.files_skipped += 1
+                stats.errors.append(f"{pf.path}: {problem}")
+                log.error("ETL %s->%s: not moving %s: %s", src.name, dst.name, pf.path, problem)
+                continue
+            try:
+                n, b = move_file(src, dst, pv, pf)
+            except (StoreError, PBFileError, OSError) as e:
+                stats.files_skipped += 1
+                stats.errors.append(f"{pf.path}: {e}")
+                log.error("ETL %s->%s: %s", src.name, dst.name, e)
+                continue
+            stats.files_moved += 1
+            stats.samples_moved += n
+            stats.bytes_moved += b
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def consolidate(
+    stores: list[PlainPBStore], upto: str, pvs: list[str] | None = None
+) -> list[ETLStats]:
+    """Push all data of ``pvs`` (or every PV) down the store chain into the store named ``upto``."""
+    names = [s.name for s in stores]
+    if upto not in names:
+        raise ValueError(f"no store named {upto!r}; stores: {', '.join(names)}")
+    out = []
+    for a, b in itertools.pairwise(stores[: names.index(upto) + 1]):
+        out.append(run_etl(a, b, pvs=pvs, everything=True))
+    return out
