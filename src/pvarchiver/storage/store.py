@@ -137,8 +137,12 @@ class PlainPBStore:
             pname = n[len(prefix) : -len(PB_EXTENSION)]
             start = parse_partition_name(pname, self.granularity)
             if start is None:
-                log.warning("%s: skipping %s: name does not fit %s", self.name, folder / n,
-                            self.granularity.name)
+                log.warning(
+                    "%s: skipping %s: name does not fit %s",
+                    self.name,
+                    folder / n,
+                    self.granularity.name,
+                )
                 continue
             end = shift_partition(start, self.granularity, 1)
             out.append(PartitionFile(start, end, folder / n))
@@ -207,8 +211,12 @@ class PlainPBStore:
             last = f.last_sample() if f.has_samples else None
             data_end = f.data_end
         if data_end != size:
-            log.warning("%s: %s: truncating %d bytes of a partially written line",
-                        self.name, path, size - data_end)
+            log.warning(
+                "%s: %s: truncating %d bytes of a partially written line",
+                self.name,
+                path,
+                size - data_end,
+            )
             os.truncate(path, data_end)
         return ((last.secs, last.nanos) if last else None), data_end
 
@@ -228,8 +236,11 @@ class PlainPBStore:
                     continue
                 if cur_path is None or not cur_start <= s.secs < cur_end:
                     if lines and cur_path is not None and last is not None:
-                        result.add(self._write_bytes(cur_path, b"".join(lines), len(lines),
-                                                     pvname, ptype, year, last))
+                        result.add(
+                            self._write_bytes(
+                                cur_path, b"".join(lines), len(lines), pvname, ptype, year, last
+                            )
+                        )
                     lines = []
                     cur_path = self.path_for(pvname, s.secs)
                     cur_start = partition_start(s.secs, self.granularity)
@@ -238,8 +249,11 @@ class PlainPBStore:
                 lines.append(sample_line(ptype, year, s))
                 last = ts
             if lines and cur_path is not None and last is not None:
-                result.add(self._write_bytes(cur_path, b"".join(lines), len(lines), pvname,
-                                             ptype, year, last))
+                result.add(
+                    self._write_bytes(
+                        cur_path, b"".join(lines), len(lines), pvname, ptype, year, last
+                    )
+                )
         return result
 
     def append_columns(
@@ -260,9 +274,13 @@ class PlainPBStore:
 
         if ptype not in fast.SUPPORTED:
             samples = (
-                Sample(int(a), int(b), v.item() if hasattr(v, "item") else v,
-                       int(severity[i]) if severity is not None else 0,
-                       int(status[i]) if status is not None else 0)
+                Sample(
+                    int(a),
+                    int(b),
+                    v.item() if hasattr(v, "item") else v,
+                    int(severity[i]) if severity is not None else 0,
+                    int(status[i]) if status is not None else 0,
+                )
                 for i, (a, b, v) in enumerate(zip(secs, nanos, vals, strict=True))
             )
             return self.append(pvname, ptype, samples)
@@ -297,8 +315,12 @@ class PlainPBStore:
                 year = year_of(int(secs[i]))
                 soy = secs[i:j] - year_start(year)
                 data = fast.encode_scalar_lines(
-                    ptype, soy, nanos[i:j], vals[i:j],
-                    None if sev is None else sev[i:j], None if stat is None else stat[i:j],
+                    ptype,
+                    soy,
+                    nanos[i:j],
+                    vals[i:j],
+                    None if sev is None else sev[i:j],
+                    None if stat is None else stat[i:j],
                 )
                 path = self.path_for(pvname, int(secs[i]))
                 last_ts = (int(secs[j - 1]), int(nanos[j - 1]))
@@ -352,8 +374,9 @@ class PlainPBStore:
                 continue
             with f:
                 if f.header.pvname != pvname:
-                    log.error("%s: skipping %s: header names PV %r", self.name, pf.path,
-                              f.header.pvname)
+                    log.error(
+                        "%s: skipping %s: header names PV %r", self.name, pf.path, f.header.pvname
+                    )
                     continue
                 if not f.has_samples:
                     continue
@@ -372,8 +395,9 @@ class PlainPBStore:
                     segs.append(Segment(pf.path, f.header, b, e))
         return prev, segs
 
-    def read(self, pvname: str, start: Instant, end: Instant,
-             include_prev: bool = True) -> Iterator[Sample]:
+    def read(
+        self, pvname: str, start: Instant, end: Instant, include_prev: bool = True
+    ) -> Iterator[Sample]:
         """Samples in [start, end], preceded by the last sample before ``start`` if any."""
         prev, segs = self.locate(pvname, start, end)
         if include_prev and prev is not None:

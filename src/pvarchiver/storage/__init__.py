@@ -1,0 +1,26 @@
+"""AA-compatible PlainPB stores (STS/MTS/LTS), partitions and ETL."""
+
+from .etl import ETLStats, consolidate, run_etl
+from .partitions import Granularity, next_etl_time, partition_bounds, partition_for
+from .paths import pv_name_to_key
+from .store import AppendResult, PlainPBStore, StoreError, TypeMismatchError
+from .url import StoreConfig, StoreURLError, default_store_urls, parse_store_url
+
+__all__ = [
+    "AppendResult",
+    "ETLStats",
+    "Granularity",
+    "PlainPBStore",
+    "StoreConfig",
+    "StoreError",
+    "StoreURLError",
+    "TypeMismatchError",
+    "consolidate",
+    "default_store_urls",
+    "next_etl_time",
+    "parse_store_url",
+    "partition_bounds",
+    "partition_for",
+    "pv_name_to_key",
+    "run_etl",
+]
