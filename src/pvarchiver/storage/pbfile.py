@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Instant = tuple[int, int]  # (epoch seconds, nanoseconds)
 
 _CHUNK = 1 << 16
-_LINEAR_SCAN_BYTES = 1 << 14
+_LINEAR_SCAN_BYTES = 1 << 12
 _MAX_BISECT_STEPS = 1000  # same bound as the AA's FileEventStreamSearch
 
 
@@ -47,7 +47,8 @@ class PBFile:
 
     @classmethod
     def open(cls, path: Path) -> PBFile:
-        fh = open(path, "rb")
+        # unbuffered: bisection reads a few hundred bytes per step; a buffer would read 8 KiB
+        fh = open(path, "rb", buffering=0)
         try:
             size = os.fstat(fh.fileno()).st_size
             header, header_end = read_header(fh, path)
@@ -90,12 +91,14 @@ class PBFile:
         # A line starts at offset iff the byte before it is LF.
         self.fh.seek(offset - 1)
         pos = offset - 1
+        want = 256  # grow: most lines are short, waveform lines can be megabytes
         while pos < self.data_end:
-            chunk = self.fh.read(min(_CHUNK, self.data_end - pos))
+            chunk = self.fh.read(min(want, self.data_end - pos))
             i = chunk.find(b"\n")
             if i >= 0:
                 return pos + i + 1
             pos += len(chunk)
+            want = min(want * 4, _CHUNK * 64)
         return self.data_end
 
     def prev_line_start(self, offset: int) -> int | None:
@@ -103,17 +106,8 @@ class PBFile:
         if offset <= self.header_end:
             return None
         # offset-1 is the LF of the previous line; look for the LF before that.
-        end = offset - 1
-        pos = end
-        while pos > self.header_end:
-            lo = max(self.header_end, pos - _CHUNK)
-            self.fh.seek(lo)
-            chunk = self.fh.read(pos - lo)
-            i = chunk.rfind(b"\n")
-            if i >= 0:
-                return lo + i + 1
-            pos = lo
-        return self.header_end
+        found = last_lf_end(self.fh, offset - 1, self.header_end)
+        return found
 
     def last_sample(self) -> Sample | None:
         start = self.prev_line_start(self.data_end)
@@ -155,16 +149,13 @@ class PBFile:
                 lo = e
             else:
                 hi = s
-        # linear scan of the remaining window
-        s = lo
-        while s < hi:
-            line, e = self.read_line(s)
+        # linear scan of the remaining window, read in one go
+        for off, line in self.iter_lines(lo, hi):
             try:
                 if self.timestamp_of(line) >= target:
-                    return s
+                    return off
             except (PBDecodeError, EscapeError):
                 pass
-            s = e
         return hi
 
     def iter_lines(self, begin: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
@@ -206,7 +197,7 @@ def read_header(fh: BinaryIO, path: Path | str = "") -> tuple[PayloadInfo, int]:
     fh.seek(0)
     buf = b""
     while True:
-        chunk = fh.read(_CHUNK)
+        chunk = fh.read(4096 if not buf else _CHUNK)
         buf += chunk
         i = buf.find(b"\n")
         if i >= 0:
@@ -222,11 +213,13 @@ def read_header(fh: BinaryIO, path: Path | str = "") -> tuple[PayloadInfo, int]:
 
 
 def read_line(fh: BinaryIO, start: int, limit: int) -> tuple[bytes, int]:
+    """Read one line; starts small because most lines are a few dozen bytes."""
     fh.seek(start)
     parts: list[bytes] = []
     pos = start
+    want = 256
     while pos < limit:
-        chunk = fh.read(min(_CHUNK if not parts else _CHUNK * 16, limit - pos))
+        chunk = fh.read(min(want, limit - pos))
         if not chunk:
             break
         i = chunk.find(b"\n")
@@ -235,18 +228,21 @@ def read_line(fh: BinaryIO, start: int, limit: int) -> tuple[bytes, int]:
             return b"".join(parts), pos + i + 1
         parts.append(chunk)
         pos += len(chunk)
+        want = min(want * 4, 1 << 22)
     raise PBFileError(f"no complete line at offset {start}")
 
 
 def last_lf_end(fh: BinaryIO, size: int, floor: int) -> int:
     """Offset just after the last LF at or after ``floor`` (``floor`` if there is none)."""
     pos = size
+    want = 512
     while pos > floor:
-        lo = max(floor, pos - _CHUNK)
+        lo = max(floor, pos - want)
         fh.seek(lo)
         chunk = fh.read(pos - lo)
         i = chunk.rfind(b"\n")
         if i >= 0:
             return lo + i + 1
         pos = lo
+        want = min(want * 4, _CHUNK * 64)
     return floor
