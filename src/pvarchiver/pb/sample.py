@@ -101,7 +101,7 @@ def header_line(info: PayloadInfo) -> bytes:
 def encode_sample(ptype: PayloadType, year: int, s: Sample) -> bytes:
     """Serialize one sample of a file whose header says ``year`` (unescaped, no LF)."""
     soy = s.secs - year_start(year)
-    if not 0 <= soy < 2**32:
+    if not 0 <= soy < year_start(year + 1) - year_start(year):
         raise ValueError(f"sample at {s.secs} does not belong to year {year}")
     cls = MESSAGE_CLASS[ptype]
     msg = cls(secondsintoyear=soy, nano=s.nanos)
