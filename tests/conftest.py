@@ -25,7 +25,7 @@ def sts(tmp_path: Path) -> PlainPBStore:
 @pytest.fixture
 def stores(tmp_path: Path) -> list[PlainPBStore]:
     return [
-        make_store(tmp_path, "STS", "PARTITION_HOUR"),
+        make_store(tmp_path, "STS", "PARTITION_HOUR", "&consolidateOnShutdown=true"),
         make_store(tmp_path, "MTS", "PARTITION_DAY", "&hold=2&gather=1"),
         make_store(tmp_path, "LTS", "PARTITION_YEAR"),
     ]

@@ -10,6 +10,7 @@ holding everything; the next pass completes the move.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -106,6 +107,10 @@ def move_file(src: PlainPBStore, dst: PlainPBStore, pv: str, pf: PartitionFile) 
     with f:
         if f.header.pvname != pv:
             raise StoreError(f"{pf.path}: header names {f.header.pvname!r}")
+        # run_etl groups files by the PV their header names: a file sitting at another PV's
+        # path (key collision, botched copy) must not be moved as if it were in place
+        if pf.path != src.path_for(pv, pf.start):
+            raise StoreError(f"{pf.path}: header names {pv!r}, whose file is not here")
         if not f.has_samples:
             moved = (0, 0)
         elif dst.granularity.approx_seconds >= src.granularity.approx_seconds:
@@ -129,19 +134,26 @@ def _bulk_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
     assert first is not None
     path = dst.path_for(pv, first.secs)
     with dst.lock(pv):
-        dst_last, _ = dst._prepare_file(path, pv, f.header.type, f.header.year)
+        dst_last, size_before = dst._prepare_file(path, pv, f.header.type, f.header.year)
         begin = f.header_end if dst_last is None else f.find((dst_last[0], dst_last[1] + 1))
         if begin >= f.data_end:
             return 0, 0
         nbytes = 0
         nlines = 0
-        with open(path, "ab") as out:
-            for _off, block in f.iter_blocks(begin):
-                out.write(block)
-                nbytes += len(block)
-                nlines += block.count(b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(path, "ab") as out:
+                for _off, block in f.iter_blocks(begin):
+                    out.write(block)
+                    nbytes += len(block)
+                    nlines += block.count(b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            # e.g. disk full: leave the destination as it was; the source is still complete
+            with contextlib.suppress(OSError):
+                os.truncate(path, size_before)
+            dst.forget(pv)
+            raise
         fsync_dir(path.parent)
         dst.forget(pv)
     return nlines, nbytes

@@ -8,6 +8,7 @@ crash) is cut off before new lines are added.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -183,17 +184,27 @@ class PlainPBStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             created = size < 0
             hdr = header_line(PayloadInfo(ptype, pvname, year))
-            with open(path, "wb") as fh:
-                fh.write(hdr)
-                fh.flush()
-                if self.fsync:
-                    os.fsync(fh.fileno())
+            try:
+                with open(path, "wb") as fh:
+                    fh.write(hdr)
+                    fh.flush()
+                    if self.fsync:
+                        os.fsync(fh.fileno())
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    path.unlink() if created else os.truncate(path, 0)
+                raise StoreError(f"{self.name}: cannot create {path}: {e.strerror or e}") from e
             if created and self.fsync:
                 fsync_dir(path.parent)
             return None, len(hdr)
         try:
             f = PBFile.open(path)
         except PBFileError as e:
+            if _has_no_lf(path):
+                # a header whose write was interrupted: no sample can follow it yet
+                log.warning("%s: %s: rewriting an incomplete header", self.name, path)
+                os.truncate(path, 0)
+                return self._prepare_file(path, pvname, ptype, year)
             raise StoreError(f"{self.name}: cannot append to {path}: {e}") from None
         with f:
             if f.header.pvname != pvname:
@@ -229,6 +240,7 @@ class PlainPBStore:
             cur_path: Path | None = None
             year = 0
             lines: list[bytes] = []
+            first: Instant = (0, 0)
             for s in samples:
                 ts = (s.secs, s.nanos)
                 if last is not None and ts <= last:
@@ -236,12 +248,14 @@ class PlainPBStore:
                     continue
                 if cur_path is None or not cur_start <= s.secs < cur_end:
                     if lines and cur_path is not None and last is not None:
+                        data = b"".join(lines)
                         result.add(
                             self._write_bytes(
-                                cur_path, b"".join(lines), len(lines), pvname, ptype, year, last
+                                cur_path, data, len(lines), pvname, ptype, year, first, last
                             )
                         )
                     lines = []
+                    first = ts
                     cur_path = self.path_for(pvname, s.secs)
                     cur_start = partition_start(s.secs, self.granularity)
                     cur_end = shift_partition(cur_start, self.granularity, 1)
@@ -249,10 +263,9 @@ class PlainPBStore:
                 lines.append(sample_line(ptype, year, s))
                 last = ts
             if lines and cur_path is not None and last is not None:
+                data = b"".join(lines)
                 result.add(
-                    self._write_bytes(
-                        cur_path, b"".join(lines), len(lines), pvname, ptype, year, last
-                    )
+                    self._write_bytes(cur_path, data, len(lines), pvname, ptype, year, first, last)
                 )
         return result
 
@@ -323,8 +336,11 @@ class PlainPBStore:
                     None if stat is None else stat[i:j],
                 )
                 path = self.path_for(pvname, int(secs[i]))
+                first_ts = (int(secs[i]), int(nanos[i]))
                 last_ts = (int(secs[j - 1]), int(nanos[j - 1]))
-                result.add(self._write_bytes(path, data, j - i, pvname, ptype, year, last_ts))
+                result.add(
+                    self._write_bytes(path, data, j - i, pvname, ptype, year, first_ts, last_ts)
+                )
                 i = j
         return result
 
@@ -336,18 +352,29 @@ class PlainPBStore:
         pvname: str,
         ptype: PayloadType,
         year: int,
+        first_ts: Instant,
         last_ts: Instant,
     ) -> AppendResult:
-        file_last, _ = self._prepare_file(path, pvname, ptype, year)
-        if file_last is not None and file_last >= last_ts:
+        file_last, size_before = self._prepare_file(path, pvname, ptype, year)
+        if file_last is not None and file_last >= first_ts:
             # cannot happen when the cache is right; refuse rather than write out of order
             self.forget(pvname)
             raise StoreError(f"{self.name}: {path} already holds data up to {file_last}")
-        with open(path, "ab") as fh:
-            fh.write(data)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
+        try:
+            with open(path, "ab") as fh:
+                fh.write(data)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+        except OSError as e:
+            # Disk full or I/O error: put the file back as it was, so that it stays valid and
+            # the caller still owns (and can retry) every sample of this batch.
+            with contextlib.suppress(OSError):
+                os.truncate(path, size_before)
+            self.forget(pvname)
+            raise StoreError(
+                f"{self.name}: writing {path} failed: {e.strerror or e}; file left as it was"
+            ) from e
         self._last_known[pvname] = last_ts
         return AppendResult(written=count, bytes_written=len(data), files=[path])
 
@@ -418,6 +445,11 @@ class PlainPBStore:
             except (PBFileError, OSError):
                 continue
         return sorted(names)
+
+
+def _has_no_lf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return b"\n" not in fh.read(1 << 20) and fh.read(1) == b""
 
 
 def iter_segment_samples(seg: Segment) -> Iterator[Sample]:
