@@ -145,7 +145,7 @@ def _optional_varint(
         return None
     a32 = arr.astype(np.int32)
     lens = _varint_lengths(a32.view(np.uint32), _U32_THRESHOLDS)  # cheaper than 64-bit compares
-    pass
+    lens[a32 < 0] = 10
     lens[a32 == 0] = 0
     return a32.astype(np.int64).view(np.uint64), lens
 
