@@ -88,6 +88,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def append_or_restore(path: Path, data: bytes, size_before: int, fsync: bool) -> None:
+    """Append ``data``; if that fails (disk full, I/O error) cut the file back to
+    ``size_before`` so it stays valid and the caller still owns, and can retry, the whole batch.
+    """
+    try:
+        with open(path, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.truncate(path, size_before)
+        raise
+
+
 class PlainPBStore:
     """One ``pb://`` store. Thread-safe per PV within one process.
 
@@ -185,14 +201,11 @@ class PlainPBStore:
             created = size < 0
             hdr = header_line(PayloadInfo(ptype, pvname, year))
             try:
-                with open(path, "wb") as fh:
-                    fh.write(hdr)
-                    fh.flush()
-                    if self.fsync:
-                        os.fsync(fh.fileno())
+                append_or_restore(path, hdr, 0, self.fsync)
             except OSError as e:
-                with contextlib.suppress(OSError):
-                    path.unlink() if created else os.truncate(path, 0)
+                if created:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
                 raise StoreError(f"{self.name}: cannot create {path}: {e.strerror or e}") from e
             if created and self.fsync:
                 fsync_dir(path.parent)
@@ -361,16 +374,8 @@ class PlainPBStore:
             self.forget(pvname)
             raise StoreError(f"{self.name}: {path} already holds data up to {file_last}")
         try:
-            with open(path, "ab") as fh:
-                fh.write(data)
-                fh.flush()
-                if self.fsync:
-                    os.fsync(fh.fileno())
+            append_or_restore(path, data, size_before, self.fsync)
         except OSError as e:
-            # Disk full or I/O error: put the file back as it was, so that it stays valid and
-            # the caller still owns (and can retry) every sample of this batch.
-            with contextlib.suppress(OSError):
-                os.truncate(path, size_before)
             self.forget(pvname)
             raise StoreError(
                 f"{self.name}: writing {path} failed: {e.strerror or e}; file left as it was"
