@@ -142,3 +142,12 @@ def test_serve_creates_the_storage_root(tmp_path: Path) -> None:
     assert r.returncode == 0
     assert all((tmp_path / "store" / d).is_dir() for d in ("sts", "mts", "lts"))
     assert "PARTITION_HOUR" in r.stdout and "Not available yet" in r.stdout
+
+
+def test_zero_byte_file_is_reported_and_removed_by_repair(tmp_path: Path) -> None:
+    path = tmp_path / "X:2024_03_01_12.pb"
+    path.write_bytes(b"")
+    v = run("pb", "validate", str(path))
+    assert v.returncode == 1 and "empty-file" in v.stdout
+    r = run("pb", "repair", str(path))
+    assert r.returncode == 0 and "removed an empty" in r.stdout and not path.exists()

@@ -121,6 +121,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
         if not rep.changed:
             print(f"{name}: nothing to repair")
             continue
+        if rep.removed_empty:
+            print(f"{name}: removed an empty (zero-byte) file")
+            continue
         if rep.truncated_bytes:
             print(f"{name}: cut {rep.truncated_bytes} bytes of a partially written last line")
         for p in rep.dropped:

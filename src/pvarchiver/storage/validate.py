@@ -71,6 +71,11 @@ def partition_range_of(path: Path) -> tuple[int, int] | None:
 
 def validate_file(path: Path) -> FileReport:
     rep = FileReport(path)
+    if path.stat().st_size == 0:
+        # left by a kill between creating a partition file and writing its header; it holds
+        # nothing, readers skip it and the next append writes the header
+        rep.problems.append(Problem(0, 1, "empty-file", "zero-byte file (no header, no data)"))
+        return rep
     try:
         f = PBFile.open(path)
     except PBFileError as e:
@@ -121,16 +126,21 @@ class RepairReport:
     dropped: list[Problem] = field(default_factory=list)
     backup: Path | None = None
     unrepairable: str | None = None
+    removed_empty: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.truncated_bytes or self.dropped)
+        return bool(self.truncated_bytes or self.dropped or self.removed_empty)
 
 
 def repair_file(path: Path) -> RepairReport:
     """Cut a partial tail; drop undecodable and out-of-order lines (kept in a ``.bak``)."""
     rep = RepairReport(path)
     v = validate_file(path)
+    if any(p.kind == "empty-file" for p in v.problems):
+        path.unlink()
+        rep.removed_empty = True
+        return rep
     if any(p.kind == "bad-header" for p in v.problems):
         rep.unrepairable = "the header cannot be read; nothing was changed"
         return rep
