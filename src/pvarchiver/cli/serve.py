@@ -1,27 +1,35 @@
-"""``pvarchiver serve``: for now prepares the storage root and reports what is not built yet."""
+"""``pvarchiver serve``: the archiver process (HTTP retrieval and ETL; the engine comes later)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
-from ..storage.url import default_store_urls, parse_store_url
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..storage.url import default_store_urls, parse_store_url
+    from ..web.server import run
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     root = Path(args.storage).resolve()
-    stores = [parse_store_url(u) for u in default_store_urls(root)]
-    for st in stores:
-        st.root_folder.mkdir(parents=True, exist_ok=True)
     print(f"pvarchiver storage root: {root}")
-    for st in stores:
+    for url in default_store_urls(root):
+        st = parse_store_url(url)
         print(f"  {st.name}: {st.to_url()}")
     print(
-        "Not available yet in this build: the CA engine, the HTTP server "
-        f"(would listen on {args.host}:{args.port}), retrieval, management and the web UI.\n"
-        "What works today: the PlainPB codec and stores (`pvarchiver pb dump|validate|repair`)."
+        f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval "
+        "(ETL runs on the AA's schedule). Not built yet: the CA engine, management API "
+        "and web UI."
     )
+    if args.check:
+        for url in default_store_urls(root):
+            parse_store_url(url).root_folder.mkdir(parents=True, exist_ok=True)
+        return 0
+    run(root, args.host, args.port)
     return 0
 
 
@@ -35,4 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="storage root holding sts/ mts/ lts/ (default ./storage or $PVARCHIVER_STORAGE)",
     )
     p.add_argument("--demo", action="store_true", help="also start a demo IOC (not yet)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="create the storage folders, print the configuration and exit",
+    )
     p.set_defaults(func=cmd_serve)

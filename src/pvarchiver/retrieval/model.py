@@ -1,0 +1,93 @@
+"""What flows from the stores through post-processors to the response encoders.
+
+A response is a sequence of :class:`PVStream` (one per requested PV), each a lazy iterator of
+:class:`Chunk`. A chunk holds at most a block's worth of samples (about 1 MB of file), all of
+one PV, one type and one UTC year, so memory stays flat whatever the time range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..pb import PayloadInfo, PayloadType, Sample
+from ..storage.columns import SampleBlock
+
+__all__ = ["Chunk", "PVStream", "SampleBlock", "block_from_samples", "block_samples"]
+
+
+@dataclass
+class Chunk:
+    """Samples of one PV, one PayloadType and one year (``header.year``).
+
+    ``raw``, when not None, is exactly the escaped, LF-terminated PlainPB lines of the block's
+    samples as stored; ``.raw`` responses send it as it is instead of re-encoding. Anything that
+    changes the samples (a post-processor, a filter) must drop it.
+    """
+
+    header: PayloadInfo
+    block: SampleBlock
+    raw: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+
+@dataclass
+class PVStream:
+    """One PV of a response: the requested name, its ``meta`` (all values strings, as the
+    AA's JSON) and its chunks."""
+
+    name: str
+    meta: dict[str, str]
+    chunks: Iterator[Chunk]
+    type: PayloadType | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock:
+    """A block from Sample objects: numeric scalars get numeric columns, others object arrays."""
+    from ..pb import fast
+
+    if ptype in fast.SUPPORTED:
+        dtype = (
+            np.float64
+            if ptype in (PayloadType.SCALAR_DOUBLE,)
+            else (np.float32 if ptype is PayloadType.SCALAR_FLOAT else np.int32)
+        )
+        vals = np.array([s.val for s in samples], dtype=dtype)
+    else:
+        vals = np.empty(len(samples), dtype=object)
+        for i, s in enumerate(samples):
+            vals[i] = s.val
+    return SampleBlock(
+        np.array([s.secs for s in samples], dtype=np.int64),
+        np.array([s.nanos for s in samples], dtype=np.int64),
+        vals,
+        np.array([s.severity for s in samples], dtype=np.int32),
+        np.array([s.status for s in samples], dtype=np.int32),
+        {
+            i: s
+            for i, s in enumerate(samples)
+            if s.fields or s.repeatcount is not None or s.fieldactualchange is not None
+        },
+    )
+
+
+def block_samples(block: SampleBlock) -> Iterator[Sample]:
+    """Sample objects of a block (slow path, for formats that need one object per sample)."""
+    vals = block.vals.tolist() if block.vals.dtype != object else block.vals
+    for i in range(len(block)):
+        extra = block.extras.get(i)
+        if extra is not None:
+            yield extra
+            continue
+        yield Sample(
+            int(block.secs[i]),
+            int(block.nanos[i]),
+            vals[i],
+            int(block.severity[i]),
+            int(block.status[i]),
+        )

@@ -1,0 +1,211 @@
+"""Retrieval as a service object: everything the HTTP layer needs, with no HTTP in it.
+
+Errors are :class:`RetrievalError` with the HTTP status the AA uses, raised *before* a response
+starts streaming, so a client never receives a 200 followed by a broken body for bad input.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..pb import PayloadInfo, PayloadType
+from ..storage.pbfile import PBFile, PBFileError
+from ..storage.store import PlainPBStore
+from .model import Chunk, PVStream, SampleBlock
+from .names import normalize_pv_name
+from .sources import LiveSource, merged_chunks
+from .times import Instant
+
+PING_PV = "ArchApplPingPV"
+
+MetadataProvider = Callable[[str], dict[str, str]]
+
+
+class RetrievalError(Exception):
+    """A request that cannot be answered; ``status`` is the HTTP status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def glob_to_regex(glob: str) -> str:
+    """The AA's PV glob (``*`` and ``?``) as a regex."""
+    return fnmatch.translate(glob)
+
+
+class Retrieval:
+    """Reads PVs from a chain of stores (newest first: STS, MTS, LTS) and the engine buffer."""
+
+    def __init__(
+        self,
+        stores: Sequence[PlainPBStore],
+        live: LiveSource | None = None,
+        metadata: MetadataProvider | None = None,
+        resolve_alias: Callable[[str], str] | None = None,
+    ) -> None:
+        self.stores = list(stores)
+        self.live = live
+        self.metadata = metadata or (lambda pv: {})
+        self.resolve_alias = resolve_alias or (lambda pv: pv)
+        self._names_cache: tuple[float, list[str]] | None = None
+
+    # ------------------------------------------------------------------ names
+    def resolve(self, requested: str) -> str:
+        if not requested or not requested.strip():
+            raise RetrievalError(400, "PV name is null.")
+        return self.resolve_alias(normalize_pv_name(requested))
+
+    def stored_type(self, pv: str) -> PayloadType | None:
+        """Type of the newest file of the PV in any store, None if the PV has no data."""
+        for store in self.stores:
+            try:
+                files = store.files_for_pv(pv)
+            except ValueError:  # a name that cannot be a file name cannot have data
+                return None
+            for pf in reversed(files):
+                try:
+                    with PBFile.open(pf.path) as f:
+                        if f.header.pvname == pv:
+                            return f.header.type
+                except (PBFileError, OSError):
+                    continue
+        return None
+
+    def all_pv_names(self, max_age: float = 10.0) -> list[str]:
+        """Every PV with data in some store (cached briefly: it walks the folders)."""
+        now = time.monotonic()
+        if self._names_cache and now - self._names_cache[0] < max_age:
+            return self._names_cache[1]
+        names: set[str] = set()
+        for store in self.stores:
+            names.update(store.pv_names())
+        result = sorted(names)
+        self._names_cache = (now, result)
+        return result
+
+    def matching_pvs(
+        self, glob: str | None = None, regex: str | None = None, limit: int = 500
+    ) -> list[str]:
+        if regex:
+            try:
+                rx = re.compile(regex)
+            except re.error as e:
+                raise RetrievalError(400, f"Invalid regex {regex!r}: {e}") from None
+        else:
+            rx = re.compile(glob_to_regex(glob or "*"))
+        out = [n for n in self.all_pv_names() if rx.fullmatch(n)]
+        return out if limit < 0 else out[:limit]
+
+    # ------------------------------------------------------------------ data
+    def meta_for(self, requested: str, pv: str) -> dict[str, str]:
+        meta = {"name": requested}
+        meta.update({k: str(v) for k, v in self.metadata(pv).items() if v not in (None, "")})
+        meta.setdefault("PREC", "0")  # the AA always sends PREC (from the PV's typeinfo)
+        return meta
+
+    def stream(
+        self,
+        requested: str,
+        start: Instant,
+        end: Instant,
+        post_processor: str | None = None,
+    ) -> PVStream:
+        """One PV's response stream; raises RetrievalError (404/400) before anything is read."""
+        from .postprocessors import (
+            PostProcessorError,
+            parse_post_processor,
+            split_function_syntax,
+        )
+
+        name, pp_from_name = split_function_syntax(requested.strip())
+        pp_spec = pp_from_name or post_processor
+        if name == PING_PV:
+            return PVStream(
+                requested,
+                {"name": requested, "PREC": "0"},
+                ping_chunks(),
+                PayloadType.SCALAR_DOUBLE,
+            )
+        pv = self.resolve(name)
+        ptype = self.stored_type(pv)
+        if ptype is None and self.live is None:
+            raise RetrievalError(404, f"Unable to find typeinfo for pv {pv}")
+        chunks: Iterator[Chunk] = merged_chunks(self.stores, pv, start, end, self.live)
+        out_type = ptype
+        if pp_spec:
+            try:
+                pp = parse_post_processor(pp_spec)
+                if ptype is not None:
+                    out_type = pp.output_type(ptype)
+            except PostProcessorError as e:
+                raise RetrievalError(400, str(e)) from None
+            chunks = pp.process(chunks, start, end)
+        return PVStream(requested, self.meta_for(requested, pv), chunks, out_type)
+
+    def data_at_time(
+        self, names: Sequence[str], at: Instant, search_period: int
+    ) -> dict[str, dict[str, object]]:
+        """The last sample at or before ``at`` (and not older than ``search_period`` seconds)
+        of each PV, keyed by the requested name; PVs without such a sample are left out."""
+        out: dict[str, dict[str, object]] = {}
+        for requested in names:
+            if not isinstance(requested, str) or not requested.strip():
+                continue
+            try:
+                pv = self.resolve(requested)
+            except RetrievalError:
+                continue
+            last = None
+            for chunk in merged_chunks(self.stores, pv, at, at, self.live):
+                last = chunk
+            if last is None or len(last) == 0:
+                continue
+            b = last.block
+            i = len(b) - 1
+            if int(b.secs[i]) < at[0] - search_period:
+                continue
+            extra = b.extras.get(i)
+            val = extra.val if extra is not None else b.vals[i]
+            if isinstance(val, np.generic):
+                val = val.item()
+            out[requested] = {
+                "secs": int(b.secs[i]),
+                "nanos": int(b.nanos[i]),
+                "val": val,
+                "severity": int(b.severity[i]),
+                "status": int(b.status[i]),
+            }
+        return out
+
+    def version(self) -> dict[str, str]:
+        return {
+            "version": f"pvarchiver {__version__}",
+            "mgmt_version": __version__,
+            "retrieval_version": __version__,
+        }
+
+
+def ping_chunks(now: float | None = None) -> Iterator[Chunk]:
+    """``ArchApplPingPV``: ten synthetic ScalarDouble samples, a connection test for clients."""
+    now = int(time.time() if now is None else now)
+    secs = np.arange(now - 9, now + 1, dtype=np.int64)
+    year = time.gmtime(int(secs[0])).tm_year
+    if time.gmtime(int(secs[-1])).tm_year != year:  # keep one chunk inside one year
+        secs = np.arange(now, now + 10, dtype=np.int64)
+        year = time.gmtime(now).tm_year
+    block = SampleBlock(
+        secs,
+        np.zeros(10, dtype=np.int64),
+        np.arange(10, dtype=np.float64),
+        np.zeros(10, dtype=np.int32),
+        np.zeros(10, dtype=np.int32),
+    )
+    yield Chunk(PayloadInfo(PayloadType.SCALAR_DOUBLE, PING_PV, year), block)

@@ -1,0 +1,270 @@
+"""``/retrieval/...``: the AA's DataRetrievalServlet and retrieval BPL, over Starlette.
+
+Bad input is answered with a 4xx and a one-line message before any body is streamed; the
+work of reading and formatting runs in Starlette's thread pool (sync iterators), so a big
+query does not block the event loop that also serves ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..retrieval.model import PVStream
+from ..retrieval.service import Retrieval, RetrievalError
+from ..retrieval.times import TimeParseError, parse_period, parse_time, resolve_range
+
+log = logging.getLogger(__name__)
+
+SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat")
+MULTI_PV_FORMATS = ("json", "raw", "qw")
+
+
+def error(status: int, message: str) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status)
+
+
+def _formats() -> dict[str, tuple[object, str]]:
+    from ..retrieval.formats import FORMATS
+
+    return FORMATS
+
+
+def _guarded(pieces: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """Once the status line is sent an error cannot become a 4xx: log it and end the body."""
+    try:
+        yield from pieces
+    except Exception:
+        log.exception("error while streaming %s; response truncated", what)
+
+
+def _respond(streams: list[PVStream], ext: str, donotchunk: bool, what: str) -> Response:
+    renderer, content_type = _formats()[ext]
+    body = _guarded(renderer(streams), what)  # type: ignore[operator]
+    if donotchunk:
+        # a Content-Length needs the whole body first; spool it to disk past 16 MB
+        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+        for piece in body:
+            spool.write(piece)
+        size = spool.tell()
+        spool.seek(0)
+
+        def drain() -> Iterator[bytes]:
+            with spool:
+                while piece := spool.read(1 << 20):
+                    yield piece
+
+        return StreamingResponse(
+            drain(), media_type=content_type, headers={"Content-Length": str(size)}
+        )
+    return StreamingResponse(body, media_type=content_type)
+
+
+async def _params(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+def _one(params: list[tuple[str, str]], key: str) -> str | None:
+    vals = [v for k, v in params if k == key]
+    return vals[-1] if vals else None
+
+
+def _time_ranges(params: list[tuple[str, str]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    tr = _one(params, "timeranges")
+    if tr:
+        parts = [p for p in tr.split(",") if p.strip()]
+        if len(parts) % 2:
+            raise TimeParseError("timeranges needs an even number of times (start,end,...)")
+        ranges = []
+        for a, b in zip(parts[::2], parts[1::2], strict=True):
+            r = resolve_range(a, b)
+            ranges.append(r)
+        return ranges
+    return [resolve_range(_one(params, "from"), _one(params, "to"))]
+
+
+def make_routes(retrieval: Retrieval) -> list[Route]:
+    async def get_data(request: Request) -> Response:
+        ext = request.path_params["ext"]
+        params = await _params(request)
+        if ext not in SINGLE_PV_FORMATS:
+            return error(
+                400, f"Unsupported format {ext!r}; use one of " + ", ".join(SINGLE_PV_FORMATS)
+            )
+        pv = _one(params, "pv")
+        if not pv:
+            return error(400, "PV name is null.")
+        try:
+            ranges = _time_ranges(params)
+            pp = _one(params, "pp")
+            if (_one(params, "usereduced") or "").lower() == "true" and not pp:
+                pp = None  # the AA's TwoWeekRaw default: raw data for the ranges we serve
+            streams = [retrieval.stream(pv, start, end, pp) for start, end in ranges]
+        except (TimeParseError, RetrievalError) as e:
+            return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
+        if len(streams) > 1:
+            streams = [_concat(streams)]
+        donot = _one(params, "donotchunk")
+        return _respond(streams, ext, donot is not None and donot.lower() != "false", pv)
+
+    async def get_data_for_pvs(request: Request) -> Response:
+        ext = request.path_params["ext"]
+        if ext not in MULTI_PV_FORMATS:
+            return error(400, f"getDataForPVs supports only {', '.join(MULTI_PV_FORMATS)}")
+        params = await _params(request)
+        names = [v for k, v in params if k == "pv"]
+        if request.method == "POST":
+            names += await _names_from_body(request)
+        names = [n for part in names for n in part.split(",") if n.strip()] if names else []
+        if not names:
+            return error(400, "PV name is null.")
+        try:
+            start, end = resolve_range(_one(params, "from"), _one(params, "to"))
+            pp = _one(params, "pp")
+            streams = []
+            for n in names:
+                try:
+                    streams.append(retrieval.stream(n, start, end, pp))
+                except RetrievalError as e:
+                    if e.status != 404:
+                        raise
+                    log.info("getDataForPVs: skipping %s: %s", n, e.message)
+        except (TimeParseError, RetrievalError) as e:
+            return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
+        donot = _one(params, "donotchunk")
+        return _respond(
+            streams, ext, donot is not None and donot.lower() != "false", f"{len(names)} PVs"
+        )
+
+    async def get_data_at_time(request: Request) -> Response:
+        params = await _params(request)
+        at_text = _one(params, "at")
+        try:
+            at = parse_time(at_text) if at_text else resolve_range(None, None)[1]
+            period = parse_period(_one(params, "searchPeriod") or "P1D")
+        except TimeParseError as e:
+            return error(400, str(e))
+        names = await _names_from_body(request) if request.method == "POST" else []
+        names += [v for k, v in params if k == "pv"]
+        if not names:
+            return error(400, "Send a JSON list of PV names in the body (or pv= parameters).")
+        result = await _in_thread(retrieval.data_at_time, names, at, period)
+        return JSONResponse(_json_safe(result))
+
+    async def ping(_request: Request) -> Response:
+        return PlainTextResponse("pong\n")
+
+    async def bpl(request: Request) -> Response:
+        name = request.path_params["name"]
+        params = await _params(request)
+        try:
+            if name == "getVersion":
+                return JSONResponse(retrieval.version())
+            if name in ("getMatchingPVs", "searchForPVsRegex"):
+                limit_text = _one(params, "limit")
+                try:
+                    limit = (
+                        int(limit_text) if limit_text else (500 if name == "getMatchingPVs" else -1)
+                    )
+                except ValueError:
+                    return error(400, f"limit must be an integer, not {limit_text!r}")
+                names = await _in_thread(
+                    retrieval.matching_pvs, _one(params, "pv"), _one(params, "regex"), limit
+                )
+                if name == "searchForPVsRegex":
+                    return PlainTextResponse("".join(n + "\n" for n in names))
+                return JSONResponse(names)
+            if name in ("areWeArchivingPV", "getMetadata"):
+                pv = _one(params, "pv")
+                if not pv:
+                    return error(400, "PV name is null.")
+                real = retrieval.resolve(pv)
+                ptype = await _in_thread(retrieval.stored_type, real)
+                if name == "areWeArchivingPV":
+                    return JSONResponse({"status": ptype is not None})
+                if ptype is None:
+                    return error(404, f"Unable to find typeinfo for pv {real}")
+                meta = retrieval.meta_for(pv, real)
+                meta.pop("name", None)
+                meta.update(
+                    {
+                        "pvName": real,
+                        "DBRType": ptype.arch_dbr_name,
+                        "scalar": "false" if ptype.is_vector else "true",
+                    }
+                )
+                return JSONResponse(meta)
+        except RetrievalError as e:
+            return error(e.status, e.message)
+        return error(400, f'"{name}" is not a valid API method.')
+
+    return [
+        Route("/retrieval/ping", ping, methods=["GET"]),
+        Route("/retrieval/data/getData.{ext}", get_data, methods=["GET"]),
+        Route("/retrieval/data/getDataForPVs.{ext}", get_data_for_pvs, methods=["GET", "POST"]),
+        Route("/retrieval/data/getDataAtTime", get_data_at_time, methods=["GET", "POST"]),
+        Route("/retrieval/bpl/{name}", bpl, methods=["GET", "POST"]),
+    ]
+
+
+async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+async def _names_from_body(request: Request) -> list[str]:
+    """PV names in any of the AA's three body forms: JSON list (of names or {"pv": ...}),
+    one per line, or a form ``pv=a,b``."""
+    raw = (await request.body()).decode("utf-8", "replace").strip()
+    if not raw:
+        return []
+    ctype = request.headers.get("content-type", "")
+    if raw.startswith("[") or "json" in ctype:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            return []
+        out = []
+        for item in data if isinstance(data, list) else []:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("pv"), str):
+                out.append(item["pv"])
+        return out
+    if "form" in ctype or (raw.startswith("pv=") and "\n" not in raw):
+        return [n for k, v in parse_qsl(raw) if k == "pv" for n in v.split(",") if n]
+    return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+def _json_safe(obj: object) -> object:
+    """NaN/Inf become null: the body must parse with any strict JSON parser."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, bytes):
+        return list(obj)
+    return obj
+
+
+def _concat(streams: list[PVStream]) -> PVStream:
+    """``timeranges``: several ranges of one PV as one stream, in order, without overlaps."""
+
+    def chunks() -> Iterator:  # type: ignore[type-arg]
+        for s in streams:
+            yield from s.chunks
+
+    first = streams[0]
+    return PVStream(first.name, first.meta, chunks(), first.type)

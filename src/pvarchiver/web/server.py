@@ -1,0 +1,65 @@
+"""Running the archiver process: HTTP server, ETL schedule, orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from ..retrieval.service import Retrieval
+from ..storage.schedule import ETLScheduler
+from ..storage.store import PlainPBStore
+from ..storage.url import default_store_urls, parse_store_url
+from .app import build_app
+
+log = logging.getLogger(__name__)
+
+
+def open_stores(root: Path) -> list[PlainPBStore]:
+    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(root)]
+    for st in stores:
+        st.root.mkdir(parents=True, exist_ok=True)
+    return stores
+
+
+async def etl_loop(scheduler: ETLScheduler) -> None:
+    """Run due ETL stages in a worker thread so that HTTP (and later ingest) keep going."""
+    while True:
+        await asyncio.sleep(max(1.0, scheduler.seconds_until_next(time.time())))
+        try:
+            await asyncio.to_thread(scheduler.run_due, time.time())
+        except Exception:
+            log.exception("ETL pass failed")
+
+
+def build_server_app(root: Path) -> Starlette:
+    stores = open_stores(root)
+    app = build_app(Retrieval(stores))
+    scheduler = ETLScheduler(stores, time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(etl_loop(scheduler))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            stats = await asyncio.to_thread(scheduler.on_shutdown)
+            for s in stats:
+                log.info("consolidateOnShutdown %s->%s: %d files", s.source, s.dest, s.files_moved)
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def run(root: Path, host: str, port: int) -> None:
+    app = build_server_app(root)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

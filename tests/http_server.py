@@ -1,0 +1,74 @@
+"""Start a real ``pvarchiver serve`` process on a free loopback port, for HTTP tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(SRC), **(extra_env or {}))
+    for v in (
+        "ARCHAPPL_SHORT_TERM_FOLDER",
+        "ARCHAPPL_MEDIUM_TERM_FOLDER",
+        "ARCHAPPL_LONG_TERM_FOLDER",
+    ):
+        env.pop(v, None)
+    log = open(storage.parent / f"server-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pvarchiver",
+            "serve",
+            "--storage",
+            str(storage),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {Path(log.name).read_text()}")
+            try:
+                if httpx.get(base + "/retrieval/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {Path(log.name).read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
