@@ -23,14 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pvarchiver.pb import PayloadType  # noqa: E402
-from pvarchiver.storage import (  # noqa: E402
+from tests.http_server import running_server
+
+from pvarchiver.pb import PayloadType
+from pvarchiver.storage import (
     PlainPBStore,
     default_store_urls,
     parse_store_url,
     run_etl,
 )
-from tests.http_server import running_server  # noqa: E402
 
 PV = "BENCH:RET-1:AI"
 T0 = calendar.timegm((2025, 1, 1, 0, 0, 0))
