@@ -34,6 +34,10 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.block)
 
+    def last_ns(self) -> int:
+        """Timestamp of the last sample in nanoseconds since the epoch."""
+        return int(self.block.secs[-1]) * 1_000_000_000 + int(self.block.nanos[-1])
+
 
 @dataclass
 class PVStream:

@@ -180,11 +180,20 @@ def merged_chunks(
                 last = int(chunk.block.secs[-1]) * NS + int(chunk.block.nanos[-1])
     if live is not None:
         for chunk in live.read(pvname, start, end):
-            ts = chunk.block.secs * NS + chunk.block.nanos
-            if last is not None and not (ts > last).all():
-                keep = ts > last
-                if not keep.any():
-                    continue
-                chunk = Chunk(chunk.header, _take(chunk.block, keep), None)
-            yield chunk
-            last = int(chunk.block.secs[-1]) * NS + int(chunk.block.nanos[-1])
+            kept = drop_not_after(chunk, last)
+            if kept is not None:
+                yield kept
+                last = kept.last_ns()
+
+
+def drop_not_after(chunk: Chunk, last_ns: int | None) -> Chunk | None:
+    """The chunk without samples at or before ``last_ns``; None if nothing is left."""
+    if last_ns is None or len(chunk) == 0:
+        return chunk if len(chunk) else None
+    ts = chunk.block.secs * NS + chunk.block.nanos
+    keep = ts > last_ns
+    if keep.all():
+        return chunk
+    if not keep.any():
+        return None
+    return Chunk(chunk.header, _take(chunk.block, keep), None)

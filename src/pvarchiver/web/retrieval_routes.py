@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..retrieval.model import PVStream
+from ..retrieval.model import Chunk, PVStream
 from ..retrieval.service import Retrieval, RetrievalError
 from ..retrieval.times import TimeParseError, parse_period, parse_time, resolve_range
 
@@ -260,11 +260,18 @@ def _json_safe(obj: object) -> object:
 
 
 def _concat(streams: list[PVStream]) -> PVStream:
-    """``timeranges``: several ranges of one PV as one stream, in order, without overlaps."""
+    """``timeranges``: several ranges of one PV as one stream, in order, strictly increasing
+    (each range starts with the sample before its start, which may repeat the previous one)."""
+    from ..retrieval.sources import drop_not_after
 
-    def chunks() -> Iterator:  # type: ignore[type-arg]
+    def chunks() -> Iterator[Chunk]:
+        last: int | None = None
         for s in streams:
-            yield from s.chunks
+            for chunk in s.chunks:
+                kept = drop_not_after(chunk, last)
+                if kept is not None:
+                    last = kept.last_ns()
+                    yield kept
 
     first = streams[0]
     return PVStream(first.name, first.meta, chunks(), first.type)
