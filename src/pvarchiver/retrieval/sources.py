@@ -137,14 +137,15 @@ def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
             yield Chunk(header, block, data if clean else None)
 
 
-def _first_ts(seg: Segment) -> int | None:
+def _first_line(seg: Segment) -> tuple[int, Segment] | None:
+    """Timestamp of a segment's first sample, and a segment holding just that line."""
     try:
         with PBFile.open(seg.path) as f:
-            line, _ = f.read_line(seg.begin)
+            line, end = f.read_line(seg.begin)
             s = f.decode(line)
-            return s.secs * NS + s.nanos
     except (PBFileError, PBDecodeError, EscapeError, OSError):
         return None
+    return s.secs * NS + s.nanos, Segment(seg.path, seg.header, seg.begin, end)
 
 
 def merged_chunks(
@@ -158,26 +159,26 @@ def merged_chunks(
     MTS, LTS) for [start, end], plus the last sample at or before ``start``."""
     located = [store.locate(pvname, start, end) for store in reversed(stores)]
     start_ns = _ns(start)
-    # The one sample "at or before from": an exact hit at `from` wins, else the latest `prev`.
-    exact = any(segs and _first_ts(segs[0]) == start_ns for _prev, segs in located)
+    # The one sample "at or before from": the latest over all stores of each store's sample
+    # exactly at `from` or, failing that, its last sample before `from`.
+    best: tuple[int, Segment] | None = None
+    for prev, segs in located:
+        first = _first_line(segs[0]) if segs else None
+        cand = first if first is not None and first[0] == start_ns else None
+        if cand is None and prev is not None:
+            cand = _first_line(prev)
+        if cand is not None and (best is None or cand[0] > best[0]):
+            best = cand
     last: int | None = None
-    if not exact:
-        best: Segment | None = None
-        best_ts = -1
-        for prev, _segs in located:
-            if prev is not None:
-                t = _first_ts(prev)
-                if t is not None and t > best_ts:
-                    best, best_ts = prev, t
-        if best is not None:
-            for chunk in _segment_chunks(best, None):
-                yield chunk
-                last = int(chunk.block.secs[-1]) * NS + int(chunk.block.nanos[-1])
+    if best is not None:
+        for chunk in _segment_chunks(best[1], None):
+            yield chunk
+            last = chunk.last_ns()
     for _prev, segs in located:
         for seg in segs:
             for chunk in _segment_chunks(seg, last):
                 yield chunk
-                last = int(chunk.block.secs[-1]) * NS + int(chunk.block.nanos[-1])
+                last = chunk.last_ns()
     if live is not None:
         for chunk in live.read(pvname, start, end):
             kept = drop_not_after(chunk, last)
