@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pvarchiver.pb import PayloadType, Sample, decode_header, decode_line, unescape
 from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url, run_etl
@@ -241,3 +243,49 @@ def test_csv_and_txt(base: str) -> None:
     assert get(base, "/retrieval/data/getData.txt", **params).status_code == 200
     assert get(base, "/retrieval/data/getData.qw", **params).status_code == 200
     assert get(base, "/retrieval/data/getData.mat", **params).status_code == 200
+
+
+_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
+) | st.sampled_from(["", PV, f"mean_600({PV})", "2025-01-01T00:00:00Z", "-1", "P1D", "(", "*"])
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(
+        [
+            "/retrieval/data/getData.json",
+            "/retrieval/data/getData.raw",
+            "/retrieval/data/getData.csv",
+            "/retrieval/data/getData.mat",
+            "/retrieval/data/getDataForPVs.json",
+            "/retrieval/data/getDataAtTime",
+            "/retrieval/bpl/getMatchingPVs",
+            "/retrieval/bpl/getMetadata",
+        ]
+    ),
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "pv",
+                "from",
+                "to",
+                "pp",
+                "at",
+                "searchPeriod",
+                "limit",
+                "regex",
+                "timeranges",
+                "donotchunk",
+            ]
+        ),
+        _text,
+        max_size=5,
+    ),
+)
+def test_no_input_gives_a_500(base: str, path: str, params: dict[str, str]) -> None:
+    r = httpx.get(base + path, params=params, timeout=30)
+    assert r.status_code < 500, (path, params, r.text)
+    assert "Traceback" not in r.text
