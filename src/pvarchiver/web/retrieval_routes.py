@@ -107,6 +107,8 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
             if (_one(params, "usereduced") or "").lower() == "true" and not pp:
                 pp = None  # the AA's TwoWeekRaw default: raw data for the ranges we serve
             streams = [retrieval.stream(pv, start, end, pp) for start, end in ranges]
+            for st, (start, end) in zip(streams, ranges, strict=True):
+                st.extra.update({"from": start, "to": end})
         except (TimeParseError, RetrievalError) as e:
             return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
         if len(streams) > 1:
