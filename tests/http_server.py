@@ -16,6 +16,12 @@ import httpx
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+class Server(str):
+    """The server's base URL, which also knows the server's process id."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -23,7 +29,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(SRC), **(extra_env or {}))
     for v in (
@@ -64,7 +70,9 @@ def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> It
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {Path(log.name).read_text()}")
             time.sleep(0.1)
-        yield base
+        server = Server(base)
+        server.pid = proc.pid
+        yield server
     finally:
         proc.terminate()
         try:
