@@ -80,4 +80,4 @@ def test_server_memory_stays_flat_for_a_long_json_query(tmp_path: Path) -> None:
     assert received > 200_000_000
     growth_mb = (peak - before) / 1024
     print(f"server RSS growth {growth_mb:.1f} MB for {received >> 20} MB")
-    assert growth_mb < 80, f"server grew by {growth_mb:.0f} MB for a {received >> 20} MB answer"
+    assert growth_mb < 120, f"server grew by {growth_mb:.0f} MB for a {received >> 20} MB answer"
