@@ -45,26 +45,34 @@ def _guarded(pieces: Iterable[bytes], what: str) -> Iterator[bytes]:
         log.exception("error while streaming %s; response truncated", what)
 
 
-def _respond(streams: list[PVStream], ext: str, donotchunk: bool, what: str) -> Response:
+async def _respond(streams: list[PVStream], ext: str, donotchunk: bool, what: str) -> Response:
     renderer, content_type = _formats()[ext]
     body = _guarded(renderer(streams), what)  # type: ignore[operator]
-    if donotchunk:
-        # a Content-Length needs the whole body first; spool it to disk past 16 MB
-        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+    if not donotchunk:
+        # a sync iterator: Starlette pulls it in its thread pool, off the event loop
+        return StreamingResponse(body, media_type=content_type)
+
+    def spool_all() -> tuple[tempfile.SpooledTemporaryFile[bytes], int]:
+        # a Content-Length needs the whole body first; spooled to disk past 16 MB
+        spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
+            max_size=16 << 20
+        )
         for piece in body:
             spool.write(piece)
         size = spool.tell()
         spool.seek(0)
+        return spool, size
 
-        def drain() -> Iterator[bytes]:
-            with spool:
-                while piece := spool.read(1 << 20):
-                    yield piece
+    spool, size = await _in_thread(spool_all)
 
-        return StreamingResponse(
-            drain(), media_type=content_type, headers={"Content-Length": str(size)}
-        )
-    return StreamingResponse(body, media_type=content_type)
+    def drain() -> Iterator[bytes]:
+        with spool:
+            while piece := spool.read(1 << 20):
+                yield piece
+
+    return StreamingResponse(
+        drain(), media_type=content_type, headers={"Content-Length": str(size)}
+    )
 
 
 async def _params(request: Request) -> list[tuple[str, str]]:
@@ -103,9 +111,9 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
             return error(400, "PV name is null.")
         try:
             ranges = _time_ranges(params)
+            # usereduced=true without pp selects the AA's TwoWeekRaw default, which answers
+            # raw data for what we hold: nothing to do
             pp = _one(params, "pp")
-            if (_one(params, "usereduced") or "").lower() == "true" and not pp:
-                pp = None  # the AA's TwoWeekRaw default: raw data for the ranges we serve
             streams = [retrieval.stream(pv, start, end, pp) for start, end in ranges]
             for st, (start, end) in zip(streams, ranges, strict=True):
                 st.extra.update({"from": start, "to": end})
@@ -114,7 +122,7 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
         if len(streams) > 1:
             streams = [_concat(streams)]
         donot = _one(params, "donotchunk")
-        return _respond(streams, ext, donot is not None and donot.lower() != "false", pv)
+        return await _respond(streams, ext, donot is not None and donot.lower() != "false", pv)
 
     async def get_data_for_pvs(request: Request) -> Response:
         ext = request.path_params["ext"]
@@ -141,7 +149,7 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
         except (TimeParseError, RetrievalError) as e:
             return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
         donot = _one(params, "donotchunk")
-        return _respond(
+        return await _respond(
             streams, ext, donot is not None and donot.lower() != "false", f"{len(names)} PVs"
         )
 
