@@ -1,0 +1,37 @@
+"""Per-PV counters the AA reports (getPVStatus, drop reports) and a few it lacks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DropReason(StrEnum):
+    """Why an event was not archived; each is counted per PV and shown in reports."""
+
+    BEFORE_1991 = "timestamp before 1991"
+    IN_FUTURE = "timestamp too far in the future"
+    NOT_INCREASING = "timestamp not after the previous sample"
+    TOO_OLD = "timestamp too old after connect"
+    BUFFER_FULL = "engine buffer memory bound reached"
+    TYPE_CHANGE = "PV changed type"
+
+
+@dataclass
+class PVMetrics:
+    events_received: int = 0
+    events_stored: int = 0
+    samples_written: int = 0
+    drops: Counter[DropReason] = field(default_factory=Counter)
+    connected: bool = False
+    connection_loss_regain_count: int = 0
+    last_connection_lost_epoch: int = 0
+    last_connection_regained_epoch: int = 0
+    first_connected_epoch: int = 0
+    last_event_epoch: int = 0
+    write_errors: int = 0
+    last_write_error: str = ""
+
+    def dropped(self, reason: DropReason, n: int = 1) -> None:
+        self.drops[reason] += n
