@@ -86,6 +86,7 @@ class ArchivedPV:
         self.budget = budget
         self.method = method
         self.period = period
+        self._scan = method is SamplingMethod.SCAN
         self.clock = clock or time.time
         self.metrics = PVMetrics()
         self.buffer = Buffer()
@@ -105,6 +106,7 @@ class ArchivedPV:
         """Changeable at run time, as the AA's changeArchivalParameters."""
         self.method = method
         self.period = max(period, 0.001)
+        self._scan = method is SamplingMethod.SCAN
         self._pending = None
 
     # ------------------------------------------------------------------ connection
@@ -175,7 +177,7 @@ class ArchivedPV:
             m.dropped(DropReason.TOO_OLD)
             return False
         m.last_event_epoch = int(now)
-        if self.method is SamplingMethod.SCAN:
+        if self._scan:
             self._last_ns = ts
             stored_ns = self._scan_stored_ns
             if stored_ns is not None and ts - stored_ns < self.period * SCAN_JITTER_FACTOR * NS:

@@ -7,34 +7,44 @@ configured bound are further events dropped, and each drop is counted on its PV.
 
 from __future__ import annotations
 
-import threading
-
 #: Rough cost of one buffered scalar event in Python lists (five list slots and objects).
 SCALAR_EVENT_BYTES = 160
 
 
 class MemoryBudget:
+    """Bytes held by all buffers, without a lock on the per-event path.
+
+    Only the event loop takes (``taken``) and only the writer gives back (``returned``), so
+    each counter has a single writer and no update can be lost between the two threads.
+    """
+
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
-        self.used = 0
+        self.taken = 0
+        self.returned = 0
         self.peak = 0
-        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self.taken - self.returned
 
     def take(self, nbytes: int) -> bool:
-        with self._lock:
-            if self.used + nbytes > self.limit:
-                return False
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
-            return True
+        used = self.taken - self.returned + nbytes
+        if used > self.limit:
+            return False
+        self.taken += nbytes
+        if used > self.peak:
+            self.peak = used
+        return True
 
     def give_back(self, nbytes: int) -> None:
-        with self._lock:
-            self.used = max(0, self.used - nbytes)
+        self.returned += nbytes
 
 
 def event_cost(value: object) -> int:
     """Approximate bytes one buffered event holds."""
+    if type(value) is float or type(value) is int:
+        return SCALAR_EVENT_BYTES
     nbytes = getattr(value, "nbytes", None)
     if nbytes is not None:
         return SCALAR_EVENT_BYTES + int(nbytes)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..pb import PayloadInfo, PayloadType, fast, year_of
+from ..pb import PayloadInfo, PayloadType, year_of
 from ..retrieval.model import Chunk, block_from_samples
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
 from .archived_pv import ArchivedPV, Buffer, SamplingMethod
@@ -105,21 +105,34 @@ class Engine:
             return written
 
     def _write(self, pv: ArchivedPV, buf: Buffer) -> int:
+        """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
+        with fields (reconnects, field changes) go through the general path, in order."""
         dtype = _NUMPY_DTYPE.get(pv.ptype)
-        if dtype is not None and not buf.fields and pv.ptype in fast.SUPPORTED:
-            r = self.sts.append_columns(
-                pv.name,
-                pv.ptype,
-                np.array(buf.secs, dtype=np.int64),
-                np.array(buf.nanos, dtype=np.int64),
-                np.array(buf.vals, dtype=dtype),
-                np.array(buf.severity, dtype=np.int32),
-                np.array(buf.status, dtype=np.int32),
-            )
-        else:
+        if dtype is None:
             r = self.sts.append(pv.name, pv.ptype, buf.samples())
-        pv.metrics.samples_written += r.written
-        return r.written
+            pv.metrics.samples_written += r.written
+            return r.written
+        written = 0
+        special = sorted(set(buf.fields) | buf.actual_change)
+        samples = buf.samples() if special else None
+        start = 0
+        for stop in [*special, len(buf)]:
+            if stop > start:
+                r = self.sts.append_columns(
+                    pv.name,
+                    pv.ptype,
+                    np.array(buf.secs[start:stop], dtype=np.int64),
+                    np.array(buf.nanos[start:stop], dtype=np.int64),
+                    np.array(buf.vals[start:stop], dtype=dtype),
+                    np.array(buf.severity[start:stop], dtype=np.int32),
+                    np.array(buf.status[start:stop], dtype=np.int32),
+                )
+                written += r.written
+            if stop < len(buf) and samples is not None:
+                written += self.sts.append(pv.name, pv.ptype, [samples[stop]]).written
+            start = stop + 1
+        pv.metrics.samples_written += written
+        return written
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write every ``seconds_to_buffer`` until ``stop`` is set, then flush everything."""
