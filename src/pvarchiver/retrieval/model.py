@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..pb import PayloadInfo, PayloadType, Sample
-from ..storage.columns import SampleBlock
+from ..storage.columns import SampleBlock, block_from_samples
 
 __all__ = ["Chunk", "PVStream", "SampleBlock", "block_from_samples", "block_samples"]
 
@@ -49,35 +47,6 @@ class PVStream:
     chunks: Iterator[Chunk]
     type: PayloadType | None = None
     extra: dict[str, object] = field(default_factory=dict)
-
-
-def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock:
-    """A block from Sample objects: numeric scalars get numeric columns, others object arrays."""
-    from ..pb import fast
-
-    if ptype in fast.SUPPORTED:
-        dtype = (
-            np.float64
-            if ptype in (PayloadType.SCALAR_DOUBLE,)
-            else (np.float32 if ptype is PayloadType.SCALAR_FLOAT else np.int32)
-        )
-        vals = np.array([s.val for s in samples], dtype=dtype)
-    else:
-        vals = np.empty(len(samples), dtype=object)
-        for i, s in enumerate(samples):
-            vals[i] = s.val
-    return SampleBlock(
-        np.array([s.secs for s in samples], dtype=np.int64),
-        np.array([s.nanos for s in samples], dtype=np.int64),
-        vals,
-        np.array([s.severity for s in samples], dtype=np.int32),
-        np.array([s.status for s in samples], dtype=np.int32),
-        {
-            i: s
-            for i, s in enumerate(samples)
-            if s.fields or s.repeatcount is not None or s.fieldactualchange is not None
-        },
-    )
 
 
 def block_samples(block: SampleBlock) -> Iterator[Sample]:

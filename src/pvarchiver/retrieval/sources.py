@@ -14,12 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pb import PayloadInfo, PBDecodeError, decode_line, fast
+from ..pb import PayloadInfo, PBDecodeError
 from ..pb.escape import EscapeError
-from ..storage.columns import SampleBlock
+from ..storage.columns import decode_block, take_rows
 from ..storage.pbfile import Instant, PBFile, PBFileError
 from ..storage.store import PlainPBStore, Segment
-from .model import Chunk, block_from_samples
+from .model import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -34,67 +34,6 @@ class LiveSource(Protocol):
 
 def _ns(ts: Instant) -> int:
     return ts[0] * NS + ts[1]
-
-
-def _decode_block(header: PayloadInfo, data: bytes, path: object) -> tuple[SampleBlock, bool]:
-    """Decode whole lines; returns (block, every line decoded)."""
-    ptype = header.type
-    if ptype in fast.SUPPORTED:
-        cols = fast.decode_scalar_lines(ptype, data)
-        base = np.int64(_year_start(header.year))
-        block = SampleBlock(
-            cols.secondsintoyear.astype(np.int64) + base,
-            cols.nanos.astype(np.int64),
-            cols.vals,
-            cols.severity.astype(np.int32),
-            cols.status.astype(np.int32),
-        )
-        fb = np.flatnonzero(cols.fallback)
-        if len(fb) == 0:
-            return block, True
-        keep = np.ones(len(block), dtype=bool)
-        for i in fb.tolist():
-            line = data[int(cols.line_starts[i]) : int(cols.line_ends[i])]
-            try:
-                s = decode_line(ptype, header.year, line)
-            except (PBDecodeError, EscapeError) as e:
-                log.error("%s: skipping corrupt line: %s", path, e)
-                keep[i] = False
-                continue
-            block.secs[i], block.nanos[i], block.vals[i] = s.secs, s.nanos, s.val
-            block.severity[i], block.status[i] = s.severity, s.status
-            if s.fields or s.repeatcount is not None or s.fieldactualchange is not None:
-                block.extras[i] = s
-        if keep.all():
-            return block, True
-        return _take(block, keep), False
-    samples = []
-    ok = True
-    for line in data.split(b"\n")[:-1]:
-        try:
-            samples.append(decode_line(ptype, header.year, line))
-        except (PBDecodeError, EscapeError) as e:
-            log.error("%s: skipping corrupt line: %s", path, e)
-            ok = False
-    return block_from_samples(samples, ptype), ok
-
-
-def _take(block: SampleBlock, keep: np.ndarray) -> SampleBlock:
-    new_index = np.cumsum(keep) - 1
-    return SampleBlock(
-        block.secs[keep],
-        block.nanos[keep],
-        block.vals[keep],
-        block.severity[keep],
-        block.status[keep],
-        {int(new_index[i]): s for i, s in block.extras.items() if keep[i]},
-    )
-
-
-def _year_start(year: int) -> int:
-    from ..pb import year_start
-
-    return year_start(year)
 
 
 def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
@@ -117,7 +56,7 @@ def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
         )
         last = after_ns
         for _off, data in f.iter_blocks(begin, seg.end):
-            block, clean = _decode_block(header, data, seg.path)
+            block, clean = decode_block(header, data, seg.path)
             if len(block) == 0:
                 continue
             ts = block.secs * NS + block.nanos
@@ -128,7 +67,7 @@ def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
             if last is not None:
                 keep &= ts > last
             if not keep.all():
-                block = _take(block, keep)
+                block = take_rows(block, keep)
                 clean = False
                 if len(block) == 0:
                     continue
@@ -197,4 +136,4 @@ def drop_not_after(chunk: Chunk, last_ns: int | None) -> Chunk | None:
         return chunk
     if not keep.any():
         return None
-    return Chunk(chunk.header, _take(chunk.block, keep), None)
+    return Chunk(chunk.header, take_rows(chunk.block, keep), None)

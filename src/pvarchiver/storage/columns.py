@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..pb import PBDecodeError, Sample, decode_line, fast, year_start
+from ..pb import PayloadInfo, PayloadType, PBDecodeError, Sample, decode_line, fast, year_start
 from ..pb.escape import EscapeError
 from .pbfile import Instant, PBFile, PBFileError
-from .store import PlainPBStore, Segment, iter_segment_samples
+from .store import PlainPBStore, Segment
 
 log = logging.getLogger(__name__)
+
+_DTYPE = {
+    PayloadType.SCALAR_DOUBLE: np.float64,
+    PayloadType.SCALAR_FLOAT: np.float32,
+    PayloadType.SCALAR_INT: np.int32,
+    PayloadType.SCALAR_SHORT: np.int32,
+    PayloadType.SCALAR_ENUM: np.int32,
+}
 
 
 @dataclass
@@ -38,78 +46,109 @@ class SampleBlock:
         return len(self.secs)
 
 
-def _block_from_samples(samples: list[Sample], dtype: np.dtype) -> SampleBlock:
+def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock:
+    """A block from Sample objects: numeric scalars get numeric columns, others object arrays."""
+    dtype = _DTYPE.get(ptype)
+    if dtype is not None:
+        vals = np.array([s.val for s in samples], dtype=dtype)
+    else:
+        vals = np.empty(len(samples), dtype=object)
+        for i, s in enumerate(samples):
+            vals[i] = s.val
     return SampleBlock(
         np.array([s.secs for s in samples], dtype=np.int64),
         np.array([s.nanos for s in samples], dtype=np.int64),
-        np.array([s.val for s in samples], dtype=dtype),
+        vals,
         np.array([s.severity for s in samples], dtype=np.int32),
         np.array([s.status for s in samples], dtype=np.int32),
-        {i: s for i, s in enumerate(samples) if s.fields or s.repeatcount is not None},
+        {i: s for i, s in enumerate(samples) if _has_extras(s)},
     )
 
 
-def iter_segment_columns(seg: Segment) -> Iterator[SampleBlock]:
-    ptype = seg.header.type
+def _has_extras(s: Sample) -> bool:
+    return bool(s.fields) or s.repeatcount is not None or s.fieldactualchange is not None
+
+
+def take_rows(block: SampleBlock, keep: np.ndarray) -> SampleBlock:
+    """The rows of ``block`` where ``keep`` is true, extras renumbered."""
+    new_index = np.cumsum(keep) - 1
+    return SampleBlock(
+        block.secs[keep],
+        block.nanos[keep],
+        block.vals[keep],
+        block.severity[keep],
+        block.status[keep],
+        {int(new_index[i]): s for i, s in block.extras.items() if keep[i]},
+    )
+
+
+def decode_block(header: PayloadInfo, data: bytes, where: object = "") -> tuple[SampleBlock, bool]:
+    """Decode whole escaped lines of one file; returns (block, every line decoded).
+
+    Scalar numeric lines go through the vectorised decoder; the lines it flags (fieldvalues,
+    unusual encodings, damage) and all other types go through the general decoder. Lines that
+    do not decode at all are skipped with an error in the log, never fatal.
+    """
+    ptype = header.type
     if ptype not in fast.SUPPORTED:
-        raise ValueError(f"{ptype.name} has no columnar form")
+        samples = []
+        ok = True
+        for line in data.split(b"\n")[:-1]:
+            try:
+                samples.append(decode_line(ptype, header.year, line))
+            except (PBDecodeError, EscapeError) as e:
+                log.error("%s: skipping corrupt line: %s", where, e)
+                ok = False
+        return block_from_samples(samples, ptype), ok
+    cols = fast.decode_scalar_lines(ptype, data)
+    block = SampleBlock(
+        cols.secondsintoyear.astype(np.int64) + year_start(header.year),
+        cols.nanos.astype(np.int64),
+        cols.vals,
+        cols.severity.astype(np.int32),
+        cols.status.astype(np.int32),
+    )
+    fallback = np.flatnonzero(cols.fallback)
+    if len(fallback) == 0:
+        return block, True
+    keep = np.ones(len(block), dtype=bool)
+    for i in fallback.tolist():
+        line = data[int(cols.line_starts[i]) : int(cols.line_ends[i])]
+        try:
+            s = decode_line(ptype, header.year, line)
+        except (PBDecodeError, EscapeError) as e:
+            log.error("%s: skipping corrupt line: %s", where, e)
+            keep[i] = False
+            continue
+        block.secs[i], block.nanos[i], block.vals[i] = s.secs, s.nanos, s.val
+        block.severity[i], block.status[i] = s.severity, s.status
+        if _has_extras(s):
+            block.extras[i] = s
+    if keep.all():
+        return block, True
+    return take_rows(block, keep), False
+
+
+def iter_segment_columns(seg: Segment) -> Iterator[SampleBlock]:
     try:
         f = PBFile.open(seg.path)
     except (PBFileError, OSError) as e:
         log.error("cannot read %s: %s", seg.path, e)
         return
-    base = year_start(seg.header.year)
     with f:
-        for _off, block in f.iter_blocks(seg.begin, seg.end):
-            cols = fast.decode_scalar_lines(ptype, block)
-            out = SampleBlock(
-                cols.secondsintoyear.astype(np.int64) + base,
-                cols.nanos.astype(np.int64),
-                cols.vals,
-                cols.severity.astype(np.int32),
-                cols.status.astype(np.int32),
-            )
-            fallback = np.flatnonzero(cols.fallback)
-            if len(fallback) == 0:
-                yield out
-                continue
-            keep = np.ones(len(out), dtype=bool)
-            for i in fallback.tolist():
-                line = block[int(cols.line_starts[i]) : int(cols.line_ends[i])]
-                try:
-                    s = decode_line(ptype, seg.header.year, line)
-                except (PBDecodeError, EscapeError) as e:
-                    log.error("%s: skipping corrupt line: %s", seg.path, e)
-                    keep[i] = False
-                    continue
-                out.secs[i], out.nanos[i], out.vals[i] = s.secs, s.nanos, s.val
-                out.severity[i], out.status[i] = s.severity, s.status
-                if s.fields or s.repeatcount is not None:
-                    out.extras[i] = s
-            if not keep.all():
-                new_index = np.cumsum(keep) - 1
-                out = SampleBlock(
-                    out.secs[keep],
-                    out.nanos[keep],
-                    out.vals[keep],
-                    out.severity[keep],
-                    out.status[keep],
-                    {int(new_index[i]): s for i, s in out.extras.items()},
-                )
-            yield out
+        for _off, data in f.iter_blocks(seg.begin, seg.end):
+            block, _clean = decode_block(seg.header, data, seg.path)
+            if len(block):
+                yield block
 
 
 def read_columns(
     store: PlainPBStore, pvname: str, start: Instant, end: Instant, include_prev: bool = True
 ) -> Iterator[SampleBlock]:
-    """Like :meth:`PlainPBStore.read`, as blocks of arrays (scalar numeric PVs only)."""
+    """Like :meth:`PlainPBStore.read`, as blocks of arrays (object arrays for types that
+    have no numeric column)."""
     prev, segs = store.locate(pvname, start, end)
     if include_prev and prev is not None:
         segs = [prev, *segs]
     for seg in segs:
-        if seg.header.type in fast.SUPPORTED:
-            yield from iter_segment_columns(seg)
-        else:
-            samples = list(iter_segment_samples(seg))
-            if samples:
-                yield _block_from_samples(samples, np.dtype(object))
+        yield from iter_segment_columns(seg)
