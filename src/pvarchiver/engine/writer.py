@@ -19,19 +19,13 @@ import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, year_of
 from ..retrieval.model import Chunk, block_from_samples
+from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
 from .archived_pv import ArchivedPV, Buffer, SamplingMethod
 from .budget import MemoryBudget
 
 log = logging.getLogger(__name__)
 
-_NUMPY_DTYPE = {
-    PayloadType.SCALAR_DOUBLE: np.float64,
-    PayloadType.SCALAR_FLOAT: np.float32,
-    PayloadType.SCALAR_INT: np.int32,
-    PayloadType.SCALAR_SHORT: np.int32,
-    PayloadType.SCALAR_ENUM: np.int32,
-}
 
 DAY = 86400
 
@@ -107,7 +101,7 @@ class Engine:
     def _write(self, pv: ArchivedPV, buf: Buffer) -> int:
         """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
         with fields (reconnects, field changes) go through the general path, in order."""
-        dtype = _NUMPY_DTYPE.get(pv.ptype)
+        dtype = NUMPY_DTYPE.get(pv.ptype)
         if dtype is None:
             r = self.sts.append(pv.name, pv.ptype, buf.samples())
             pv.metrics.samples_written += r.written

@@ -17,7 +17,7 @@ import numpy as np
 from ..pb import PayloadInfo, PBDecodeError
 from ..pb.escape import EscapeError
 from ..storage.columns import decode_block, take_rows
-from ..storage.pbfile import Instant, PBFile, PBFileError
+from ..storage.pbfile import Instant, PBFile, PBFileError, open_or_log
 from ..storage.store import PlainPBStore, Segment
 from .model import Chunk
 
@@ -38,10 +38,8 @@ def _ns(ts: Instant) -> int:
 
 def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
     """Chunks of one segment, skipping samples at or before ``after_ns``."""
-    try:
-        f = PBFile.open(seg.path)
-    except (PBFileError, OSError) as e:
-        log.error("cannot read %s: %s", seg.path, e)
+    f = open_or_log(seg.path)
+    if f is None:
         return
     with f:
         begin = seg.begin

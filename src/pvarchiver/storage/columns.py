@@ -16,12 +16,13 @@ import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, PBDecodeError, Sample, decode_line, fast, year_start
 from ..pb.escape import EscapeError
-from .pbfile import Instant, PBFile, PBFileError
+from .pbfile import Instant, open_or_log
 from .store import PlainPBStore, Segment
 
 log = logging.getLogger(__name__)
 
-_DTYPE = {
+#: numpy column type of each scalar numeric PayloadType
+NUMPY_DTYPE = {
     PayloadType.SCALAR_DOUBLE: np.float64,
     PayloadType.SCALAR_FLOAT: np.float32,
     PayloadType.SCALAR_INT: np.int32,
@@ -48,7 +49,7 @@ class SampleBlock:
 
 def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock:
     """A block from Sample objects: numeric scalars get numeric columns, others object arrays."""
-    dtype = _DTYPE.get(ptype)
+    dtype = NUMPY_DTYPE.get(ptype)
     if dtype is not None:
         vals = np.array([s.val for s in samples], dtype=dtype)
     else:
@@ -130,10 +131,8 @@ def decode_block(header: PayloadInfo, data: bytes, where: object = "") -> tuple[
 
 
 def iter_segment_columns(seg: Segment) -> Iterator[SampleBlock]:
-    try:
-        f = PBFile.open(seg.path)
-    except (PBFileError, OSError) as e:
-        log.error("cannot read %s: %s", seg.path, e)
+    f = open_or_log(seg.path)
+    if f is None:
         return
     with f:
         for _off, data in f.iter_blocks(seg.begin, seg.end):

@@ -192,6 +192,15 @@ class PBFile:
             log.warning("%s: %d bytes at %d end without LF", self.path, len(carry), pos)
 
 
+def open_or_log(path: Path) -> PBFile | None:
+    """Open for reading; an unreadable file is logged and skipped, never fatal to a read."""
+    try:
+        return PBFile.open(path)
+    except (PBFileError, OSError) as e:
+        log.error("cannot read %s: %s", path, e)
+        return None
+
+
 def read_header(fh: BinaryIO, path: Path | str = "") -> tuple[PayloadInfo, int]:
     """Header of an open file and the offset where its first sample starts."""
     fh.seek(0)

@@ -29,7 +29,7 @@ from .partitions import (
     shift_partition,
 )
 from .paths import PB_EXTENSION, key_folder_and_prefix, partition_path, pv_name_to_key
-from .pbfile import Instant, PBFile, PBFileError
+from .pbfile import Instant, PBFile, PBFileError, open_or_log
 from .url import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -458,10 +458,8 @@ def _has_no_lf(path: Path) -> bool:
 
 
 def iter_segment_samples(seg: Segment) -> Iterator[Sample]:
-    try:
-        f = PBFile.open(seg.path)
-    except (PBFileError, OSError) as e:
-        log.error("cannot read %s: %s", seg.path, e)
+    f = open_or_log(seg.path)
+    if f is None:
         return
     with f:
         for off, line in f.iter_lines(seg.begin, seg.end):
