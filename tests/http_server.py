@@ -29,7 +29,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    storage: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Iterator[Server]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(SRC), **(extra_env or {}))
     for v in (
@@ -51,6 +53,7 @@ def running_server(storage: Path, extra_env: dict[str, str] | None = None) -> It
             "127.0.0.1",
             "--port",
             str(port),
+            *(args or []),
         ],
         env=env,
         stdout=log,

@@ -22,14 +22,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  {st.name}: {st.to_url()}")
     print(
         f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval "
-        "(ETL runs on the AA's schedule). Not built yet: the CA engine, management API "
-        "and web UI."
+        "(ETL runs on the AA's schedule); archiving over CA: "
+        + (", ".join(args.archive) if args.archive else "no PVs (use --archive NAME)")
+        + ". Not built yet: the management API and web UI."
     )
     if args.check:
         for url in default_store_urls(root):
             parse_store_url(url).root_folder.mkdir(parents=True, exist_ok=True)
         return 0
-    run(root, args.host, args.port)
+    run(root, args.host, args.port, args.archive)
     return 0
 
 
@@ -43,6 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="storage root holding sts/ mts/ lts/ (default ./storage or $PVARCHIVER_STORAGE)",
     )
     p.add_argument("--demo", action="store_true", help="also start a demo IOC (not yet)")
+    p.add_argument(
+        "--archive",
+        action="append",
+        default=[],
+        metavar="PV",
+        help="archive this PV over Channel Access (MONITOR); repeat for more PVs. "
+        "The management API (archivePV) will replace this.",
+    )
     p.add_argument(
         "--check",
         action="store_true",

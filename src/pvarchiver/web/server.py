@@ -38,20 +38,45 @@ async def etl_loop(scheduler: ETLScheduler) -> None:
             log.exception("ETL pass failed")
 
 
-def build_server_app(root: Path) -> Starlette:
+def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
+    """The whole archiver process: CA engine (for the PVs in ``archive``), retrieval, ETL."""
+    from ..ca import CAClient, CAConfig
+    from ..engine.channels import CAArchiver
+    from ..engine.writer import Engine
+
     stores = open_stores(root)
-    app = build_app(Retrieval(stores))
+    engine = Engine(stores[0])
+    holder: dict[str, CAArchiver] = {}
+
+    def metadata(pv: str) -> dict[str, str]:
+        arch = holder.get("arch")
+        return arch.metadata(pv) if arch is not None else {}
+
+    app = build_app(Retrieval(stores, live=engine, metadata=metadata))
     scheduler = ETLScheduler(stores, time.time())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(etl_loop(scheduler))
+        client = CAClient(CAConfig.from_env())
+        await client.start()
+        arch = holder["arch"] = CAArchiver(engine, client)
+        for name in archive or []:
+            arch.archive(name)
+        arch.start()
+        stop = asyncio.Event()
+        writer = asyncio.create_task(engine.run(stop))
+        etl = asyncio.create_task(etl_loop(scheduler))
         try:
             yield
         finally:
-            task.cancel()
+            etl.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await etl
+            await arch.stop()
+            await client.close()
+            stop.set()
+            await writer  # its last cycle writes every buffered sample
+            await asyncio.to_thread(engine.write_all)
             stats = await asyncio.to_thread(scheduler.on_shutdown)
             for s in stats:
                 log.info("consolidateOnShutdown %s->%s: %d files", s.source, s.dest, s.files_moved)
@@ -60,6 +85,6 @@ def build_server_app(root: Path) -> Starlette:
     return app
 
 
-def run(root: Path, host: str, port: int) -> None:
-    app = build_server_app(root)
+def run(root: Path, host: str, port: int, archive: list[str] | None = None) -> None:
+    app = build_server_app(root, archive)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
