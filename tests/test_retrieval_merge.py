@@ -105,6 +105,9 @@ class FakeLive:
     def __init__(self, samples: list[Sample]) -> None:
         self.samples = samples
 
+    def type_of(self, pvname: str) -> PayloadType | None:
+        return D
+
     def read(self, pvname: str, start: tuple[int, int], end: tuple[int, int]) -> Iterator[Chunk]:
         yield Chunk(PayloadInfo(D, pvname, 2025), block_from_samples(self.samples, D))
 

@@ -138,6 +138,10 @@ class Engine:
             await asyncio.to_thread(self.write_all)
 
     # ------------------------------------------------------------------ reading
+    def type_of(self, pvname: str) -> PayloadType | None:
+        pv = self.pvs.get(pvname)
+        return pv.ptype if pv is not None else None
+
     def read(self, pvname: str, start: tuple[int, int], end: tuple[int, int]) -> Iterator[Chunk]:
         """Unwritten samples (in flight to disk, then buffered), for the retrieval merge."""
         pv = self.pvs.get(pvname)

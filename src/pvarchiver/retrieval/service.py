@@ -79,6 +79,13 @@ class Retrieval:
                     continue
         return None
 
+    def pv_type(self, pv: str) -> PayloadType | None:
+        """Type from the stores, or from the engine for a PV with nothing written yet."""
+        ptype = self.stored_type(pv)
+        if ptype is None and self.live is not None:
+            ptype = self.live.type_of(pv)
+        return ptype
+
     def all_pv_names(self, max_age: float = 10.0) -> list[str]:
         """Every PV with data in some store (cached briefly: it walks the folders)."""
         now = time.monotonic()
@@ -135,8 +142,8 @@ class Retrieval:
                 PayloadType.SCALAR_DOUBLE,
             )
         pv = self.resolve(name)
-        ptype = self.stored_type(pv)
-        if ptype is None and self.live is None:
+        ptype = self.pv_type(pv)
+        if ptype is None:
             raise RetrievalError(404, f"Unable to find typeinfo for pv {pv}")
         chunks: Iterator[Chunk] = merged_chunks(self.stores, pv, start, end, self.live)
         out_type = ptype

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pb import PayloadInfo, PBDecodeError
+from ..pb import PayloadInfo, PayloadType, PBDecodeError
 from ..pb.escape import EscapeError
 from ..storage.columns import SampleBlock, decode_block, take_rows
 from ..storage.pbfile import Instant, PBFile, PBFileError, open_or_log
@@ -32,6 +32,10 @@ class LiveSource(Protocol):
     """The engine's not yet written samples (a later issue); chunks in time order."""
 
     def read(self, pvname: str, start: Instant, end: Instant) -> Iterator[Chunk]: ...
+
+    def type_of(self, pvname: str) -> PayloadType | None:
+        """The PV's type if this source archives it, else None."""
+        ...
 
 
 def _ns(ts: Instant) -> int:

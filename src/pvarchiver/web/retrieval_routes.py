@@ -196,7 +196,7 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
                 if not pv:
                     return error(400, "PV name is null.")
                 real = retrieval.resolve(pv)
-                ptype = await _in_thread(retrieval.stored_type, real)
+                ptype = await _in_thread(retrieval.pv_type, real)
                 if name == "areWeArchivingPV":
                     return JSONResponse({"status": ptype is not None})
                 if ptype is None:
