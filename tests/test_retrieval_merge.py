@@ -108,6 +108,9 @@ class FakeLive:
     def type_of(self, pvname: str) -> PayloadType | None:
         return D
 
+    def names(self) -> list[str]:
+        return ["P"]
+
     def read(self, pvname: str, start: tuple[int, int], end: tuple[int, int]) -> Iterator[Chunk]:
         yield Chunk(PayloadInfo(D, pvname, 2025), block_from_samples(self.samples, D))
 

@@ -52,6 +52,8 @@ def test_serve_archives_and_sigterm_flushes_everything(tmp_path: Path) -> None:
                 time.sleep(0.2)
             # served from the engine's buffer: the write period (10 s) has not passed yet
             assert len(seen) >= 20, seen
+            r = httpx.get(base + "/retrieval/bpl/getMatchingPVs", params={"pv": "S:*"})
+            assert r.json() == ["S:CNT"]
             assert all(b - a == 1.0 for a, b in itertools.pairwise(seen))
         # the server got SIGTERM when the block ended; everything it had must be on disk
     stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(root)]

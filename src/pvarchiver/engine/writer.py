@@ -138,6 +138,9 @@ class Engine:
             await asyncio.to_thread(self.write_all)
 
     # ------------------------------------------------------------------ reading
+    def names(self) -> list[str]:
+        return list(self.pvs)
+
     def type_of(self, pvname: str) -> PayloadType | None:
         pv = self.pvs.get(pvname)
         return pv.ptype if pv is not None else None

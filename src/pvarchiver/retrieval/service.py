@@ -94,6 +94,8 @@ class Retrieval:
         names: set[str] = set()
         for store in self.stores:
             names.update(store.pv_names())
+        if self.live is not None:
+            names.update(self.live.names())
         result = sorted(names)
         self._names_cache = (now, result)
         return result

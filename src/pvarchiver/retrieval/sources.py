@@ -37,6 +37,10 @@ class LiveSource(Protocol):
         """The PV's type if this source archives it, else None."""
         ...
 
+    def names(self) -> list[str]:
+        """PVs this source archives."""
+        ...
+
 
 def _ns(ts: Instant) -> int:
     return ts[0] * NS + ts[1]
