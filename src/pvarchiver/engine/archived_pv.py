@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..pb import PayloadType, Sample
-from .budget import MemoryBudget, event_cost
+from .budget import SCALAR_EVENT_BYTES, MemoryBudget, event_cost
 from .metrics import DropReason, PVMetrics
 
 NS = 1_000_000_000
@@ -28,40 +28,52 @@ class SamplingMethod(StrEnum):
 
 @dataclass
 class Buffer:
-    """Columns of buffered events; ``fields[i]`` are fieldvalues to attach to row ``i``."""
+    """Buffered events as (secs, nanos, val, severity, status) rows; one tuple append per
+    event is the cheapest thing Python can do on the hot path. ``fields[i]`` are fieldvalues
+    to attach to row ``i``."""
 
-    secs: list[int] = field(default_factory=list)
-    nanos: list[int] = field(default_factory=list)
-    vals: list[Any] = field(default_factory=list)
-    severity: list[int] = field(default_factory=list)
-    status: list[int] = field(default_factory=list)
+    rows: list[tuple[int, int, Any, int, int]] = field(default_factory=list)
     fields: dict[int, dict[str, str]] = field(default_factory=dict)
     actual_change: set[int] = field(default_factory=set)
     cost: int = 0
 
     def __len__(self) -> int:
-        return len(self.secs)
+        return len(self.rows)
 
-    def append(self, secs: int, nanos: int, val: Any, sev: int, stat: int) -> None:
-        self.secs.append(secs)
-        self.nanos.append(nanos)
-        self.vals.append(val)
-        self.severity.append(sev)
-        self.status.append(stat)
+    def columns(self) -> tuple[Any, Any, Any, Any, Any]:
+        """(secs, nanos, vals, severity, status) sequences."""
+        if not self.rows:
+            return (), (), (), (), ()
+        secs, nanos, vals, sev, stat = zip(*self.rows, strict=True)
+        return secs, nanos, vals, sev, stat
+
+    def sample_at(self, i: int) -> Sample:
+        secs, nanos, val, sev, stat = self.rows[i]
+        f = self.fields.get(i)
+        return Sample(
+            secs,
+            nanos,
+            val,
+            sev,
+            stat,
+            fields=f or None,
+            fieldactualchange=True if i in self.actual_change else None,
+        )
 
     def samples(self) -> list[Sample]:
         out = []
-        for i in range(len(self.secs)):
-            f = self.fields.get(i)
+        fields, changed = self.fields, self.actual_change
+        for i, (secs, nanos, val, sev, stat) in enumerate(self.rows):
+            f = fields.get(i)
             out.append(
                 Sample(
-                    self.secs[i],
-                    self.nanos[i],
-                    self.vals[i],
-                    self.severity[i],
-                    self.status[i],
+                    secs,
+                    nanos,
+                    val,
+                    sev,
+                    stat,
                     fields=f or None,
-                    fieldactualchange=True if i in self.actual_change else None,
+                    fieldactualchange=True if i in changed else None,
                 )
             )
         return out
@@ -87,6 +99,13 @@ class ArchivedPV:
         self.method = method
         self.period = period
         self._scan = method is SamplingMethod.SCAN
+        # numeric scalars all cost the same: skip the per-event size estimate for them
+        self._fixed_cost = (
+            SCALAR_EVENT_BYTES
+            if not ptype.is_vector
+            and ptype not in (PayloadType.SCALAR_STRING, PayloadType.V4_GENERIC_BYTES)
+            else 0
+        )
         self.clock = clock or time.time
         self.metrics = PVMetrics()
         self.buffer = Buffer()
@@ -186,7 +205,28 @@ class ArchivedPV:
             self._pending = None
             return self._store(secs, nanos, val, sev, stat)
         self._last_ns = ts
-        return self._store(secs, nanos, val, sev, stat)
+        # _store, inlined: this runs for every event of every MONITOR PV
+        cost = self._fixed_cost or event_cost(val)
+        bud = self.budget
+        used = bud.taken - bud.returned + cost
+        if used > bud.limit:
+            m.dropped(DropReason.BUFFER_FULL)
+            return False
+        bud.taken += cost
+        if used > bud.peak:
+            bud.peak = used
+        b = self.buffer
+        b.cost += cost
+        b.rows.append((secs, nanos, val, sev, stat))
+        if self._pending_cnx_fields is not None:
+            self._attach_cnx(b)
+        m.events_stored += 1
+        return True
+
+    def _attach_cnx(self, b: Buffer) -> None:
+        b.fields[len(b) - 1] = self._pending_cnx_fields  # type: ignore[assignment]
+        self._pending_cnx_fields = None
+        self._started = False
 
     def on_scan_tick(self) -> bool:
         """SCAN: once per period, store the latest value not stored yet ("straggler")."""
@@ -203,11 +243,9 @@ class ArchivedPV:
             return False
         b = self.buffer
         b.cost += cost
-        b.append(secs, nanos, val, sev, stat)
+        b.rows.append((secs, nanos, val, sev, stat))
         if self._pending_cnx_fields is not None:
-            b.fields[len(b) - 1] = self._pending_cnx_fields
-            self._pending_cnx_fields = None
-            self._started = False
+            self._attach_cnx(b)
         self._scan_stored_ns = secs * NS + nanos
         self.metrics.events_stored += 1
         return True
@@ -241,11 +279,7 @@ class ArchivedPV:
         cur = self.buffer
         n = len(b)
         merged = Buffer(
-            b.secs + cur.secs,
-            b.nanos + cur.nanos,
-            b.vals + cur.vals,
-            b.severity + cur.severity,
-            b.status + cur.status,
+            b.rows + cur.rows,
             {**b.fields, **{i + n: f for i, f in cur.fields.items()}},
             b.actual_change | {i + n for i in cur.actual_change},
             b.cost + cur.cost,

@@ -108,22 +108,22 @@ class Engine:
             return r.written
         written = 0
         special = sorted(set(buf.fields) | buf.actual_change)
-        samples = buf.samples() if special else None
+        secs, nanos, vals, sev, stat = (np.asarray(c) for c in buf.columns())
         start = 0
         for stop in [*special, len(buf)]:
             if stop > start:
                 r = self.sts.append_columns(
                     pv.name,
                     pv.ptype,
-                    np.array(buf.secs[start:stop], dtype=np.int64),
-                    np.array(buf.nanos[start:stop], dtype=np.int64),
-                    np.array(buf.vals[start:stop], dtype=dtype),
-                    np.array(buf.severity[start:stop], dtype=np.int32),
-                    np.array(buf.status[start:stop], dtype=np.int32),
+                    secs[start:stop].astype(np.int64),
+                    nanos[start:stop].astype(np.int64),
+                    vals[start:stop].astype(dtype),
+                    sev[start:stop].astype(np.int32),
+                    stat[start:stop].astype(np.int32),
                 )
                 written += r.written
-            if stop < len(buf) and samples is not None:
-                written += self.sts.append(pv.name, pv.ptype, [samples[stop]]).written
+            if stop < len(buf):
+                written += self.sts.append(pv.name, pv.ptype, [buf.sample_at(stop)]).written
             start = stop + 1
         pv.metrics.samples_written += written
         return written

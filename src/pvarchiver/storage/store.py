@@ -119,6 +119,9 @@ class PlainPBStore:
         self.granularity: Granularity = config.granularity
         self.fsync = fsync
         self._last_known: dict[str, Instant] = {}
+        # path -> (size, mtime_ns, (pv, type, year), last timestamp) after our last append
+        self._prepared: dict[Path, tuple[int, int, tuple[str, PayloadType, int], Instant | None]]
+        self._prepared = {}
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -191,11 +194,25 @@ class PlainPBStore:
     def _prepare_file(
         self, path: Path, pvname: str, ptype: PayloadType, year: int
     ) -> tuple[Instant | None, int]:
-        """Make ``path`` ready for appending; returns (last timestamp in it, its size)."""
+        """Make ``path`` ready for appending; returns (last timestamp in it, its size).
+
+        A file this store appended to last, still with the size and modification time it had
+        then, was checked already: the remembered answer saves opening and reading it on every
+        write cycle of every PV.
+        """
         try:
-            size = path.stat().st_size
+            st = path.stat()
+            size = st.st_size
         except FileNotFoundError:
             size = -1
+            st = None
+        known = self._prepared.get(path)
+        if (
+            known is not None
+            and st is not None
+            and known[:3] == (size, st.st_mtime_ns, (pvname, ptype, year))
+        ):
+            return known[3], size
         if size <= 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             created = size < 0
@@ -373,6 +390,7 @@ class PlainPBStore:
             # cannot happen when the cache is right; refuse rather than write out of order
             self.forget(pvname)
             raise StoreError(f"{self.name}: {path} already holds data up to {file_last}")
+        self._prepared.pop(path, None)
         try:
             append_or_restore(path, data, size_before, self.fsync)
         except OSError as e:
@@ -381,6 +399,14 @@ class PlainPBStore:
                 f"{self.name}: writing {path} failed: {e.strerror or e}; file left as it was"
             ) from e
         self._last_known[pvname] = last_ts
+        try:
+            st = path.stat()
+        except OSError:
+            pass
+        else:
+            if len(self._prepared) > 200_000:  # one entry per partition written: keep bounded
+                self._prepared.clear()
+            self._prepared[path] = (st.st_size, st.st_mtime_ns, (pvname, ptype, year), last_ts)
         return AppendResult(written=count, bytes_written=len(data), files=[path])
 
     # ------------------------------------------------------------------ read
