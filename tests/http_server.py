@@ -33,7 +33,14 @@ def running_server(
     storage: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> Iterator[Server]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(SRC), **(extra_env or {}))
+    # CA stays on loopback with its own ports, whatever the test machine has configured
+    ca_defaults = {
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_SERVER_PORT": str(free_port()),
+        "EPICS_CA_REPEATER_PORT": str(free_port()),
+    }
+    env = dict(os.environ, PYTHONPATH=str(SRC), **{**ca_defaults, **(extra_env or {})})
     for v in (
         "ARCHAPPL_SHORT_TERM_FOLDER",
         "ARCHAPPL_MEDIUM_TERM_FOLDER",
