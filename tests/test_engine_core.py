@@ -192,3 +192,38 @@ def test_unwritten_samples_are_merged_into_retrieval(
     chunks = list(merged_chunks([sts], "E:AI", (NOW + 2, 0), (NOW + 6, 0), live=engine))
     vals = [float(v) for c in chunks for v in c.block.vals]
     assert vals == [2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_events_during_failing_write_cycles_are_not_lost(tmp_path: Path) -> None:
+    """The write loop's disk work runs in a thread while events keep arriving on the loop;
+    buffers that fail to write are put back without losing what arrived meanwhile."""
+    import asyncio
+
+    sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
+    engine = Engine(sts, seconds_to_buffer=1.0)
+    pv = engine.add_pv("E:AI", D)
+    pv.on_connect(D)
+    blocker = sts.root / "E"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the PV's folder must go: every write fails")
+    import time as _time
+
+    t0 = int(_time.time()) - 100
+    n = 30_000
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        writer = asyncio.create_task(engine.run(stop))
+        for i in range(n):
+            assert pv.on_event(t0 + i // 1000, (i % 1000) * 1_000_000, 0, 0, float(i))
+            if i % 500 == 0:
+                await asyncio.sleep(0.05)  # ~3 s in all: several write cycles happen
+        blocker.unlink()
+        stop.set()
+        await writer
+
+    asyncio.run(main())
+    assert pv.metrics.write_errors >= 1
+    engine.write_all()
+    assert [s.val for s in sts.read_all("E:AI")] == [float(i) for i in range(n)]
+    assert engine.budget.used == 0

@@ -389,10 +389,12 @@ def test_source_modified_during_a_run_etl_pass_is_kept(tmp_path: Path) -> None:
     assert st.files_moved == 2  # both copied; the changed one is kept
     assert names_of(sts, PV) == ["X:2024_03_10_00.pb"]
     st = run_etl(sts, mts_store(tmp_path), now=T0 + 2 * HOUR + 300)
-    assert files_of(sts) == []
-    # the extra line was older than what the destination held by then: dropped, not misordered
-    assert st.samples_moved == 0
+    # the extra line is older than what the destination holds by then: it cannot be appended
+    # in order, so the file stays (reported), rather than being deleted with that sample
+    assert st.samples_moved == 0 and st.files_skipped == 1 and "newer data" in st.errors[0]
+    assert names_of(sts, PV) == ["X:2024_03_10_00.pb"]
     assert read_pv(mts_store(tmp_path), PV) == data
+    assert extra.secs in [s.secs for s in read_pv(sts, PV)]
     assert_all_files_valid(mts)
 
 
@@ -470,16 +472,24 @@ def test_corrupt_source_file_is_skipped_and_left_in_place(tmp_path: Path) -> Non
     corrupt += b"garbage in the middle\n" + b"".join(x + b"\n" for x in lines[50:])
     bad.write_bytes(corrupt)
     st = run_etl(sts, mts, now=T0 + 5 * HOUR)
-    assert st.files_moved == 2 and st.files_skipped == 1
+    # the hour before it moves; the hours after it wait, so that once the bad file is
+    # repaired it can still be appended in order (moving them first would strand it)
+    assert st.files_moved == 1 and st.files_skipped == 1
     assert len(st.errors) == 1 and str(bad) in st.errors[0]
     assert "corrupt" in st.errors[0]
     assert bad.read_bytes() == corrupt
-    assert names_of(sts, PV) == [bad.name]
-    # the two good hours moved; retrieval merges the rest
-    assert read_pv(mts, PV) == data[:120] + data[240:]
+    assert names_of(sts, PV) == [bad.name, "X:2024_03_10_02.pb"]
+    assert read_pv(mts, PV) == data[:120]
     # the next pass reports it again and still leaves it alone
     again = run_etl(sts, mts, now=T0 + 6 * HOUR)
     assert again.files_skipped == 1 and bad.read_bytes() == corrupt
+    # after `pvarchiver pb repair` the rest moves, in order, with only the garbage line gone
+    from pvarchiver.storage.validate import repair_file
+
+    repair_file(bad)
+    done = run_etl(sts, mts, now=T0 + 6 * HOUR)
+    assert done.files_moved == 2 and not done.errors
+    assert read_pv(mts, PV) == data
 
 
 def test_file_whose_header_names_another_pv_is_not_moved(tmp_path: Path) -> None:

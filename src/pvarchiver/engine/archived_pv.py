@@ -132,6 +132,13 @@ class ArchivedPV:
     def on_connect(self, ptype: PayloadType) -> None:
         now = int(self.clock())
         m = self.metrics
+        if (
+            ptype == self.ptype
+            and self.paused
+            and self.status_message.startswith("PV changed type")
+        ):
+            self.paused = False  # back to the archived type: resume
+            self.status_message = ""
         if ptype != self.ptype:
             # never overwrite or mix types in the stream: stop and say why
             m.dropped(DropReason.TYPE_CHANGE)

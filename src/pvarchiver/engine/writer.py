@@ -61,42 +61,69 @@ class Engine:
         return pv
 
     # ------------------------------------------------------------------ writing
-    def write_all(self) -> int:
-        """One write cycle (also the final flush on shutdown); returns samples written."""
+    # A write cycle has three steps. Taking the buffers and putting failed ones back touch
+    # state that ``on_event`` mutates, so they run on the event loop (or with no events
+    # flowing); only the disk writes in between run in a worker thread.
+
+    def take_all(self) -> dict[str, Buffer]:
+        """Swap out every PV's buffer (event-loop side) and mark it in flight for readers."""
+        now = self.clock()
+        taken: dict[str, Buffer] = {}
+        for name, pv in list(self.pvs.items()):
+            if pv.paused:
+                continue  # its samples stay in memory; the store would refuse them
+            daily = None
+            if now - self._last_daily.get(name, 0) >= DAY and pv.field_values:
+                daily = pv.field_values
+            if not len(pv.buffer):
+                continue
+            buf = pv.take_buffer(daily)
+            if daily:
+                self._last_daily[name] = now
+            self._in_flight[name] = buf
+            taken[name] = buf
+        return taken
+
+    def write_buffers(self, taken: dict[str, Buffer]) -> tuple[int, dict[str, Exception]]:
+        """Write buffers to the STS (worker-thread side); returns (samples, failures)."""
+        written = 0
+        failed: dict[str, Exception] = {}
         with self._write_lock:
-            written = 0
-            now = self.clock()
-            for name, pv in list(self.pvs.items()):
-                daily = None
-                if now - self._last_daily.get(name, 0) >= DAY and pv.field_values:
-                    daily = pv.field_values
-                buf = pv.take_buffer(daily)
-                if not len(buf):
-                    pv.release(buf)
-                    continue
-                if daily:
-                    self._last_daily[name] = now
-                self._in_flight[name] = buf
+            for name, buf in taken.items():
                 try:
-                    written += self._write(pv, buf)
-                except TypeMismatchError as e:
-                    pv.paused = True
-                    pv.status_message = str(e)
-                    pv.metrics.write_errors += 1
-                    pv.metrics.last_write_error = str(e)
-                    log.error("%s: %s; archiving paused, samples kept in memory", name, e)
-                    pv.requeue(buf)
-                    continue
-                except (StoreError, OSError) as e:
-                    pv.metrics.write_errors += 1
-                    pv.metrics.last_write_error = str(e)
-                    log.error("%s: write failed, will retry: %s", name, e)
-                    pv.requeue(buf)
-                    continue
-                finally:
-                    self._in_flight.pop(name, None)
+                    written += self._write(self.pvs[name], buf)
+                except Exception as e:
+                    failed[name] = e
+        return written, failed
+
+    def finish(self, taken: dict[str, Buffer], failed: dict[str, Exception]) -> None:
+        """Release written buffers, put failed ones back in front (event-loop side)."""
+        for name, buf in taken.items():
+            pv = self.pvs[name]
+            self._in_flight.pop(name, None)
+            e = failed.get(name)
+            if e is None:
                 pv.release(buf)
-            return written
+                continue
+            pv.metrics.write_errors += 1
+            pv.metrics.last_write_error = str(e)
+            if isinstance(e, TypeMismatchError):
+                pv.paused = True
+                pv.status_message = str(e)
+                log.error("%s: %s; archiving paused, samples kept in memory", name, e)
+            elif isinstance(e, StoreError | OSError):
+                log.error("%s: write failed, will retry: %s", name, e)
+            else:
+                log.error("%s: unexpected write failure, will retry", name, exc_info=e)
+            pv.requeue(buf)
+
+    def write_all(self) -> int:
+        """One whole write cycle in the calling thread: for tests and the final flush, when
+        no events are arriving any more."""
+        taken = self.take_all()
+        written, failed = self.write_buffers(taken)
+        self.finish(taken, failed)
+        return written
 
     def _write(self, pv: ArchivedPV, buf: Buffer) -> int:
         """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
@@ -135,7 +162,13 @@ class Engine:
                 await asyncio.wait_for(stop.wait(), timeout=self.seconds_to_buffer)
             except TimeoutError:
                 pass
-            await asyncio.to_thread(self.write_all)
+            taken = self.take_all()
+            try:
+                _written, failed = await asyncio.to_thread(self.write_buffers, taken)
+            except BaseException:
+                self.finish(taken, dict.fromkeys(taken, RuntimeError("write cycle aborted")))
+                raise
+            self.finish(taken, failed)
 
     # ------------------------------------------------------------------ reading
     def names(self) -> list[str]:

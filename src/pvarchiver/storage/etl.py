@@ -16,12 +16,13 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..pb import PBDecodeError, fast
+from ..pb import PBDecodeError, Sample, fast
 from ..pb.escape import EscapeError
 from .partitions import parse_partition_name, partition_start, shift_partition
 from .pbfile import PBFile, PBFileError
@@ -43,6 +44,11 @@ class ETLStats:
     bytes_moved: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+
+class DestinationNewerError(StoreError):
+    """The destination already holds newer samples than (part of) a source file; appending
+    would lose them, so the file stays where it is and is reported."""
 
 
 def _pv_files(src: PlainPBStore) -> dict[str, list[PartitionFile]]:
@@ -126,7 +132,7 @@ def move_file(src: PlainPBStore, dst: PlainPBStore, pv: str, pf: PartitionFile) 
             return moved
         pf.path.unlink()
         fsync_dir(pf.path.parent)
-        src.forget(pv)
+        # the store's last-known timestamp stays: it still bounds what may be appended next
     return moved
 
 
@@ -138,6 +144,17 @@ def _bulk_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
     with dst.lock(pv):
         dst_last, size_before = dst._prepare_file(path, pv, f.header.type, f.header.year)
         begin = f.header_end if dst_last is None else f.find((dst_last[0], dst_last[1] + 1))
+        if begin > f.header_end:
+            # Lines at or before the destination's last sample are skipped. That is right only
+            # when they are the prefix an interrupted earlier move already copied, whose last
+            # line is then the destination's last sample; anything else would be lost.
+            prev = f.prev_line_start(begin)
+            line, _ = f.read_line(prev if prev is not None else f.header_end)
+            if f.timestamp_of(line) != dst_last:
+                raise DestinationNewerError(
+                    f"{f.path}: {dst.name} already holds newer data for {pv} than this file; "
+                    "not moved, so that nothing is lost"
+                )
         if begin >= f.data_end:
             return 0, 0
         nbytes = 0
@@ -162,17 +179,42 @@ def _bulk_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
 
 
 def _event_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
-    """Destination partitions finer than the source: re-partition sample by sample."""
-    samples = []
-    for off, line in f.iter_lines(f.header_end):
-        try:
-            samples.append(f.decode(line))
-        except (PBDecodeError, EscapeError) as e:
-            raise StoreError(f"{f.path}: corrupt line at offset {off}: {e}") from None
+    """Destination partitions finer than the source: re-partition sample by sample, streamed.
+
+    As in the bulk path, samples at or before the destination's last one may only be skipped
+    when they end exactly at it (the rerun of an interrupted move).
+    """
+    dst_last = dst.last_known_timestamp(pv)
+
+    def samples() -> Iterator[Sample]:
+        skipped_last: tuple[int, int] | None = None
+        checked = dst_last is None
+        for off, line in f.iter_lines(f.header_end):
+            try:
+                s = f.decode(line)
+            except (PBDecodeError, EscapeError) as e:
+                raise StoreError(f"{f.path}: corrupt line at offset {off}: {e}") from None
+            if not checked:
+                if (s.secs, s.nanos) <= dst_last:  # type: ignore[operator]
+                    skipped_last = (s.secs, s.nanos)
+                    continue
+                if skipped_last is not None and skipped_last != dst_last:
+                    raise DestinationNewerError(
+                        f"{f.path}: {dst.name} already holds newer data for {pv} than this "
+                        "file; not moved, so that nothing is lost"
+                    )
+                checked = True
+            yield s
+        if not checked and skipped_last != dst_last:
+            raise DestinationNewerError(
+                f"{f.path}: {dst.name} already holds newer data for {pv} than this file; "
+                "not moved, so that nothing is lost"
+            )
+
     old_fsync = dst.fsync
     dst.fsync = True
     try:
-        r = dst.append(pv, f.header.type, samples)
+        r = dst.append(pv, f.header.type, samples())
     finally:
         dst.fsync = old_fsync
     return r.written, r.bytes_written
@@ -240,7 +282,7 @@ def run_etl(
             except (PBFileError, OSError) as e:
                 stats.files_skipped += 1
                 stats.errors.append(f"{pf.path}: {e}")
-                continue
+                break
             if empty:
                 if everything or pf.start <= empty_limit:
                     pf.path.unlink(missing_ok=True)
@@ -251,14 +293,20 @@ def run_etl(
                 stats.files_skipped += 1
                 stats.errors.append(f"{pf.path}: {problem}")
                 log.error("ETL %s->%s: not moving %s: %s", src.name, dst.name, pf.path, problem)
-                continue
+                break  # later files must not overtake it: the destination only grows forward
             try:
                 n, b = move_file(src, dst, pv, pf)
+            except DestinationNewerError as e:
+                # kept and reported every pass; newer files may still move after it
+                stats.files_skipped += 1
+                stats.errors.append(str(e))
+                log.error("ETL %s->%s: %s", src.name, dst.name, e)
+                continue
             except (StoreError, PBFileError, OSError) as e:
                 stats.files_skipped += 1
                 stats.errors.append(f"{pf.path}: {e}")
                 log.error("ETL %s->%s: %s", src.name, dst.name, e)
-                continue
+                break  # as above: keep this PV's files in order
             stats.files_moved += 1
             stats.samples_moved += n
             stats.bytes_moved += b

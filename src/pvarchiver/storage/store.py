@@ -144,8 +144,15 @@ class PlainPBStore:
         return partition_path(self.root, self.key(pvname), name)
 
     def files_for_pv(self, pvname: str) -> list[PartitionFile]:
-        """This PV's partition files, oldest first; names that do not fit are skipped."""
-        folder, prefix = key_folder_and_prefix(self.root, self.key(pvname))
+        """This PV's partition files, oldest first; names that do not fit are skipped.
+
+        A name that cannot be a file name has no files (asking is not an error).
+        """
+        try:
+            key = self.key(pvname)
+        except ValueError:
+            return []
+        folder, prefix = key_folder_and_prefix(self.root, key)
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
