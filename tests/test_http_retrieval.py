@@ -289,3 +289,19 @@ def test_no_input_gives_a_500(base: str, path: str, params: dict[str, str]) -> N
     r = httpx.get(base + path, params=params, timeout=30)
     assert r.status_code < 500, (path, params, r.text)
     assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("bad", ["..", "a/../b", "a/b", "x\\y"])
+def test_names_that_cannot_be_files_are_4xx_everywhere(base: str, bad: str) -> None:
+    for path, method in (
+        ("/retrieval/data/getData.json", "GET"),
+        ("/retrieval/data/getDataAtTime", "POST"),
+        ("/retrieval/bpl/getMetadata", "GET"),
+        ("/retrieval/bpl/areWeArchivingPV", "GET"),
+    ):
+        if method == "POST":
+            r = httpx.post(base + path, json=[bad, PV], timeout=30)
+            assert r.status_code == 200 and bad not in r.json() and PV in r.json()
+        else:
+            r = httpx.get(base + path, params={"pv": bad}, timeout=30)
+            assert r.status_code < 500, (path, bad, r.text)

@@ -39,6 +39,8 @@ class CAArchiver:
         self.client = client
         self.channels: dict[str, Channel] = {}
         self._meta: dict[str, dict[str, str]] = {}
+        self._early_fields: dict[str, dict[str, str]] = {}
+        self.field_channels: dict[str, list[Channel]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._scan_task: asyncio.Task[None] | None = None
 
@@ -71,7 +73,11 @@ class CAArchiver:
             ptype = dbr.payload_type(ch.native_type, ch.count)
             if pv is None:
                 pv = self.engine.add_pv(name, ptype, state["method"], state["period"])
-                self.client.subscribe(ch, pv.on_event, count=ch.count, mask=DBE_LOG | DBE_ALARM)
+                # count=None: the channel's element count at every (re)connect, so a waveform
+                # whose NELM grew across an IOC restart is archived whole
+                self.client.subscribe(ch, pv.on_event, count=None, mask=DBE_LOG | DBE_ALARM)
+                for fname, fval in self._early_fields.pop(name, {}).items():
+                    pv.set_field(fname, fval)
             pv.on_connect(ptype)
             self._spawn(self._read_metadata(name, ch, pv))
 
@@ -84,8 +90,11 @@ class CAArchiver:
             pv = self.engine.pvs.get(name)
             if pv is not None:
                 pv.set_field(field, _text(value))
+            else:  # the field connected before its PV: keep the value until the PV exists
+                self._early_fields.setdefault(name, {})[field] = _text(value)
 
         ch = self.client.create_channel(f"{name}.{field}")
+        self.field_channels.setdefault(name, []).append(ch)
         self.client.subscribe(
             ch, on_field, dbr_type=dbr.time_type(0), count=1, mask=DBE_VALUE | DBE_ALARM
         )
@@ -139,5 +148,7 @@ class CAArchiver:
             self._scan_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scan_task
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

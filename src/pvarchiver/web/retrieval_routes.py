@@ -114,7 +114,10 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
             # usereduced=true without pp selects the AA's TwoWeekRaw default, which answers
             # raw data for what we hold: nothing to do
             pp = _one(params, "pp")
-            streams = [retrieval.stream(pv, start, end, pp) for start, end in ranges]
+            # resolving names lists folders and opens files: off the event loop
+            streams = await _in_thread(
+                lambda: [retrieval.stream(pv, start, end, pp) for start, end in ranges]
+            )
             for st, (start, end) in zip(streams, ranges, strict=True):
                 st.extra.update({"from": start, "to": end})
         except (TimeParseError, RetrievalError) as e:
@@ -138,14 +141,19 @@ def make_routes(retrieval: Retrieval) -> list[Route]:
         try:
             start, end = resolve_range(_one(params, "from"), _one(params, "to"))
             pp = _one(params, "pp")
-            streams = []
-            for n in names:
-                try:
-                    streams.append(retrieval.stream(n, start, end, pp))
-                except RetrievalError as e:
-                    if e.status != 404:
-                        raise
-                    log.info("getDataForPVs: skipping %s: %s", n, e.message)
+
+            def open_streams() -> list[PVStream]:
+                out = []
+                for n in names:
+                    try:
+                        out.append(retrieval.stream(n, start, end, pp))
+                    except RetrievalError as e:
+                        if e.status != 404:
+                            raise
+                        log.info("getDataForPVs: skipping %s: %s", n, e.message)
+                return out
+
+            streams = await _in_thread(open_streams)
         except (TimeParseError, RetrievalError) as e:
             return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
         donot = _one(params, "donotchunk")

@@ -28,10 +28,17 @@ def open_stores(root: Path) -> list[PlainPBStore]:
     return stores
 
 
-async def etl_loop(scheduler: ETLScheduler) -> None:
-    """Run due ETL stages in a worker thread so that HTTP (and later ingest) keep going."""
-    while True:
-        await asyncio.sleep(max(1.0, scheduler.seconds_until_next(time.time())))
+async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
+    """Run due ETL stages in a worker thread so that HTTP and ingest keep going.
+
+    Stopped with ``stop`` rather than cancelled: a pass already running in its thread is
+    waited for, so the shutdown consolidation never runs alongside it.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(1.0, scheduler.seconds_until_next(time.time())))
+        if stop.is_set():
+            return
         try:
             await asyncio.to_thread(scheduler.run_due, time.time())
         except Exception:
@@ -65,13 +72,13 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
         arch.start()
         stop = asyncio.Event()
         writer = asyncio.create_task(engine.run(stop))
-        etl = asyncio.create_task(etl_loop(scheduler))
+        etl_stop = asyncio.Event()
+        etl = asyncio.create_task(etl_loop(scheduler, etl_stop))
         try:
             yield
         finally:
-            etl.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await etl
+            etl_stop.set()
+            await etl
             await arch.stop()
             await client.close()
             stop.set()
