@@ -300,7 +300,7 @@ def test_names_that_cannot_be_files_are_4xx_everywhere(base: str, bad: str) -> N
         ("/retrieval/bpl/areWeArchivingPV", "GET"),
     ):
         if method == "POST":
-            r = httpx.post(base + path, json=[bad, PV], timeout=30)
+            r = httpx.post(base + path, params={"at": iso(T0 + 3600)}, json=[bad, PV], timeout=30)
             assert r.status_code == 200 and bad not in r.json() and PV in r.json()
         else:
             r = httpx.get(base + path, params={"pv": bad}, timeout=30)
