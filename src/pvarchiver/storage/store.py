@@ -8,6 +8,7 @@ crash) is cut off before new lines are added.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -429,27 +430,26 @@ class PlainPBStore:
         prev: Segment | None = None
         segs: list[Segment] = []
         after_end = (end[0], end[1] + 1)
-        for pf in files:
-            if pf.start > end[0]:
-                break
-            try:
-                f = PBFile.open(pf.path)
-            except (PBFileError, OSError) as e:
-                log.error("%s: skipping unreadable %s: %s", self.name, pf.path, e)
+        # Files wholly before the range can only supply "the last sample before start": look at
+        # the newest of them only (walking back past empty or unreadable ones), not all of them.
+        first_in = bisect.bisect_right([pf.end for pf in files], start[0])
+        for pf in reversed(files[:first_in]):
+            f = self._open_own(pf, pvname)
+            if f is None:
                 continue
             with f:
-                if f.header.pvname != pvname:
-                    log.error(
-                        "%s: skipping %s: header names PV %r", self.name, pf.path, f.header.pvname
-                    )
-                    continue
+                p = f.prev_line_start(f.data_end)
+                if p is not None:
+                    prev = Segment(pf.path, f.header, p, f.data_end)
+                    break
+        for pf in files[first_in:]:
+            if pf.start > end[0]:
+                break
+            f = self._open_own(pf, pvname)
+            if f is None:
+                continue
+            with f:
                 if not f.has_samples:
-                    continue
-                if pf.end <= start[0]:
-                    # wholly before the range: only its last line can be "the last before start"
-                    p = f.prev_line_start(f.data_end)
-                    if p is not None:
-                        prev = Segment(pf.path, f.header, p, f.data_end)
                     continue
                 b = f.find(start) if pf.start <= start[0] else f.header_end
                 e = f.find(after_end) if pf.end > end[0] else f.data_end
@@ -459,6 +459,19 @@ class PlainPBStore:
                 if e > b:
                     segs.append(Segment(pf.path, f.header, b, e))
         return prev, segs
+
+    def _open_own(self, pf: PartitionFile, pvname: str) -> PBFile | None:
+        """Open a partition file for reading if it is readable and really holds ``pvname``."""
+        try:
+            f = PBFile.open(pf.path)
+        except (PBFileError, OSError) as e:
+            log.error("%s: skipping unreadable %s: %s", self.name, pf.path, e)
+            return None
+        if f.header.pvname != pvname:
+            log.error("%s: skipping %s: header names PV %r", self.name, pf.path, f.header.pvname)
+            f.close()
+            return None
+        return f
 
     def read(
         self, pvname: str, start: Instant, end: Instant, include_prev: bool = True
