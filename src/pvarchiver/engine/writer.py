@@ -10,6 +10,7 @@ samples immediately.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..pb import PayloadInfo, PayloadType, year_of
+from ..pb import PayloadInfo, PayloadType, Sample, year_of
 from ..retrieval.model import Chunk, block_from_samples
 from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
@@ -179,22 +180,29 @@ class Engine:
         return pv.ptype if pv is not None else None
 
     def read(self, pvname: str, start: tuple[int, int], end: tuple[int, int]) -> Iterator[Chunk]:
-        """Unwritten samples (in flight to disk, then buffered), for the retrieval merge."""
+        """Unwritten samples (in flight to disk, then buffered), for the retrieval merge.
+
+        Rows are in time order, so the range is found by bisection and only the rows in it
+        (plus the one before ``start``) become Sample objects.
+        """
         pv = self.pvs.get(pvname)
         if pv is None:
             return
-        lo, hi = start[0] * 1_000_000_000 + start[1], end[0] * 1_000_000_000 + end[1]
-        for buf in (self._in_flight.get(pvname), pv.buffer):
-            if buf is None or not len(buf):
-                continue
-            all_samples = [s for s in buf.samples() if s.secs * 1_000_000_000 + s.nanos <= hi]
-            before = [s for s in all_samples if s.secs * 1_000_000_000 + s.nanos < lo]
-            samples = before[-1:] + [
-                s for s in all_samples if s.secs * 1_000_000_000 + s.nanos >= lo
-            ]
-            # one chunk per year, as a chunk's samples share the header's year
-            by_year: dict[int, list] = {}
-            for s in samples:
-                by_year.setdefault(year_of(s.secs), []).append(s)
-            for year, ss in sorted(by_year.items()):
-                yield Chunk(PayloadInfo(pv.ptype, pvname, year), block_from_samples(ss, pv.ptype))
+        # snapshot both buffers' rows (list copies are atomic under the GIL)
+        parts = [b for b in (self._in_flight.get(pvname), pv.buffer) if b is not None and len(b)]
+        picked: list[Sample] = []
+        before: Sample | None = None
+        for buf in parts:
+            rows = list(buf.rows)
+            i = bisect.bisect_left(rows, start, key=lambda r: (r[0], r[1]))
+            j = bisect.bisect_right(rows, end, key=lambda r: (r[0], r[1]))
+            if i > 0:
+                before = buf.sample_at(i - 1)
+            picked.extend(buf.sample_at(k) for k in range(i, min(j, len(rows))))
+        samples = ([before] if before is not None else []) + picked
+        # one chunk per year, as a chunk's samples share the header's year
+        by_year: dict[int, list[Sample]] = {}
+        for s in samples:
+            by_year.setdefault(year_of(s.secs), []).append(s)
+        for year, ss in sorted(by_year.items()):
+            yield Chunk(PayloadInfo(pv.ptype, pvname, year), block_from_samples(ss, pv.ptype))
