@@ -227,3 +227,19 @@ def test_events_during_failing_write_cycles_are_not_lost(tmp_path: Path) -> None
     engine.write_all()
     assert [s.val for s in sts.read_all("E:AI")] == [float(i) for i in range(n)]
     assert engine.budget.used == 0
+
+
+def test_read_spans_in_flight_and_current_buffers(env: tuple[Engine, PlainPBStore, Clock]) -> None:
+    engine, _sts, _clock = env
+    pv = engine.add_pv("E:AI", D)
+    pv.on_connect(D)
+    for i in range(5):
+        pv.on_event(NOW + i, 0, 0, 0, float(i))
+    taken = engine.take_all()  # being written: in flight, not yet on disk
+    for i in range(5, 10):
+        pv.on_event(NOW + i, 0, 0, 0, float(i))
+    vals = [float(v) for c in engine.read("E:AI", (NOW + 6, 0), (NOW + 8, 0)) for v in c.block.vals]
+    assert vals == [5.0, 6.0, 7.0, 8.0]  # exactly one sample before start
+    vals = [float(v) for c in engine.read("E:AI", (NOW + 3, 0), (NOW + 6, 0)) for v in c.block.vals]
+    assert vals == [2.0, 3.0, 4.0, 5.0, 6.0]
+    engine.finish(taken, {})
