@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -56,6 +57,7 @@ class Retrieval:
         self.metadata = metadata or (lambda pv: {})
         self.resolve_alias = resolve_alias or (lambda pv: pv)
         self._names_cache: tuple[float, list[str]] | None = None
+        self._names_lock = threading.Lock()
 
     # ------------------------------------------------------------------ names
     def resolve(self, requested: str) -> str:
@@ -91,6 +93,13 @@ class Retrieval:
         now = time.monotonic()
         if self._names_cache and now - self._names_cache[0] < max_age:
             return self._names_cache[1]
+        with self._names_lock:  # one walk of the folders at a time, others wait for it
+            if self._names_cache and time.monotonic() - self._names_cache[0] < max_age:
+                return self._names_cache[1]
+            return self._walk_names()
+
+    def _walk_names(self) -> list[str]:
+        now = time.monotonic()
         names: set[str] = set()
         for store in self.stores:
             names.update(store.pv_names())

@@ -62,7 +62,10 @@ class AppendResult:
         self.written += other.written
         self.dropped_not_increasing += other.dropped_not_increasing
         self.bytes_written += other.bytes_written
-        self.files.extend(p for p in other.files if p not in self.files)
+        # partitions arrive in time order, so a repeat can only be the last one
+        for p in other.files:
+            if not self.files or self.files[-1] != p:
+                self.files.append(p)
 
 
 @dataclass(slots=True)
