@@ -31,7 +31,7 @@ def venv_python() -> Path:
 
 def ensure_venv(extras: str) -> Path:
     """Create the venv and (re)install the project when pyproject.toml or extras changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs before anything checks the version
         sys.exit(f"pvarchiver needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     py = venv_python()
     if not py.exists():
