@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.message import DecodeError as _PBDecodeError
 
 from .escape import escape, unescape
-from .schema import MESSAGE_CLASS, FieldValueMsg, PayloadInfoMsg, PayloadType
+from .schema import MESSAGE_CLASS, PayloadInfoMsg, PayloadType
 from .timestamps import from_year_seconds, year_start
 
 
@@ -168,8 +168,3 @@ def sample_line(ptype: PayloadType, year: int, s: Sample) -> bytes:
 def decode_line(ptype: PayloadType, year: int, line: bytes) -> Sample:
     """Unescape and parse one line (without its LF)."""
     return decode_sample(ptype, year, unescape(line))
-
-
-def make_field_value(name: str, val: str) -> Any:
-    """A FieldValue message, for callers that build messages themselves."""
-    return FieldValueMsg(name=name, val=val)

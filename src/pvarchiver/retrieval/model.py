@@ -50,17 +50,5 @@ class PVStream:
 
 
 def block_samples(block: SampleBlock) -> Iterator[Sample]:
-    """Sample objects of a block (slow path, for formats that need one object per sample)."""
-    vals = block.vals.tolist() if block.vals.dtype != object else block.vals
-    for i in range(len(block)):
-        extra = block.extras.get(i)
-        if extra is not None:
-            yield extra
-            continue
-        yield Sample(
-            int(block.secs[i]),
-            int(block.nanos[i]),
-            vals[i],
-            int(block.severity[i]),
-            int(block.status[i]),
-        )
+    """Sample objects of a block (slow path, for code that needs one object per sample)."""
+    return (block.sample(i) for i in range(len(block)))

@@ -161,8 +161,7 @@ class Retrieval:
         if pp_spec:
             try:
                 pp = parse_post_processor(pp_spec)
-                if ptype is not None:
-                    out_type = pp.output_type(ptype)
+                out_type = pp.output_type(ptype)
             except PostProcessorError as e:
                 raise RetrievalError(400, str(e)) from None
             chunks = pp.process(chunks, start, end)
@@ -190,16 +189,13 @@ class Retrieval:
             i = len(b) - 1
             if int(b.secs[i]) < at[0] - search_period:
                 continue
-            extra = b.extras.get(i)
-            val = extra.val if extra is not None else b.vals[i]
-            if isinstance(val, np.generic):
-                val = val.item()
+            s = b.sample(i)
             out[requested] = {
-                "secs": int(b.secs[i]),
-                "nanos": int(b.nanos[i]),
-                "val": val,
-                "severity": int(b.severity[i]),
-                "status": int(b.status[i]),
+                "secs": s.secs,
+                "nanos": s.nanos,
+                "val": s.val,
+                "severity": s.severity,
+                "status": s.status,
             }
         return out
 

@@ -46,6 +46,19 @@ class SampleBlock:
     def __len__(self) -> int:
         return len(self.secs)
 
+    def sample(self, i: int) -> Sample:
+        """Row ``i`` as a Sample: the extras entry when there is one (it is the full sample),
+        else the columns, with numpy scalars turned into Python values."""
+        extra = self.extras.get(i)
+        if extra is not None:
+            return extra
+        v = self.vals[i]
+        if isinstance(v, np.generic):
+            v = v.item()
+        return Sample(
+            int(self.secs[i]), int(self.nanos[i]), v, int(self.severity[i]), int(self.status[i])
+        )
+
 
 def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock:
     """A block from Sample objects: numeric scalars get numeric columns, others object arrays."""

@@ -288,7 +288,7 @@ class PlainPBStore:
                     result.dropped_not_increasing += 1
                     continue
                 if cur_path is None or not cur_start <= s.secs < cur_end:
-                    if lines and cur_path is not None and last is not None:
+                    if lines and cur_path is not None:
                         data = b"".join(lines)
                         result.add(
                             self._write_bytes(
@@ -303,7 +303,7 @@ class PlainPBStore:
                     year = year_of(s.secs)
                 lines.append(sample_line(ptype, year, s))
                 last = ts
-            if lines and cur_path is not None and last is not None:
+            if lines and cur_path is not None:
                 data = b"".join(lines)
                 result.add(
                     self._write_bytes(cur_path, data, len(lines), pvname, ptype, year, first, last)

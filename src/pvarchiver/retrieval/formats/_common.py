@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ...pb import PayloadType, Sample
+from ...pb import PayloadType
 from ..model import Chunk, SampleBlock
 from ._numtext import FloatCol, IntCol, Segment, Specials, float_strings
 
@@ -88,19 +88,6 @@ def row_runs(block: SampleBlock) -> Iterator[tuple[int, int, bool]]:
         pos = i + 1
     if pos < n:
         yield pos, n, False
-
-
-def row_sample(block: SampleBlock, i: int, vals: Sequence[Any] | np.ndarray) -> Sample:
-    """Row ``i`` as a Sample: the extras entry when there is one (it is the full sample)."""
-    extra = block.extras.get(i)
-    if extra is not None:
-        return extra
-    v = vals[i]
-    if isinstance(v, np.generic):
-        v = v.item()
-    return Sample(
-        int(block.secs[i]), int(block.nanos[i]), v, int(block.severity[i]), int(block.status[i])
-    )
 
 
 def numeric_segment(ptype: PayloadType, vals: np.ndarray, specials: Specials) -> Segment:

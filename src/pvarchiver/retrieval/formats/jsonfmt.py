@@ -47,7 +47,6 @@ from ._common import (
     numeric_segment,
     peek,
     row_runs,
-    row_sample,
     val_texts,
 )
 from ._numtext import JSON_SPECIALS, IntCol, Lit, render_rows
@@ -97,7 +96,7 @@ def _columnar_lines(chunk: Chunk, start: int, stop: int, qw: bool) -> bytes:
 def _sample_lines(chunk: Chunk, start: int, stop: int, qw: bool) -> bytes:
     """Rows [start, stop) one by one (strings, waveforms, rows with fields)."""
     b = chunk.block
-    samples = [row_sample(b, i, b.vals) for i in range(start, stop)]
+    samples = [b.sample(i) for i in range(start, stop)]
     texts = val_texts(chunk.header.type, [s.val for s in samples], JSON_SPECIALS)
     if qw:
         lines = [

@@ -40,7 +40,7 @@ import numpy as np
 
 from ...pb import PayloadType
 from ..model import Chunk, PVStream
-from ._common import coalesce, row_sample, signed_byte, signed_bytes
+from ._common import coalesce, signed_byte, signed_bytes
 
 __all__ = ["render_mat"]
 
@@ -172,7 +172,7 @@ def _element_count(chunk: Chunk) -> int:
     ptype = chunk.header.type
     if not ptype.is_vector or ptype is PayloadType.WAVEFORM_STRING:
         return 1
-    v = row_sample(chunk.block, 0, chunk.block.vals).val
+    v = chunk.block.sample(0).val
     return max(1, len(v))
 
 
@@ -183,14 +183,14 @@ def _values(chunk: Chunk, ncols: int) -> np.ndarray:
     if ptype.is_vector:
         out = np.empty((n, ncols))
         for i in range(n):
-            out[i] = _row(ptype, row_sample(b, i, b.vals).val, ncols)
+            out[i] = _row(ptype, b.sample(i).val, ncols)
         return out
     if b.vals.dtype != object:
         col = b.vals.astype(np.float64)
         for i, s in b.extras.items():
             col[i] = _scalar(ptype, s.val)
         return col.reshape(n, 1)
-    col = np.array([_scalar(ptype, row_sample(b, i, b.vals).val) for i in range(n)])
+    col = np.array([_scalar(ptype, b.sample(i).val) for i in range(n)])
     return col.reshape(n, 1)
 
 

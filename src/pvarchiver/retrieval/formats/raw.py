@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 
 from ...pb import PayloadInfo, fast, header_line, sample_line, year_start
 from ..model import Chunk, PVStream
-from ._common import PIECE, Pieces, row_runs, row_sample
+from ._common import PIECE, Pieces, row_runs
 
 __all__ = ["encode_chunk", "render_raw"]
 
@@ -34,7 +34,7 @@ def _element_count(chunk: Chunk) -> int:
         return h.element_count
     if not h.type.is_vector or len(chunk) == 0:
         return 1
-    return len(row_sample(chunk.block, 0, chunk.block.vals).val)
+    return len(chunk.block.sample(0).val)
 
 
 def _header(stream: PVStream, chunk: Chunk) -> bytes:
@@ -58,9 +58,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
         parts: list[bytes] = []
         for start, stop, extra in row_runs(b):
             if extra:
-                parts.extend(
-                    sample_line(ptype, year, row_sample(b, i, b.vals)) for i in range(start, stop)
-                )
+                parts.extend(sample_line(ptype, year, b.sample(i)) for i in range(start, stop))
                 continue
             rows = slice(start, stop)
             parts.append(
@@ -74,7 +72,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
                 )
             )
         return b"".join(parts)
-    return b"".join(sample_line(ptype, year, row_sample(b, i, b.vals)) for i in range(n))
+    return b"".join(sample_line(ptype, year, b.sample(i)) for i in range(n))
 
 
 def render_raw(streams: Iterable[PVStream]) -> Iterator[bytes]:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from ..model import Chunk, PVStream
-from ._common import Pieces, is_columnar, numeric_segment, row_runs, row_sample, val_texts
+from ._common import Pieces, is_columnar, numeric_segment, row_runs, val_texts
 from ._numtext import JAVA_SPECIALS, IntCol, Lit, Segment, TableCol, render_rows
 
 __all__ = ["render_csv", "render_txt"]
@@ -87,7 +87,7 @@ def _columnar(chunk: Chunk, start: int, stop: int, txt: bool) -> bytes:
 
 def _per_sample(chunk: Chunk, start: int, stop: int, txt: bool) -> bytes:
     b = chunk.block
-    samples = [row_sample(b, i, b.vals) for i in range(start, stop)]
+    samples = [b.sample(i) for i in range(start, stop)]
     texts = val_texts(chunk.header.type, [s.val for s in samples], JAVA_SPECIALS)
     if txt:
         secs = np.array([s.secs for s in samples], dtype=np.int64)
