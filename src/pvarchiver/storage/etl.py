@@ -51,8 +51,11 @@ class DestinationNewerError(StoreError):
     would lose them, so the file stays where it is and is reported."""
 
 
-def _pv_files(src: PlainPBStore) -> dict[str, list[PartitionFile]]:
-    """Partition files of every PV in the source store, by PV name from the file headers."""
+def _pv_files(src: PlainPBStore, pvs: list[str] | None) -> dict[str, list[PartitionFile]]:
+    """Partition files by PV: for the given PVs from their own folders, else for every PV in
+    the store by the name in each file's header."""
+    if pvs is not None:
+        return {pv: src.files_for_pv(pv) for pv in pvs}
     by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
     for path in iter_pb_files(src.root):
         name = path.name
@@ -220,10 +223,12 @@ def _event_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
     return r.written, r.bytes_written
 
 
-def _validate_for_move(pf: PartitionFile) -> str | None:
-    """Reason not to move a file (a line that does not decode), or None."""
+def _inspect(pf: PartitionFile) -> tuple[bool, str | None]:
+    """(whether the file holds samples, reason not to move it or None), in one read."""
     try:
         with PBFile.open(pf.path) as f:
+            if not f.has_samples:
+                return False, None
             if f.header.type in fast.SUPPORTED:
                 # vectorised check; only lines it cannot vouch for go through protobuf
                 for block_start, block in f.iter_blocks(f.header_end):
@@ -233,16 +238,16 @@ def _validate_for_move(pf: PartitionFile) -> str | None:
                         try:
                             f.decode(block[a:b])
                         except (PBDecodeError, EscapeError) as e:
-                            return f"corrupt line at offset {block_start + a}: {e}"
-                return None
+                            return True, f"corrupt line at offset {block_start + a}: {e}"
+                return True, None
             for off, line in f.iter_lines(f.header_end):
                 try:
                     f.decode(line)
                 except (PBDecodeError, EscapeError) as e:
-                    return f"corrupt line at offset {off}: {e}"
+                    return True, f"corrupt line at offset {off}: {e}"
     except (PBFileError, OSError) as e:
-        return str(e)
-    return None
+        return True, str(e)
+    return True, None
 
 
 def run_etl(
@@ -265,30 +270,21 @@ def run_etl(
     gran = src.granularity
     cur = partition_start(int(now), gran)
     empty_limit = shift_partition(cur, gran, -(src.config.hold + 1))
-    for pv, files in sorted(_pv_files(src).items()):
+    for pv, files in sorted(_pv_files(src, pvs).items()):
         if pv == "":
             for pf in files:  # zero-byte files: no PV to attribute them to
                 if pf.start <= empty_limit:
                     pf.path.unlink(missing_ok=True)
                     stats.files_deleted_empty += 1
             continue
-        if pvs is not None and pv not in pvs:
-            continue
         movable = files if everything else files_to_move(files, src, now)
         for pf in movable:
-            try:
-                with PBFile.open(pf.path) as f:
-                    empty = not f.has_samples
-            except (PBFileError, OSError) as e:
-                stats.files_skipped += 1
-                stats.errors.append(f"{pf.path}: {e}")
-                break
-            if empty:
+            has_samples, problem = _inspect(pf)
+            if not has_samples and problem is None:
                 if everything or pf.start <= empty_limit:
                     pf.path.unlink(missing_ok=True)
                     stats.files_deleted_empty += 1
                 continue
-            problem = _validate_for_move(pf)
             if problem:
                 stats.files_skipped += 1
                 stats.errors.append(f"{pf.path}: {problem}")
