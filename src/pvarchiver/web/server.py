@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import uvicorn
@@ -45,6 +45,13 @@ async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
             log.exception("ETL pass failed")
 
 
+async def _logged(awaitable: Awaitable[object], what: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("shutdown: %s failed; carrying on", what)
+
+
 def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
     """The whole archiver process: CA engine (for the PVs in ``archive``), retrieval, ETL."""
     from ..ca import CAClient, CAConfig
@@ -77,12 +84,15 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
         try:
             yield
         finally:
+            # Each step is guarded so that a failure in one (a CA socket error, a failed write
+            # cycle) can never skip the flush of buffered samples that follows.
             etl_stop.set()
-            await etl
-            await arch.stop()
-            await client.close()
+            await _logged(etl, "ETL loop")
+            await _logged(arch.stop(), "CA archiver stop")
+            await _logged(client.close(), "CA client close")
             stop.set()
-            await writer  # its last cycle writes every buffered sample
+            await _logged(writer, "write loop")
+            # no events arrive any more: whatever the last cycle could not write goes now
             await asyncio.to_thread(engine.write_all)
             stats = await asyncio.to_thread(scheduler.on_shutdown)
             for s in stats:
