@@ -68,11 +68,8 @@ class Retrieval:
     def stored_type(self, pv: str) -> PayloadType | None:
         """Type of the newest file of the PV in any store, None if the PV has no data."""
         for store in self.stores:
-            try:
-                files = store.files_for_pv(pv)
-            except ValueError:  # a name that cannot be a file name cannot have data
-                return None
-            for pf in reversed(files):
+            # (a name that cannot be a file name simply has no files)
+            for pf in reversed(store.files_for_pv(pv)):
                 try:
                     with PBFile.open(pf.path) as f:
                         if f.header.pvname == pv:
