@@ -2,10 +2,17 @@
 
 ``:`` and ``-`` become folder separators and a terminator ``:`` follows the last component,
 so ``X:CTRD_V`` and ``X:CTRD_V_BOOK`` never share a file-name prefix.
+
+Windows (NTFS) refuses ``:`` and ``"*<>?|`` in file names, and ``:`` is in every AA file
+name (``HEARTBEAT:2012.pb``). There the characters are mapped to the Unicode private-use
+code points U+F000+c, the convention WSL and Cygwin use for the same problem, so a storage
+folder written by the AA on Linux and copied through WSL, or a Linux store shared with a
+Windows host, keeps the same names seen from both sides.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +22,25 @@ PB_EXTENSION = ".pb"
 
 _PROTOCOL_PREFIXES = ("ca://", "pva://")
 _FORBIDDEN = ("/", "\\", "\x00", "\n", "\r")
+#: characters NTFS refuses in a file name (besides the folder separators and controls)
+NTFS_RESERVED = '"*:<>?|'
+#: whether file names use the NTFS-safe mapping on this machine
+WINDOWS_NAMES = os.name == "nt"
+
+
+def ntfs_safe(text: str) -> str:
+    """Map the characters NTFS refuses to U+F000+c (WSL/Cygwin's convention)."""
+    return "".join(chr(0xF000 + ord(c)) if c in NTFS_RESERVED else c for c in text)
+
+
+def _windows(windows: bool | None) -> bool:
+    # read at call time so that tests can exercise the Windows names on any platform
+    return WINDOWS_NAMES if windows is None else windows
+
+
+def file_terminator(terminator: str = DEFAULT_TERMINATOR, windows: bool | None = None) -> str:
+    """The terminator as it appears in file names on this platform."""
+    return ntfs_safe(terminator) if _windows(windows) else terminator
 
 
 def strip_protocol(pvname: str) -> str:
@@ -29,8 +55,12 @@ def pv_name_to_key(
     pvname: str,
     separators: str = DEFAULT_SEPARATORS,
     terminator: str = DEFAULT_TERMINATOR,
+    windows: bool | None = None,
 ) -> str:
-    """``EIOC:LI30:MP01:HEARTBEAT`` -> ``EIOC/LI30/MP01/HEARTBEAT:``."""
+    """``EIOC:LI30:MP01:HEARTBEAT`` -> ``EIOC/LI30/MP01/HEARTBEAT:``.
+
+    With ``windows`` the result is NTFS-safe (see the module docstring).
+    """
     name = strip_protocol(pvname)
     if not name:
         raise ValueError("empty PV name")
@@ -40,7 +70,8 @@ def pv_name_to_key(
     # A key is a relative path under the store's root: it must never climb out of it.
     if any(part in (".", "..") for part in key.split("/")):
         raise ValueError(f"PV name {pvname!r} would map outside the store's folder")
-    return key + terminator
+    key += terminator
+    return ntfs_safe(key) if _windows(windows) else key
 
 
 def partition_path(root: Path, key: str, partition_name: str, ext: str = PB_EXTENSION) -> Path:
