@@ -54,6 +54,7 @@ async def measure(ioc: IOC, n: int, warmup: float, seconds: float) -> dict[str, 
         for ch in chans:
             await ca.wait_connected(ch, 60)
         t_conn = time.monotonic() - t0
+        search = ca.search_stats
         for ch in chans:
             ca.subscribe(ch, cb)
         await asyncio.sleep(warmup)
@@ -61,10 +62,13 @@ async def measure(ioc: IOC, n: int, warmup: float, seconds: float) -> dict[str, 
         c0, w0, p0, i0 = count, time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
         await asyncio.sleep(seconds)
         c1, w1, p1, i1 = count, time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
+        offs = ca.flow_control_offs
     events = c1 - c0
     wall = w1 - w0
     return {
         "connect_s": t_conn,
+        "datagrams": search.datagrams,
+        "flow_offs": offs,
         "events": events,
         "events_per_s": events / wall,
         "client_cpu_pct": 100 * (p1 - p0) / wall,
@@ -89,10 +93,12 @@ def main() -> None:
             ioc.kill()
     print(f"PVs {args.pvs}, SCAN '{args.scan}', {args.seconds:.0f} s window")
     print(f"  connect all          {res['connect_s']:.2f} s")
+    print(f"  search datagrams     {res['datagrams']:,} for {args.pvs:,} names")
     print(f"  received             {res['events_per_s']:,.0f} events/s ({res['events']:,})")
     print(f"  client CPU           {res['client_cpu_pct']:.1f} %")
     print(f"  client CPU per event {res['client_us_per_event']:.2f} us")
     print(f"  IOC CPU              {res['ioc_cpu_pct']:.1f} %")
+    print(f"  EVENTS_OFF sent      {res['flow_offs']}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import sys
 import epicscorelibs.ioc as m
 if sys.argv[2]:
     m.DEFAULT_DBD_PATH = sys.argv[2]
+if len(sys.argv) > 3 and sys.argv[3]:
+    m.dbCore.asSetFilename(sys.argv[3].encode())
 m.start_ioc(dbs=[(sys.argv[1], "")])
 sys.stderr.flush()
 sys.stdin.read()
@@ -86,6 +88,7 @@ class IOC:
         beacons: bool = True,
         fast_scan: bool = False,
         max_array_bytes: int = 16384,
+        acf: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,11 @@ class IOC:
         self.beacons = beacons
         self.max_array_bytes = max_array_bytes
         self.dbd = str(fast_dbd_dir(self.workdir / "dbd")) if fast_scan else ""
+        # an access security file (asSetFilename before iocInit), for access-rights tests
+        self.acf_path = ""
+        if acf is not None:
+            (self.workdir / "test.acf").write_text(acf)
+            self.acf_path = str(self.workdir / "test.acf")
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
@@ -132,7 +140,7 @@ class IOC:
         self.output = []
         ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(self.db_path), self.dbd],
+            [sys.executable, "-c", _LAUNCHER, str(self.db_path), self.dbd, self.acf_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

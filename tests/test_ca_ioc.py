@@ -189,7 +189,7 @@ def test_never_existing_pv_stays_unconnected(ioc: IOC, caplog: pytest.LogCapture
             ch = ca.create_channel("DOES:NOT:EXIST", lambda c, up: states.append(up))
             ok = ca.create_channel("T:AI")
             await ca.wait_connected(ok, 20)
-            await until(lambda: ch._search_period >= 1.0)  # several search rounds went out
+            await until(lambda: ca.search_tries(ch) >= 5)  # several search rounds went out
             with pytest.raises(asyncio.TimeoutError):
                 await ca.wait_connected(ch, 1.5)
             assert not ch.connected and states == []
@@ -274,18 +274,17 @@ def test_beacon_anomaly_resets_search_backoff() -> None:
             max_search_period=300,
         )
         async with CAClient(cfg) as ca:
-            ch = ca.create_channel("NOBODY:HOME")
-            ch._search_period = 300.0
-            ch._next_search = time.monotonic() + 300
+            ca.create_channel("NOBODY:HOME")
+            resets = ca.search_stats.resets
             src = ("127.0.0.1", 9999)
             ca._on_beacon_datagram(P.beacon(7000, 5), src)
             assert ca.beacon_anomalies == 1
-            assert ch._search_period <= 0.1  # reset by the new server
-            ch._search_period = 300.0
+            assert ca.search_stats.resets == resets + 1  # reset by the new server
             ca._on_beacon_datagram(P.beacon(7000, 6), src)
-            assert ca.beacon_anomalies == 1 and ch._search_period == 300.0  # regular beacon
+            assert ca.beacon_anomalies == 1  # regular beacon
+            assert ca.search_stats.resets == resets + 1
             ca._on_beacon_datagram(P.beacon(7000, 0), src)  # restarted server
-            assert ca.beacon_anomalies == 2 and ch._search_period <= 0.1
+            assert ca.beacon_anomalies == 2 and ca.search_stats.resets == resets + 2
 
     run(main())
 

@@ -135,7 +135,7 @@ def test_archive_fields_attached_on_change_and_daily(
 
 def test_memory_bound_drops_are_counted_not_silent(tmp_path: Path) -> None:
     engine = Engine(
-        make_store(tmp_path, "STS", "PARTITION_HOUR"), memory_limit_bytes=16_000, clock=Clock(NOW)
+        make_store(tmp_path, "STS", "PARTITION_HOUR"), memory_limit_bytes=3_200, clock=Clock(NOW)
     )
     a, b = engine.add_pv("A", D), engine.add_pv("B", D)
     a.on_connect(D)

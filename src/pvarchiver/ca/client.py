@@ -35,6 +35,8 @@ from typing import Any
 
 from . import dbr
 from . import protocol as P
+from .names import validate_pv_name
+from .search import SearchScheduler, SearchStats
 
 __all__ = [
     "CAClient",
@@ -47,9 +49,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INITIAL_SEARCH_PERIOD = 0.05
-MAX_UDP_PAYLOAD = 1024
 ECHO_TIMEOUT = 5.0
+#: consecutive full-size reads that mean the client is behind the server (libca uses 10)
+FLOW_CONTROL_READS = 10
+#: ... and for at least this long: a short stall (a write cycle holding the GIL, a GC pass)
+#: leaves a backlog that drains by itself; only a lasting one means we cannot keep up, and
+#: EVENTS_OFF makes the server coalesce (lose) updates, which an archiver wants to avoid
+FLOW_CONTROL_SECONDS = 0.5
+#: after EVENTS_OFF, this long without any bytes from the server means the backlog is gone
+EVENTS_ON_IDLE = 0.05
+#: reads smaller than this never count as full (asyncio reads up to 256 KiB at a time)
+MIN_FULL_READ = 16384
 
 
 class CAError(Exception):
@@ -130,25 +140,32 @@ class CAConfig:
 
 
 ConnectionCallback = Callable[["Channel", bool], None]
+AccessRightsCallback = Callable[["Channel", int], None]
 
 
 class Channel:
     """One named PV.  Attributes are valid while ``connected`` is True.
 
     ``native_type`` is the DBR native type (0..6), ``count`` the element count
-    the server reported, ``access`` the rights bits (1 read, 2 write).
+    the server reported, ``access`` the rights bits (1 read, 2 write), kept current
+    from the server's ACCESS_RIGHTS messages.  ``error`` is "" while nothing is wrong,
+    else a sentence for status pages: an invalid name (never searched), or an array too
+    large for ``EPICS_CA_MAX_ARRAY_BYTES`` (requests are clipped).
     """
 
     __slots__ = (
         "_callbacks",
         "_circuit",
-        "_next_search",
-        "_search_period",
+        "_follow",
+        "_followers",
+        "_rights_callbacks",
         "_subs",
         "access",
         "cid",
         "connected",
         "count",
+        "created_at",
+        "error",
         "name",
         "native_type",
         "server",
@@ -166,9 +183,22 @@ class Channel:
         self.server: tuple[str, int] | None = None
         self._circuit: _Circuit | None = None
         self._callbacks: list[ConnectionCallback] = []
+        self._rights_callbacks: list[AccessRightsCallback] = []
         self._subs: dict[int, Subscription] = {}
-        self._search_period = INITIAL_SEARCH_PERIOD
-        self._next_search = 0.0
+        self._follow: Channel | None = None
+        self._followers: list[Channel] = []
+        self.error = ""
+        self.created_at = time.time()
+
+    @property
+    def read_access(self) -> bool:
+        """The server lets us read (and monitor) this channel."""
+        return bool(self.access & 1)
+
+    @property
+    def write_access(self) -> bool:
+        """The server lets us write this channel."""
+        return bool(self.access & 2)
 
     @property
     def is_array(self) -> bool:
@@ -229,6 +259,11 @@ class _Circuit(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.echo_sent: float | None = None
         self.closed = False
+        self.events_off = False  # we asked the server to hold monitor updates
+        self.flow_control_offs = 0
+        self._full_reads = 0
+        self._full_since = 0.0
+        self._biggest_read = MIN_FULL_READ
 
     # -- output: batch writes so connecting 1000 channels is one send, not 1000
     def send(self, data: bytes) -> None:
@@ -259,7 +294,58 @@ class _Circuit(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         self.echo_sent = None
+        self._flow_control(len(data))
         self.framer.feed(data)
+
+    def _flow_control(self, n: int) -> None:
+        """EVENTS_OFF when we fall behind, EVENTS_ON once caught up, as libca does.
+
+        Every read returning as much as the transport ever reads at once means the kernel
+        holds more: after FLOW_CONTROL_READS of those in a row, over FLOW_CONTROL_SECONDS,
+        the server is asked to stop sending monitor updates (it keeps the latest per
+        subscription and sends it on EVENTS_ON), so the backlog can drain instead of
+        growing; the first short read means the backlog is gone. The read size is learnt,
+        so it works with any event loop.
+        """
+        if n >= self._biggest_read:
+            self._biggest_read = n
+            self._full_reads += 1
+            if self._full_reads == 1:
+                self._full_since = self.last_rx
+            if (
+                self._full_reads >= FLOW_CONTROL_READS
+                and not self.events_off
+                and self.last_rx - self._full_since >= FLOW_CONTROL_SECONDS
+            ):
+                self.events_off = True
+                self.flow_control_offs += 1
+                self.client.flow_control_offs += 1
+                log.info("CA circuit %s:%d: behind, EVENTS_OFF", *self.server)
+                self.send(P.events_off())
+                self._flush()
+                asyncio.get_running_loop().call_later(EVENTS_ON_IDLE, self._events_on_if_idle)
+        else:
+            self._full_reads = 0
+            self._events_on()
+
+    def _events_on(self) -> None:
+        if self.events_off and not self.closed:
+            self.events_off = False
+            log.info("CA circuit %s:%d: caught up, EVENTS_ON", *self.server)
+            self.send(P.events_on())
+            self._flush()
+
+    def _events_on_if_idle(self) -> None:
+        """The backlog can drain in reads that all look full (or nothing comes at all while
+        the server holds events): silence on the socket also means caught up, so updates
+        never stay switched off."""
+        if not self.events_off or self.closed:
+            return
+        if time.monotonic() - self.last_rx >= EVENTS_ON_IDLE:
+            self._full_reads = 0
+            self._events_on()
+        else:
+            asyncio.get_running_loop().call_later(EVENTS_ON_IDLE, self._events_on_if_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -287,7 +373,7 @@ class _Circuit(asyncio.Protocol):
         elif cmd == P.ACCESS_RIGHTS:
             ch = self.channels.get(p1)
             if ch is not None:
-                ch.access = p2
+                client._access_rights(ch, p2)
         elif cmd in (P.READ_NOTIFY, P.WRITE_NOTIFY):
             entry = self.pending.pop(p2, None)
             if entry is None:
@@ -309,6 +395,8 @@ class _Circuit(asyncio.Protocol):
         elif cmd in (P.CREATE_CH_FAIL, P.SERVER_DISCONN):
             ch = self.channels.pop(p1, None)
             if ch is not None:
+                if cmd == P.CREATE_CH_FAIL and ch._follow is not None:
+                    ch.error = "no such channel on {}:{}".format(*self.server)
                 client._channel_lost(ch, research=True)
         elif cmd == P.ERROR:
             req, text = P.parse_error_payload(body)
@@ -320,6 +408,8 @@ class _Circuit(asyncio.Protocol):
             elif req is not None and req.cmd == P.CREATE_CHAN:
                 ch = self.channels.pop(req.p1, None)
                 if ch is not None:
+                    if ch._follow is not None:
+                        ch.error = text or "channel refused by {}:{}".format(*self.server)
                     client._channel_lost(ch, research=True)
         elif cmd == P.SEARCH:  # reply from a name server (EPICS_CA_NAME_SERVERS)
             host = self.server[0] if p1 in (0, 0xFFFFFFFF) else P.int_to_ip(p1)
@@ -353,6 +443,7 @@ class CAClient:
         self.config = config or CAConfig.from_env()
         self._channels: dict[int, Channel] = {}
         self._unresolved: dict[int, Channel] = {}
+        self._search = SearchScheduler(self.config.max_search_period)
         self._circuits: dict[tuple[str, int], _Circuit] = {}
         self._name_servers: list[_Circuit] = []
         self._connecting: dict[tuple[str, int], list[Channel]] = {}
@@ -370,6 +461,8 @@ class CAClient:
         self._sequence = 0
         self._closed = False
         self.beacon_anomalies = 0
+        #: times any circuit sent EVENTS_OFF because this client fell behind
+        self.flow_control_offs = 0
 
     async def __aenter__(self) -> CAClient:
         await self.start()
@@ -452,11 +545,29 @@ class CAClient:
 
     # ------------------------------------------------------------ public API
 
-    def create_channel(self, name: str, on_connection: ConnectionCallback | None = None) -> Channel:
+    def create_channel(
+        self,
+        name: str,
+        on_connection: ConnectionCallback | None = None,
+        on_access_rights: AccessRightsCallback | None = None,
+        follow: Channel | None = None,
+    ) -> Channel:
         """Create a channel and start searching; returns immediately.
 
         ``on_connection(channel, connected)`` runs on every connect and
         disconnect (with ``channel.native_type``/``count``/``access`` set).
+        ``on_access_rights(channel, access)`` runs for every ACCESS_RIGHTS message
+        (at connect, and whenever the server's access security changes them).
+        A name that is not a valid PV name (:func:`~pvarchiver.ca.names.validate_pv_name`)
+        gives a channel with ``error`` set that is never searched, so one bad name
+        cannot disturb the others and its status says why.
+
+        ``follow``: a channel on the same server (``REC.HIHI`` follows ``REC``). It is
+        never searched: it is created on ``follow``'s circuit each time that one connects.
+        Why: an archiver watches ~8 fields per PV; searching them would multiply the UDP
+        traffic by 9, and a field the record type lacks (``calc.DRVH``) would be searched
+        forever, while CREATE_CHAN on the known circuit answers at once (CREATE_CH_FAIL
+        sets ``error``; it is tried again at the next connect).
         """
         if self._closed:
             raise CAError("client is closed")
@@ -465,8 +576,24 @@ class CAClient:
         ch = Channel(name, cid)
         if on_connection is not None:
             ch._callbacks.append(on_connection)
+        if on_access_rights is not None:
+            ch._rights_callbacks.append(on_access_rights)
         self._channels[cid] = ch
+        problem = validate_pv_name(name)
+        if problem is not None:
+            ch.error = f"invalid PV name: {problem}"
+            if follow is None or not follow.error:  # say it once, not once per field
+                log.warning("%r: %s", name, ch.error)
+            return ch
+        if follow is not None:
+            ch._follow = follow
+            follow._followers.append(ch)
+            circuit = follow._circuit
+            if follow.connected and circuit is not None and not circuit.closed:
+                circuit.attach(ch)
+            return ch
         self._unresolved[cid] = ch
+        self._search.add(cid, name, time.monotonic())
         self._wake.set()
         return ch
 
@@ -474,6 +601,10 @@ class CAClient:
         """Drop a channel and its subscriptions (CLEAR_CHANNEL to the server)."""
         self._channels.pop(ch.cid, None)
         self._unresolved.pop(ch.cid, None)
+        self._search.remove(ch.cid)
+        if ch._follow is not None:
+            with contextlib.suppress(ValueError):
+                ch._follow._followers.remove(ch)
         circuit = ch._circuit
         if circuit is not None:
             circuit.channels.pop(ch.cid, None)
@@ -545,6 +676,26 @@ class CAClient:
             circuit.pending.pop(ioid, None)
             raise
 
+    async def put_raw(
+        self, ch: Channel, dbr_type: int, count: int, payload: bytes, timeout: float = 5.0
+    ) -> None:
+        """WRITE_NOTIFY of an already-encoded payload of any plain DBR type (gateway puts).
+
+        The server converts, so a client's DBR_STRING put to a DOUBLE PV
+        reaches the IOC as the string, exactly as if sent directly.
+        """
+        circuit = self._require(ch)
+        ioid = self._next_ioid
+        self._next_ioid += 1
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        circuit.pending[ioid] = (fut, dbr_type, False)  # type: ignore[assignment]
+        circuit.send(P.write_notify(dbr_type, count, ch.sid, ioid, payload))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            circuit.pending.pop(ioid, None)
+            raise
+
     def subscribe(
         self,
         ch: Channel,
@@ -560,6 +711,8 @@ class CAClient:
         scalars are Python numbers/str, arrays numpy (CHAR: bytes, STRING:
         list[str]).  Other DBR types call ``callback(reading: dbr.Reading)``.
         ``count`` None means the channel's native count at each connect.
+        A callback with attribute ``raw_payload = True`` is installed as the
+        framer handler itself: ``callback(buf, offset, count)`` (no decoding).
         """
         if dbr_type is not None and not 0 <= dbr_type <= 34:
             raise ValueError(f"unsupported DBR type {dbr_type}")
@@ -575,6 +728,15 @@ class CAClient:
     def channels(self) -> list[Channel]:
         """Every channel not cleared."""
         return list(self._channels.values())
+
+    @property
+    def search_stats(self) -> SearchStats:
+        """Datagrams and names sent, answers, backoff resets, window cuts."""
+        return self._search.stats
+
+    def search_tries(self, ch: Channel) -> int:
+        """Searches sent for ``ch`` since it last lost (or never had) its server."""
+        return self._search.tries(ch.cid)
 
     # ------------------------------------------------------------ internals
 
@@ -608,7 +770,9 @@ class CAClient:
         dbr_type = dbr.time_type(ch.native_type) if sub.dbr_type is None else sub.dbr_type
         n = self._clip_count(ch, dbr_type, sub.count)
         native = dbr.native_of(dbr_type)
-        if dbr_type // 7 == 2:
+        if getattr(sub.callback, "raw_payload", False):  # gateway: bytes, no decoding
+            handler = sub.callback
+        elif dbr_type // 7 == 2:
             handler = dbr.time_event_decoder(native, ch.is_array, sub.callback)
         else:
             handler = _reading_handler(dbr_type, ch.is_array, sub.callback)
@@ -627,6 +791,14 @@ class CAClient:
             if active is not None and ch.connected and not circuit.closed:
                 circuit.send(P.event_cancel(active[0], active[1], active[2], sub.subid))
 
+    def _access_rights(self, ch: Channel, access: int) -> None:
+        ch.access = access
+        for cb in list(ch._rights_callbacks):
+            try:
+                cb(ch, access)
+            except Exception:
+                log.exception("access rights callback of %s failed", ch.name)
+
     def _notify(self, ch: Channel, up: bool) -> None:
         for cb in list(ch._callbacks):
             try:
@@ -641,9 +813,29 @@ class CAClient:
         ch.count = count
         ch.sid = sid
         ch.connected = True
+        ch.error = self._array_problem(ch)
         for sub in list(ch._subs.values()):
             self._install(sub)
+        circuit = ch._circuit
+        if circuit is not None:
+            for f in ch._followers:
+                if f._circuit is None and f.cid in self._channels:
+                    circuit.attach(f)
         self._notify(ch, True)
+
+    def _array_problem(self, ch: Channel) -> str:
+        """Why the channel's whole array cannot be received, or "" (checked per connect)."""
+        if ch.native_type < 0 or ch.native_type > 6:
+            return ""
+        dbr_type = dbr.time_type(ch.native_type)
+        need = dbr.data_size(dbr_type, ch.count)
+        limit = self.config.max_array_bytes
+        if need <= limit:
+            return ""
+        return (
+            f"{ch.count} elements of {dbr.NATIVE_NAMES[ch.native_type]} need {need} bytes as "
+            f"DBR_TIME, more than EPICS_CA_MAX_ARRAY_BYTES={limit}; raise it (on the IOC too)"
+        )
 
     def _channel_lost(self, ch: Channel, research: bool) -> None:
         was = ch.connected
@@ -655,10 +847,11 @@ class CAClient:
         ch.connected = False
         ch._circuit = None
         ch.sid = -1
+        if ch._follow is not None:
+            research = False  # re-created when the channel it follows connects again
         if research and ch.cid in self._channels and not self._closed:
-            ch._search_period = INITIAL_SEARCH_PERIOD
-            ch._next_search = time.monotonic() + INITIAL_SEARCH_PERIOD
             self._unresolved[ch.cid] = ch
+            self._search.add(ch.cid, ch.name, time.monotonic())
             self._wake.set()
         if was:
             self._notify(ch, False)
@@ -693,6 +886,7 @@ class CAClient:
         ch = self._unresolved.pop(cid, None)
         if ch is None:
             return  # duplicate reply (several servers, or repeated search)
+        self._search.found(cid, time.monotonic())
         circuit = self._circuits.get(server)
         if circuit is not None and not circuit.closed:
             circuit.attach(ch)
@@ -723,49 +917,27 @@ class CAClient:
                 circuit.attach(ch)
 
     async def _search_loop(self) -> None:
-        """Send due searches in batches, then sleep until the next is due or we are woken."""
-        cfg = self.config
-        targets = cfg.search_targets()
+        """Send what the scheduler says is due, then sleep until the next send or a wake-up."""
+        targets = self.config.search_targets()
+        search = self._search
         while not self._closed:
             self._wake.clear()
             now = time.monotonic()
-            due: list[Channel] = []
-            next_due = now + 1.0
-            for ch in self._unresolved.values():
-                if ch._next_search <= now:
-                    due.append(ch)
-                    ch._next_search = now + ch._search_period
-                    ch._search_period = min(ch._search_period * 2, cfg.max_search_period)
-                if ch._next_search < next_due:
-                    next_due = ch._next_search
-            if due and self._search_transport is not None and targets:
-                for datagram in self._batch(due):
+            bodies = search.poll(now)
+            if bodies and self._search_transport is not None and targets:
+                for body in bodies:
+                    self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+                    datagram = P.version(sequence=self._sequence) + body
                     for target in targets:
                         self._search_transport.sendto(datagram, target)
-            if due and self._name_servers:
-                requests = b"".join(P.search(ch.name, ch.cid) for ch in due)
+            if bodies and self._name_servers:
+                requests = b"".join(bodies)
                 for ns in self._name_servers:
                     ns.send(requests)
-            delay = max(0.005, next_due - time.monotonic())
+            wake_at = search.next_wakeup()
+            delay = 3600.0 if wake_at is None else max(0.001, wake_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-
-    def _batch(self, channels: list[Channel]) -> list[bytes]:
-        out: list[bytes] = []
-        self._sequence = (self._sequence + 1) & 0xFFFFFFFF
-        head = P.version(sequence=self._sequence)
-        parts = [head]
-        size = len(head)
-        for ch in channels:
-            msg = P.search(ch.name, ch.cid)
-            if size + len(msg) > MAX_UDP_PAYLOAD and len(parts) > 1:
-                out.append(b"".join(parts))
-                parts, size = [head], len(head)
-            parts.append(msg)
-            size += len(msg)
-        if len(parts) > 1:
-            out.append(b"".join(parts))
-        return out
 
     async def _name_server_loop(self, addr: tuple[str, int]) -> None:
         """Keep a TCP circuit to a name server; searches go over it as well as UDP."""
@@ -787,11 +959,8 @@ class CAClient:
             await circuit.lost.wait()
 
     def _research_all(self) -> None:
-        """Search every unresolved channel now, with the backoff restarted."""
-        now = time.monotonic()
-        for ch in self._unresolved.values():
-            ch._search_period = INITIAL_SEARCH_PERIOD
-            ch._next_search = now
+        """Search every unresolved channel now, with the backoff restarted (rate-limited)."""
+        self._search.reset(time.monotonic())
         self._wake.set()
 
     # -- beacons

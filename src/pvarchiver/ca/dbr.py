@@ -114,9 +114,16 @@ def element_size(native: int) -> int:
     return _ELEM_SIZE[native]
 
 
+# bytes before the value for DBR types 0..34, looked up once per request
+_HEADER_SIZES = tuple(
+    (0, _STS_OFF[n], _TIME_OFF[n], _GR_OFF[n], _CTRL_OFF[n])[t // 7]
+    for t in range(35)
+    for n in (t % 7,)
+)
+
+
 def _header_size(dbr_type: int) -> int:
-    family, native = divmod(dbr_type, 7)
-    return (0, _STS_OFF[native], _TIME_OFF[native], _GR_OFF[native], _CTRL_OFF[native])[family]
+    return _HEADER_SIZES[dbr_type]
 
 
 def data_size(dbr_type: int, count: int) -> int:
@@ -166,6 +173,12 @@ def _values(native: int, buf: bytes, off: int, count: int, as_array: bool) -> An
 
 EventCallback = Callable[[int, int, int, int, Any], None]
 
+# One whole-payload struct per native type, shared by every subscription (a Struct is ~400
+# bytes; an archiver has one subscription per PV).
+_TIME_SCALAR = tuple(
+    struct.Struct(f">hhII{_TIME_OFF[n] - 12}x{_ELEM_FMT[n]}") for n in range(len(_ELEM_FMT))
+)
+
 
 def time_event_decoder(
     native: int, as_array: bool, callback: EventCallback
@@ -178,8 +191,7 @@ def time_event_decoder(
     """
     epoch = EPICS_EPOCH_OFFSET
     if not as_array and native != STRING:
-        pad = _TIME_OFF[native] - 12
-        unpack = struct.Struct(f">hhII{pad}x{_ELEM_FMT[native]}").unpack_from
+        unpack = _TIME_SCALAR[native].unpack_from
 
         def scalar(buf: bytes, off: int, _count: int) -> None:
             st, sev, sec, ns, val = unpack(buf, off)

@@ -6,13 +6,13 @@ Everything here runs on the event loop for every CA event, so the hot path
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ..pb import PayloadType, Sample
-from .budget import SCALAR_EVENT_BYTES, MemoryBudget, event_cost
+from .budget import ARRAY_ROW_BYTES, MemoryBudget, event_cost
 from .metrics import DropReason, PVMetrics
 
 NS = 1_000_000_000
@@ -26,61 +26,129 @@ class SamplingMethod(StrEnum):
     SCAN = "SCAN"
 
 
-@dataclass
-class Buffer:
-    """Buffered events as (secs, nanos, val, severity, status) rows; one tuple append per
-    event is the cheapest thing Python can do on the hot path. ``fields[i]`` are fieldvalues
-    to attach to row ``i``."""
+#: array typecode of the value column per numeric scalar type (others keep a list)
+VALUE_TYPECODES = {
+    PayloadType.SCALAR_DOUBLE: "d",
+    PayloadType.SCALAR_FLOAT: "f",
+    PayloadType.SCALAR_INT: "i",
+    PayloadType.SCALAR_SHORT: "h",
+    PayloadType.SCALAR_ENUM: "H",
+    PayloadType.SCALAR_BYTE: "B",
+}
 
-    rows: list[tuple[int, int, Any, int, int]] = field(default_factory=list)
-    fields: dict[int, dict[str, str]] = field(default_factory=dict)
-    actual_change: set[int] = field(default_factory=set)
-    cost: int = 0
+
+class Buffer:
+    """Buffered events of one PV as five columns, and ``fields[i]``: fieldvalues to attach to
+    row ``i`` (``actual_change``: rows whose fields changed at that write).
+
+    Why columns of ``array.array`` instead of a list of row tuples: a tuple of five Python
+    objects costs ~180 bytes and is tracked by the garbage collector, whose full passes then
+    walk every buffered event; five arrays cost ~24 bytes per row, are invisible to the
+    collector, and reach numpy without a copy. Values that are not numeric scalars (strings,
+    waveforms) stay in a list. Rows are appended value first and status last, so a reader in
+    another thread that measures ``len(stat)`` first always sees whole rows.
+    """
+
+    __slots__ = ("actual_change", "cost", "fields", "nanos", "secs", "sev", "stat", "vals")
+
+    def __init__(self, typecode: str | None = None) -> None:
+        self.secs = array("q")
+        self.nanos = array("I")
+        self.vals: Any = array(typecode) if typecode else []
+        self.sev = array("h")
+        self.stat = array("h")
+        self.fields: dict[int, dict[str, str]] = {}
+        self.actual_change: set[int] = set()
+        self.cost = 0
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.stat)
+
+    def append(self, secs: int, nanos: int, val: Any, sev: int, stat: int) -> None:
+        """One row; raises (TypeError, OverflowError, ValueError) before any column grows
+        when the value does not fit the column."""
+        self.vals.append(val)
+        self.secs.append(secs)
+        self.nanos.append(nanos)
+        self.sev.append(sev)
+        self.stat.append(stat)
+
+    def row(self, i: int) -> tuple[int, int, Any, int, int]:
+        return self.secs[i], self.nanos[i], self.vals[i], self.sev[i], self.stat[i]
 
     def columns(self) -> tuple[Any, Any, Any, Any, Any]:
         """(secs, nanos, vals, severity, status) sequences."""
-        if not self.rows:
-            return (), (), (), (), ()
-        secs, nanos, vals, sev, stat = zip(*self.rows, strict=True)
-        return secs, nanos, vals, sev, stat
+        return self.secs, self.nanos, self.vals, self.sev, self.stat
+
+    def snapshot(self) -> Buffer:
+        """A copy of the whole rows present now (safe while the event loop appends)."""
+        n = len(self.stat)
+        out = Buffer()
+        out.stat = self.stat[:n]
+        out.sev = self.sev[:n]
+        out.nanos = self.nanos[:n]
+        out.secs = self.secs[:n]
+        out.vals = self.vals[:n]
+        out.fields = {i: f for i, f in list(self.fields.items()) if i < n}
+        out.actual_change = {i for i in list(self.actual_change) if i < n}
+        return out
 
     def sample_at(self, i: int) -> Sample:
-        secs, nanos, val, sev, stat = self.rows[i]
         f = self.fields.get(i)
         return Sample(
-            secs,
-            nanos,
-            val,
-            sev,
-            stat,
+            self.secs[i],
+            self.nanos[i],
+            self.vals[i],
+            self.sev[i],
+            self.stat[i],
             fields=f or None,
             fieldactualchange=True if i in self.actual_change else None,
         )
 
     def samples(self) -> list[Sample]:
-        out = []
-        fields, changed = self.fields, self.actual_change
-        for i, (secs, nanos, val, sev, stat) in enumerate(self.rows):
-            f = fields.get(i)
-            out.append(
-                Sample(
-                    secs,
-                    nanos,
-                    val,
-                    sev,
-                    stat,
-                    fields=f or None,
-                    fieldactualchange=True if i in changed else None,
-                )
-            )
-        return out
+        return [self.sample_at(i) for i in range(len(self))]
+
+    def prepend(self, older: Buffer) -> None:
+        """Put ``older``'s rows in front of ours (a failed write goes back, order kept)."""
+        n = len(older)
+        self.secs = older.secs + self.secs
+        self.nanos = older.nanos + self.nanos
+        self.vals = older.vals + self.vals
+        self.sev = older.sev + self.sev
+        self.stat = older.stat + self.stat
+        self.fields = {**older.fields, **{i + n: f for i, f in self.fields.items()}}
+        self.actual_change = older.actual_change | {i + n for i in self.actual_change}
+        self.cost += older.cost
 
 
 class ArchivedPV:
     """State of one PV in the engine. ``clock`` returns the current epoch time in seconds."""
+
+    # slots: one of these per archived PV, and the issue's bound is 5 KB per scalar PV
+    __slots__ = (
+        "_changed_fields",
+        "_events_since_connect",
+        "_field_values",
+        "_fixed_cost",
+        "_last_ns",
+        "_pending",
+        "_pending_cnx_fields",
+        "_scan",
+        "_scan_stored_ns",
+        "_self_paused",
+        "_started",
+        "_typecode",
+        "budget",
+        "buffer",
+        "clock",
+        "method",
+        "metrics",
+        "name",
+        "paused",
+        "period",
+        "ptype",
+        "status_message",
+    )
 
     def __init__(
         self,
@@ -100,17 +168,16 @@ class ArchivedPV:
         self.period = period
         self._scan = method is SamplingMethod.SCAN
         # numeric scalars all cost the same: skip the per-event size estimate for them
-        self._fixed_cost = (
-            SCALAR_EVENT_BYTES
-            if not ptype.is_vector
-            and ptype not in (PayloadType.SCALAR_STRING, PayloadType.V4_GENERIC_BYTES)
-            else 0
-        )
+        self._typecode = VALUE_TYPECODES.get(ptype)
+        self._fixed_cost = ARRAY_ROW_BYTES if self._typecode else 0
         self.clock = clock or time.time
         self.metrics = PVMetrics()
-        self.buffer = Buffer()
+        self.buffer = Buffer(self._typecode)
         self.paused = False
         self.status_message = ""
+        # why the engine paused this PV itself ("type", "array"), so that it resumes it when
+        # the cause goes away; None when not paused by the engine
+        self._self_paused: str | None = None
         self._last_ns: int | None = None  # last accepted event (sanity) or stored (SCAN)
         self._pending: tuple[int, int, Any, int, int] | None = None  # SCAN: latest unstored
         self._scan_stored_ns: int | None = None  # SCAN: last stored sample
@@ -129,23 +196,24 @@ class ArchivedPV:
         self._pending = None
 
     # ------------------------------------------------------------------ connection
-    def on_connect(self, ptype: PayloadType) -> None:
+    def on_connect(self, ptype: PayloadType, problem: str = "") -> None:
+        """The channel (re)connected with this type; ``problem`` is the CA client's reason
+        the values cannot be received whole (an array over EPICS_CA_MAX_ARRAY_BYTES)."""
         now = int(self.clock())
         m = self.metrics
-        if (
-            ptype == self.ptype
-            and self.paused
-            and self.status_message.startswith("PV changed type")
-        ):
-            self.paused = False  # back to the archived type: resume
+        if self._self_paused is not None:
+            self.paused = False  # re-checked below: resume if the cause went away
             self.status_message = ""
+            self._self_paused = None
         if ptype != self.ptype:
             # never overwrite or mix types in the stream: stop and say why
             m.dropped(DropReason.TYPE_CHANGE)
-            self.paused = True
-            self.status_message = (
-                f"PV changed type from {self.ptype.name} to {ptype.name}; archiving paused"
+            self._pause_self(
+                "type", f"PV changed type from {self.ptype.name} to {ptype.name}; archiving paused"
             )
+        elif problem:
+            # clipped arrays would be stored as if whole: store nothing, say why
+            self._pause_self("array", f"{problem}; archiving paused")
         m.connected = True
         if not m.first_connected_epoch:
             m.first_connected_epoch = now
@@ -163,6 +231,11 @@ class ArchivedPV:
                 "cnxregainedepsecs": str(now),
             }
         m.last_connection_regained_epoch = now
+
+    def _pause_self(self, why: str, message: str) -> None:
+        self.paused = True
+        self._self_paused = why
+        self.status_message = message
 
     def on_disconnect(self) -> None:
         self.metrics.connected = False
@@ -219,12 +292,20 @@ class ArchivedPV:
         if used > bud.limit:
             m.dropped(DropReason.BUFFER_FULL)
             return False
+        b = self.buffer
+        try:
+            b.vals.append(val)  # first: the only column a value can fail to fit
+        except (TypeError, OverflowError, ValueError):
+            m.dropped(DropReason.BAD_VALUE)
+            return False
+        b.secs.append(secs)
+        b.nanos.append(nanos)
+        b.sev.append(sev)
+        b.stat.append(stat)
         bud.taken += cost
         if used > bud.peak:
             bud.peak = used
-        b = self.buffer
         b.cost += cost
-        b.rows.append((secs, nanos, val, sev, stat))
         if self._pending_cnx_fields is not None:
             self._attach_cnx(b)
         m.events_stored += 1
@@ -244,13 +325,18 @@ class ArchivedPV:
         return self._store(*p)
 
     def _store(self, secs: int, nanos: int, val: Any, sev: int, stat: int) -> bool:
-        cost = event_cost(val)
+        cost = self._fixed_cost or event_cost(val)
         if not self.budget.take(cost):
             self.metrics.dropped(DropReason.BUFFER_FULL)
             return False
         b = self.buffer
+        try:
+            b.append(secs, nanos, val, sev, stat)
+        except (TypeError, OverflowError, ValueError):
+            self.budget.give_back(cost)
+            self.metrics.dropped(DropReason.BAD_VALUE)
+            return False
         b.cost += cost
-        b.rows.append((secs, nanos, val, sev, stat))
         if self._pending_cnx_fields is not None:
             self._attach_cnx(b)
         self._scan_stored_ns = secs * NS + nanos
@@ -264,7 +350,7 @@ class ArchivedPV:
         when given, are attached instead with ``fieldactualchange`` unset (the once-a-day
         snapshot of all fields)."""
         b = self.buffer
-        self.buffer = Buffer()
+        self.buffer = Buffer(self._typecode)
         if len(b):
             last = len(b) - 1
             if daily_fields:
@@ -283,12 +369,4 @@ class ArchivedPV:
 
     def requeue(self, b: Buffer) -> None:
         """A write failed (disk full...): put the samples back in front, keeping order."""
-        cur = self.buffer
-        n = len(b)
-        merged = Buffer(
-            b.rows + cur.rows,
-            {**b.fields, **{i + n: f for i, f in cur.fields.items()}},
-            b.actual_change | {i + n for i in cur.actual_change},
-            b.cost + cur.cost,
-        )
-        self.buffer = merged
+        self.buffer.prepend(b)

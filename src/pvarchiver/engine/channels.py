@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 
 from ..ca import CAClient, dbr
@@ -43,6 +44,9 @@ class CAArchiver:
         self.field_channels: dict[str, list[Channel]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._scan_task: asyncio.Task[None] | None = None
+        #: (method, period) per PV, applied when its ArchivedPV is created (mgmt may change it
+        #: before the first connect)
+        self.sampling: dict[str, tuple[SamplingMethod, float]] = {}
 
     def metadata(self, pvname: str) -> dict[str, str]:
         """Latest EGU/PREC/limits and field values, for retrieval's ``meta``."""
@@ -62,9 +66,11 @@ class CAArchiver:
         """Start archiving ``name``; it connects whenever its IOC answers."""
         if name in self.channels:
             return
-        state = {"method": method, "period": period}
+        self.sampling[name] = (method, period)
+        subscribed = False
 
         def on_connection(ch: Channel, up: bool) -> None:
+            nonlocal subscribed
             pv = self.engine.pvs.get(name)
             if not up:
                 if pv is not None:
@@ -72,18 +78,81 @@ class CAArchiver:
                 return
             ptype = dbr.payload_type(ch.native_type, ch.count)
             if pv is None:
-                pv = self.engine.add_pv(name, ptype, state["method"], state["period"])
+                m, p = self.sampling.get(name, (method, period))
+                pv = self.engine.add_pv(name, ptype, m, p)
+            if not subscribed:
+                # once per channel: a resumed PV keeps its engine state but has a new channel.
                 # count=None: the channel's element count at every (re)connect, so a waveform
                 # whose NELM grew across an IOC restart is archived whole
+                subscribed = True
                 self.client.subscribe(ch, pv.on_event, count=None, mask=DBE_LOG | DBE_ALARM)
                 for fname, fval in self._early_fields.pop(name, {}).items():
                     pv.set_field(fname, fval)
-            pv.on_connect(ptype)
+            pv.on_connect(ptype, ch.error)
             self._spawn(self._read_metadata(name, ch, pv))
 
         self.channels[name] = self.client.create_channel(name, on_connection)
         for f in fields:
             self._watch_field(name, f)
+
+    # ------------------------------------------------------------------ mgmt hooks
+    # (pause/resume/delete/changeArchivalParameters/added stream fields; mgmt calls these on
+    # the event loop)
+    def stop_archiving(self, name: str) -> bool:
+        """Close the PV's channels (its engine state and buffer stay until
+        :meth:`Engine.remove_pv`); returns whether it was archived."""
+        ch = self.channels.pop(name, None)
+        for fch in self.field_channels.pop(name, []):
+            self.client.clear_channel(fch)
+        self._early_fields.pop(name, None)
+        if ch is None:
+            return False
+        self.client.clear_channel(ch)
+        pv = self.engine.pvs.get(name)
+        if pv is not None:
+            pv.on_disconnect()
+        return True
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept about a PV that is no longer archived (deleted/renamed)."""
+        self.stop_archiving(name)
+        self._meta.pop(name, None)
+        self.sampling.pop(name, None)
+
+    def change_sampling(self, name: str, method: SamplingMethod, period: float) -> None:
+        self.sampling[name] = (method, period)
+        pv = self.engine.pvs.get(name)
+        if pv is not None:
+            pv.set_sampling(method, period)
+
+    def add_fields(self, name: str, fields: Iterable[str]) -> None:
+        """Start watching more archive fields of an archived PV (``PV.HIHI`` requests)."""
+        if name not in self.channels:
+            return
+        have = {c.name for c in self.field_channels.get(name, [])}
+        for f in fields:
+            if f"{name}.{f}" not in have:
+                self._watch_field(name, f)
+
+    def status_message(self, name: str) -> str:
+        """Why a PV is not archiving, in a sentence for getPVStatus ("" when all is well).
+
+        Covers what the engine's PV state cannot: a name that is not a valid PV name, and a
+        PV that never connected (with how long and how many searches).
+        """
+        pv = self.engine.pvs.get(name)
+        if pv is not None and pv.status_message:
+            return pv.status_message
+        ch = self.channels.get(name)
+        if ch is None:
+            return ""
+        if ch.error:
+            return ch.error
+        if pv is None and not ch.connected:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ch.created_at))
+            tries = self.client.search_tries(ch)
+            return f"never connected: no server answered {tries} searches since {since}"
+        return ""
 
     def _watch_field(self, name: str, field: str) -> None:
         def on_field(secs: int, nanos: int, sev: int, stat: int, value: object) -> None:
@@ -93,7 +162,8 @@ class CAArchiver:
             else:  # the field connected before its PV: keep the value until the PV exists
                 self._early_fields.setdefault(name, {})[field] = _text(value)
 
-        ch = self.client.create_channel(f"{name}.{field}")
+        # created on the PV's own circuit, never searched (see CAClient.create_channel)
+        ch = self.client.create_channel(f"{name}.{field}", follow=self.channels.get(name))
         self.field_channels.setdefault(name, []).append(ch)
         self.client.subscribe(
             ch, on_field, dbr_type=dbr.time_type(0), count=1, mask=DBE_VALUE | DBE_ALARM

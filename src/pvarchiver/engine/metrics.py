@@ -16,9 +16,10 @@ class DropReason(StrEnum):
     TOO_OLD = "timestamp too old after connect"
     BUFFER_FULL = "engine buffer memory bound reached"
     TYPE_CHANGE = "PV changed type"
+    BAD_VALUE = "value does not fit the PV's type"
 
 
-@dataclass
+@dataclass(slots=True)
 class PVMetrics:
     events_received: int = 0
     events_stored: int = 0

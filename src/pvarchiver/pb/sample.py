@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from google.protobuf.message import DecodeError as _PBDecodeError
 
 from .escape import escape, unescape
@@ -98,6 +99,24 @@ def header_line(info: PayloadInfo) -> bytes:
 # ----------------------------------------------------------------------------- samples
 
 
+# Waveform types whose ``val`` is a packed run of fixed-width little-endian numbers, with
+# the numpy dtypes that convert to them exactly as protobuf would (``safe`` casts only).
+_PACKED_FIXED = {
+    PayloadType.WAVEFORM_DOUBLE: ("<f8", (np.float64, np.float32, np.int32, np.int16, np.uint8)),
+    PayloadType.WAVEFORM_FLOAT: ("<f4", (np.float32,)),
+    PayloadType.WAVEFORM_INT: ("<i4", (np.int32, np.int16, np.uint16, np.int8, np.uint8)),
+}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def encode_sample(ptype: PayloadType, year: int, s: Sample) -> bytes:
     """Serialize one sample of a file whose header says ``year`` (unescaped, no LF)."""
     soy = s.secs - year_start(year)
@@ -106,12 +125,35 @@ def encode_sample(ptype: PayloadType, year: int, s: Sample) -> bytes:
     cls = MESSAGE_CLASS[ptype]
     msg = cls(secondsintoyear=soy, nano=s.nanos)
     val = s.val
+    packed = _PACKED_FIXED.get(ptype)
+    if (
+        packed is not None
+        and isinstance(val, np.ndarray)
+        and val.ndim == 1
+        and val.dtype.type in packed[1]
+    ):
+        # Waveforms from CA arrive as numpy arrays: write the packed field (tag 3, length,
+        # raw little-endian values) with numpy instead of converting each element to a
+        # Python object for protobuf (~300 µs for 10,000 doubles). Fields serialize in
+        # number order, so val goes right after secondsintoyear (1) and nano (2).
+        head = msg.SerializeToString()
+        raw = np.ascontiguousarray(val, dtype=packed[0]).tobytes()
+        field3 = b"\x1a" + _varint(len(raw)) + raw if raw else b""
+        _set_rest(msg, s)
+        whole = msg.SerializeToString()
+        return head + field3 + whole[len(head) :]
     if ptype.is_vector and ptype is not PayloadType.WAVEFORM_BYTE:
         msg.val.extend(val)
     elif ptype is PayloadType.SCALAR_BYTE and isinstance(val, int):
         msg.val = bytes([val & 0xFF])
     else:
         msg.val = val
+    _set_rest(msg, s)
+    return msg.SerializeToString()
+
+
+def _set_rest(msg: Any, s: Sample) -> None:
+    """Every field after ``val`` (4 and up)."""
     # The AA writes severity/status only when they are not zero.
     if s.severity:
         msg.severity = s.severity
@@ -126,7 +168,6 @@ def encode_sample(ptype: PayloadType, year: int, s: Sample) -> bytes:
         msg.fieldactualchange = s.fieldactualchange
     if s.user_tag is not None:
         msg.userTag = s.user_tag
-    return msg.SerializeToString()
 
 
 def decode_sample(ptype: PayloadType, year: int, raw: bytes) -> Sample:

@@ -1,0 +1,116 @@
+"""Flow control against a real IOC: a client that falls behind sends EVENTS_OFF, then EVENTS_ON.
+
+1,000 records count at 100 Hz. A short stall of the event loop (as a write cycle or a GC
+pass causes) must not switch events off: the backlog drains by itself, and EVENTS_OFF would
+make the IOC coalesce updates. A callback that stays too slow for seconds (processing lag)
+must: the backlog would otherwise grow without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from pvarchiver.ca import CAClient
+
+from .ioc import IOC
+
+
+def flood_db(n: int) -> str:
+    rec = (
+        'record(calc, "F:C{i:04d}") {{ field(SCAN, ".01 second") field(CALC, "A+1") '
+        'field(INPA, "F:C{i:04d}") }}\n'
+    )
+    return "".join(rec.format(i=i) for i in range(n))
+
+
+@pytest.mark.slow
+def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
+    n = 1000
+
+    async def main(ioc: IOC) -> tuple[int, int, int]:
+        count = 0
+        slow_until = 0.0
+
+        def cb(*_args: object) -> None:
+            nonlocal count
+            count += 1
+            if slow_until:
+                end = time.perf_counter() + 50e-6  # 20,000 events/s at most
+                while time.perf_counter() < end and time.monotonic() < slow_until:
+                    pass
+
+        async with CAClient(ioc.client_config()) as ca:
+            chans = [ca.create_channel(f"F:C{i:04d}") for i in range(n)]
+            for ch in chans:
+                ca.subscribe(ch, cb)
+            for ch in chans:
+                await ca.wait_connected(ch, 60)
+            await asyncio.sleep(2.0)
+            (circuit,) = ca._circuits.values()
+            time.sleep(0.3)  # a short stall: drains by itself, no EVENTS_OFF
+            await asyncio.sleep(2.0)
+            before = ca.flow_control_offs
+            slow_until = time.monotonic() + 4.0  # now a lasting processing lag
+            deadline = time.monotonic() + 30
+            while ca.flow_control_offs == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            offs = ca.flow_control_offs - before
+            deadline = time.monotonic() + 30
+            while circuit.events_off and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not circuit.events_off  # EVENTS_ON went out once the backlog drained
+            slow_until = 0.0
+            seen = count
+            await asyncio.sleep(1.0)
+            after = count - seen  # monitors flow again after EVENTS_ON
+            return before, offs, after
+
+    with IOC(flood_db(n), tmp_path, fast_scan=True) as ioc:
+        before, offs, after = asyncio.run(main(ioc))
+    print(f"\nflow control: {before} EVENTS_OFF in steady flow and a short stall, {offs} in lag")
+    assert before == 0
+    assert offs >= 1
+    assert after > n  # at least one update per PV in a second: monitors resumed
+
+
+def test_events_on_after_silence_even_if_every_read_looked_full() -> None:
+    """The backlog can drain in reads that are all exactly "full" (equal-size bursts), and
+    a server holding events then sends nothing: silence must still bring EVENTS_ON, or
+    monitors would stay off for good. The reads are fed to the circuit directly (a real
+    socket pair carries what it sends); such exact read sizes cannot be caused on demand."""
+    import socket
+
+    from pvarchiver.ca import client as ca_client
+    from pvarchiver.ca import protocol as P
+    from pvarchiver.ca.client import _Circuit
+
+    async def main() -> bytes:
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+        circuit = _Circuit(CAClient(), ("127.0.0.1", 1))
+        await loop.create_connection(lambda: circuit, sock=ours)
+        start = time.monotonic() - 1.0
+        for i in range(ca_client.FLOW_CONTROL_READS):  # full reads over 0.9 s
+            circuit.last_rx = start + i * 0.1
+            circuit._flow_control(ca_client.MIN_FULL_READ)
+        assert circuit.events_off
+        circuit.last_rx = time.monotonic()  # ...and then nothing more arrives
+        await asyncio.sleep(10 * ca_client.EVENTS_ON_IDLE)
+        assert not circuit.events_off
+        sent = b""
+        while True:
+            try:
+                sent += theirs.recv(65536)
+            except BlockingIOError:
+                break
+        circuit.transport.close()
+        theirs.close()
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent.endswith(P.events_off() + P.events_on()), sent[-32:]
