@@ -9,10 +9,11 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pvarchiver", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    from . import pbtool, serve
+    from . import gateway, pbtool, serve
 
     serve.add_parser(sub)
     pbtool.add_parser(sub)
+    gateway.add_parser(sub)
     return p
 
 

@@ -1,0 +1,254 @@
+"""One real (upstream) PV of the gateway: a CA client channel fanned out to the CA server.
+
+Why one object per *real* name: every downstream channel on a PV, whatever
+alias it was found under, shares one upstream channel and one set of
+subscriptions (ca-gateway's VC), so the IOC sees one client per gateway.
+
+Upstream subscriptions (re-made on every connect, as the native type may have
+changed across an IOC restart):
+
+* DBR_TIME_<native> with the gateway mask (default value|alarm); the payload
+  bytes are kept as they arrived and forwarded untouched to downstream
+  subscribers asking for the same type (see ``dbr_encode.encode``);
+* DBR_CTRL_<native> with DBE_PROPERTY, so units, limits and enum strings stay
+  current (ca-gateway issues #11/#58: only right on the first update);
+* with ``-archive``, DBR_TIME with DBE_LOG, posted to DBE_LOG subscribers only.
+
+States follow ca-gateway: connecting, active (downstream channels attached),
+inactive (connected, none attached), disconnected, dead (never connected
+within the connect timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..ca import dbr
+from ..ca import protocol as P
+from ..ca.client import CAClient, Channel, Subscription
+from ..ca.dbr_encode import Meta, PVState, encode, meta_from_reading
+from ..ca.server_config import ECA_NOWTACCESS, ECA_PUTFAIL
+from ..ca.server_pv import CAServerError, ServedPV
+
+if TYPE_CHECKING:
+    from ..ca.server import ServerChannel
+
+__all__ = ["CONNECTING", "DEAD", "DISCONNECTED", "STATES", "UpstreamPV"]
+
+log = logging.getLogger(__name__)
+
+CONNECTING = "connecting"
+CONNECTED = "connected"  # active or inactive, depending on downstream channels
+DISCONNECTED = "disconnected"
+DEAD = "dead"
+STATES = (CONNECTING, "active", "inactive", DISCONNECTED, DEAD)
+
+_VALUE_MASK = P.DBE_VALUE | P.DBE_LOG
+
+
+class UpstreamPV(ServedPV):
+    """A served PV backed by an upstream channel of the gateway's CA client."""
+
+    def __init__(self, gateway: Any, real_name: str) -> None:
+        super().__init__(real_name, None)
+        self.gateway = gateway
+        self.client: CAClient = gateway.client
+        self.conn_state = CONNECTING
+        self.since = time.monotonic()
+        self.downstream = 0  # attached downstream channels
+        self.events = 0  # upstream events received
+        self._subs: list[Subscription] = []
+        self._have_ctrl = False
+        self._pending_meta: Meta | None = None
+        self._stale = False
+        self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._ever_connected = False
+        self.channel: Channel = self.client.create_channel(real_name, self._on_connection)
+
+    # ------------------------------------------------------------ state
+    @property
+    def state_name(self) -> str:
+        if self.conn_state == CONNECTED:
+            return "active" if self.downstream > 0 else "inactive"
+        return self.conn_state
+
+    @property
+    def ready(self) -> bool:
+        return self.conn_state == CONNECTED and self.state is not None and self._have_ctrl
+
+    def _set(self, conn_state: str) -> None:
+        self.conn_state = conn_state
+        self.since = time.monotonic()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once connected with value and metadata; False if dead/disconnected/timeout."""
+        if self.ready:
+            return True
+        if self.conn_state in (DEAD, DISCONNECTED):
+            return False
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            if self.conn_state == CONNECTING:
+                self.mark_dead()
+            return False
+
+    def mark_dead(self) -> None:
+        """Connect timeout passed: searches get no reply until it connects or is purged."""
+        if self.conn_state == CONNECTING:
+            self._set(DEAD)
+            self._resolve(False)
+
+    def _resolve(self, ok: bool) -> None:
+        if not self._ready.done():
+            self._ready.set_result(ok)
+        if not ok:
+            self._ready = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------ upstream callbacks
+    def _on_connection(self, ch: Channel, up: bool) -> None:
+        if up:
+            self._connected(ch)
+        else:
+            self._disconnected()
+
+    def _connected(self, ch: Channel) -> None:
+        self._cancel_subs()
+        self.state = None
+        self._have_ctrl = False
+        self._set(CONNECTED)
+        native = ch.native_type
+        gw = self.gateway
+        handler = self._time_handler(native, P.DBE_ALARM | (0 if gw.archive else P.DBE_LOG))
+        self._subs.append(self.client.subscribe(ch, handler, None, None, gw.mask))
+        self._subs.append(
+            self.client.subscribe(ch, self._on_ctrl, dbr.ctrl_type(native), 1, P.DBE_PROPERTY)
+        )
+        if gw.archive:
+            log_handler = self._time_handler(native, -1)
+            self._subs.append(self.client.subscribe(ch, log_handler, None, None, P.DBE_LOG))
+        if self._ever_connected:
+            gw.reconnected(self)
+        self._ever_connected = True
+
+    def _disconnected(self) -> None:
+        self._cancel_subs()
+        self._set(DISCONNECTED)
+        self._have_ctrl = False
+        self._resolve(False)
+        self.gateway.server.disconnect(self)
+        self.state = None
+
+    def _cancel_subs(self) -> None:
+        for sub in self._subs:
+            sub.cancel()
+        self._subs.clear()
+
+    def _time_handler(self, native: int, extra: int) -> Callable[[bytes, int, int], None]:
+        """Raw DBR_TIME handler.  ``extra`` -1 marks the DBE_LOG-only (``-archive``) stream.
+
+        Hot path (one call per upstream event): no decoding, the payload bytes
+        become the new state; alarm and value are compared as raw bytes.
+        """
+        head = dbr.data_size(dbr.time_type(native), 0)
+        elem = dbr.element_size(native)
+        value_mask = P.DBE_VALUE | (extra & P.DBE_LOG) if extra != -1 else 0
+        gw = self.gateway
+        post = self.post
+
+        def handler(buf: bytes, off: int, count: int) -> None:
+            payload = bytes(buf[off : off + head + count * elem])
+            self.events += 1
+            gw.client_events += 1
+            old = self.state
+            if old is None:  # first value: only the main stream initialises the state
+                if extra != -1:
+                    self.state = PVState(native, count, payload, None)
+                    self._maybe_ready()
+                return
+            self.state = PVState(native, count, payload, old.meta)
+            if extra == -1:
+                post(P.DBE_LOG)
+                return
+            old_payload = old.time_payload
+            if old_payload[:4] != payload[:4]:
+                mask = P.DBE_ALARM
+                if old_payload[head:] != payload[head:]:
+                    mask |= value_mask
+            else:
+                mask = value_mask
+            post(mask)
+            gw.client_posts += 1
+
+        handler.raw_payload = True  # type: ignore[attr-defined]
+        return handler
+
+    def _on_ctrl(self, reading: dbr.Reading) -> None:
+        meta = meta_from_reading(reading)
+        first = not self._have_ctrl
+        self._have_ctrl = True
+        state = self.state
+        if state is not None:
+            changed = state.meta != meta
+            self.state = PVState(state.native, state.count, state.time_payload, meta)
+            if changed and not first:
+                self.post(P.DBE_PROPERTY)
+        else:
+            self._pending_meta = meta
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        state = self.state
+        pending = self._pending_meta
+        if state is not None and pending is not None:
+            self.state = PVState(state.native, state.count, state.time_payload, pending)
+            self._pending_meta = None
+        if self.ready:
+            self._resolve(True)
+
+    # ------------------------------------------------------------ served PV
+    def read(self, dbr_type: int, count: int, channel: ServerChannel) -> Any:
+        if self.state is None or (self.gateway.cache and not self._stale):
+            return super().read(dbr_type, count, channel)
+        self._stale = False
+        return self._read_uncached(dbr_type, count)
+
+    async def _read_uncached(self, dbr_type: int, count: int) -> bytes:
+        """``-no_cache``: ask the IOC, then encode what the client asked for."""
+        ch = self.channel
+        rd = await self.client.get(ch, dbr.time_type(ch.native_type))
+        assert self.state is not None
+        fresh = PVState.from_value(
+            ch.native_type,
+            rd.value,
+            status=rd.status,
+            severity=rd.severity,
+            timestamp=rd.timestamp,
+            meta=self.state.meta,
+        )
+        return encode(fresh, dbr_type, count, self.class_name)
+
+    def write(self, dbr_type: int, count: int, payload: bytes, channel: ServerChannel) -> Any:
+        if self.gateway.read_only:
+            raise CAServerError(ECA_NOWTACCESS, "gateway is read-only")
+        return self._put(dbr_type, count, payload, channel)
+
+    async def _put(self, dbr_type: int, count: int, payload: bytes, channel: ServerChannel) -> None:
+        try:
+            await self.client.put_raw(self.channel, dbr_type, count, payload)
+        except Exception as exc:
+            raise CAServerError(ECA_PUTFAIL, f"put to {self.name} failed: {exc}") from exc
+        # the IOC's monitor update may trail its put confirmation: the next read asks the
+        # IOC, so `caput` shows the new value (and e.g. a changed .EGU) right away
+        self._stale = True
+        self.gateway.put_done(self, channel, dbr_type, count, payload)
+
+    def close(self) -> None:
+        """Drop the upstream channel (purge after a timeout, or gateway shutdown)."""
+        self._cancel_subs()
+        self._resolve(False)
+        self.client.clear_channel(self.channel)
