@@ -141,7 +141,7 @@ def test_serve_creates_the_storage_root(tmp_path: Path) -> None:
     r = run("serve", "--check", "--storage", str(tmp_path / "store"))
     assert r.returncode == 0
     assert all((tmp_path / "store" / d).is_dir() for d in ("sts", "mts", "lts"))
-    assert "PARTITION_HOUR" in r.stdout and "Not built yet" in r.stdout
+    assert "PARTITION_HOUR" in r.stdout and "/mgmt/bpl" in r.stdout
 
 
 def test_zero_byte_file_is_reported_and_removed_by_repair(tmp_path: Path) -> None:

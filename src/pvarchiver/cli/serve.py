@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 
@@ -21,16 +22,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         st = parse_store_url(url)
         print(f"  {st.name}: {st.to_url()}")
     print(
-        f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval "
-        "(ETL runs on the AA's schedule); archiving over CA: "
-        + (", ".join(args.archive) if args.archive else "no PVs (use --archive NAME)")
-        + ". Not built yet: the management API and web UI."
+        f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval and the "
+        f"management API on http://{args.host}:{args.port}/mgmt/bpl "
+        "(ETL runs on the AA's schedule); PVs registered in "
+        f"{root / 'registry.sqlite'} are archived again; new requests: "
+        + (", ".join(args.archive) if args.archive else "none (use archivePV or --archive NAME)")
     )
     if args.check:
         for url in default_store_urls(root):
             parse_store_url(url).root_folder.mkdir(parents=True, exist_ok=True)
         return 0
-    run(root, args.host, args.port, args.archive)
+    demo = None
+    if args.demo:  # a demo IOC beside the archiver, its PVs archived like --archive ones
+        from ..demo import DemoUnavailable, start_demo
+
+        try:
+            demo = start_demo(args.port)
+        except DemoUnavailable as e:
+            print(f"pvarchiver serve --demo: {e}", file=sys.stderr)
+            return 2
+        args.archive = [*args.archive, *demo.pv_names]
+    from ..mgmt.registry import RegistryError
+
+    try:
+        run(root, args.host, args.port, args.archive, args.initial_sampling)
+    except RegistryError as e:  # left as it is: the user decides (restore a backup, move it)
+        print(f"pvarchiver serve: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if demo is not None:
+            demo.stop()
     return 0
 
 
@@ -43,14 +64,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("PVARCHIVER_STORAGE", "storage"),
         help="storage root holding sts/ mts/ lts/ (default ./storage or $PVARCHIVER_STORAGE)",
     )
-    p.add_argument("--demo", action="store_true", help="also start a demo IOC (not yet)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start a small demo IOC (needs pvarchiver[demo]) and archive its PVs",
+    )
     p.add_argument(
         "--archive",
         action="append",
         default=[],
         metavar="PV",
-        help="archive this PV over Channel Access (MONITOR); repeat for more PVs. "
-        "The management API (archivePV) will replace this.",
+        help="archive this PV over Channel Access (an archivePV request: measured, then "
+        "the policy decides); repeat for more PVs",
+    )
+    p.add_argument(
+        "--initial-sampling",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a newly requested PV is measured before the policy runs (the AA's "
+        "60 s 'Initial sampling'; default $PVARCHIVER_INITIAL_SAMPLING_SECONDS or 3)",
     )
     p.add_argument(
         "--check",

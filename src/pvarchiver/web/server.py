@@ -52,11 +52,19 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
         log.exception("shutdown: %s failed; carrying on", what)
 
 
-def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
-    """The whole archiver process: CA engine (for the PVs in ``archive``), retrieval, ETL."""
+def build_server_app(
+    root: Path, archive: list[str] | None = None, measure_seconds: float | None = None
+) -> Starlette:
+    """The whole archiver process: CA engine, PV registry and archive workflow (``archive``
+    names are archivePV requests), retrieval, ETL. ``measure_seconds`` is the initial
+    sampling window of new requests (default: $PVARCHIVER_INITIAL_SAMPLING_SECONDS or 3)."""
     from ..ca import CAClient, CAConfig
     from ..engine.channels import CAArchiver
     from ..engine.writer import Engine
+    from ..mgmt.engine_link import EngineLink
+    from ..mgmt.manager import MgmtConfig
+    from ..mgmt.pvinput import ArchiveSpec
+    from ..mgmt.service import Mgmt
 
     stores = open_stores(root)
     engine = Engine(stores[0])
@@ -66,7 +74,15 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
         arch = holder.get("arch")
         return arch.metadata(pv) if arch is not None else {}
 
-    app = build_app(Retrieval(stores, live=engine, metadata=metadata))
+    config = MgmtConfig(storage_root=root)
+    if measure_seconds is not None:
+        config.measure_seconds = measure_seconds
+    link = EngineLink(engine, stores)
+    mgmt = Mgmt.create(root, link, default_store_urls(root), config)
+    retrieval = Retrieval(
+        stores, live=engine, metadata=metadata, resolve_alias=mgmt.registry.real_name
+    )
+    app = build_app(retrieval, mgmt)
     scheduler = ETLScheduler(stores, time.time())
 
     @contextlib.asynccontextmanager
@@ -74,9 +90,15 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
         client = CAClient(CAConfig.from_env())
         await client.start()
         arch = holder["arch"] = CAArchiver(engine, client)
-        for name in archive or []:
-            arch.archive(name)
+        link.archiver = arch
         arch.start()
+        # every registered PV is archived again, pending requests resume; --archive names
+        # are ordinary archive requests (already archived ones answer "Already submitted")
+        await mgmt.manager.start(client)
+        if archive:
+            for row in mgmt.manager.submit([ArchiveSpec(n) for n in archive]):
+                why = row.get("validation", "")
+                log.info("--archive %s: %s %s", row["pvName"], row["status"], why)
         stop = asyncio.Event()
         writer = asyncio.create_task(engine.run(stop))
         etl_stop = asyncio.Event()
@@ -88,6 +110,7 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
             # cycle) can never skip the flush of buffered samples that follows.
             etl_stop.set()
             await _logged(etl, "ETL loop")
+            await _logged(mgmt.manager.stop(), "archive workflow stop")
             await _logged(arch.stop(), "CA archiver stop")
             await _logged(client.close(), "CA client close")
             stop.set()
@@ -97,11 +120,18 @@ def build_server_app(root: Path, archive: list[str] | None = None) -> Starlette:
             stats = await asyncio.to_thread(scheduler.on_shutdown)
             for s in stats:
                 log.info("consolidateOnShutdown %s->%s: %d files", s.source, s.dest, s.files_moved)
+            mgmt.registry.close()
 
     app.router.lifespan_context = lifespan
     return app
 
 
-def run(root: Path, host: str, port: int, archive: list[str] | None = None) -> None:
-    app = build_server_app(root, archive)
+def run(
+    root: Path,
+    host: str,
+    port: int,
+    archive: list[str] | None = None,
+    measure_seconds: float | None = None,
+) -> None:
+    app = build_server_app(root, archive, measure_seconds)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
