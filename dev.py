@@ -39,13 +39,16 @@ def ensure_venv(extras: str) -> Path:
         venv.EnvBuilder(with_pip=True).create(VENV)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     have = STAMP.read_text().split() if STAMP.exists() else []
-    # an install with the test extras also satisfies a plain one
-    if not (have and have[0] == digest and (not extras or extras in have[1:])):
+    # extras installed earlier stay installed (a `test` venv can also `serve --demo`)
+    wanted = {extras} - {""}
+    installed = set(have[1:]) if have and have[0] == digest else set()
+    if not have or have[0] != digest or not wanted <= installed:
         print("installing pvarchiver into the virtual environment", flush=True)
         subprocess.check_call([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-        target = f".[{extras}]" if extras else "."
+        every = sorted(wanted | installed)
+        target = f".[{','.join(every)}]" if every else "."
         subprocess.check_call([str(py), "-m", "pip", "install", "-q", "-e", target], cwd=ROOT)
-        STAMP.write_text(f"{digest} {extras}".strip())
+        STAMP.write_text(" ".join([digest, *every]))
     return py
 
 
@@ -57,7 +60,8 @@ def main(argv: list[str]) -> int:
     if cmd == "test":
         py = ensure_venv("test")
         return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
-    py = ensure_venv("")
+    # --demo runs the C softIoc from the epicscorelibs wheel (the `demo` extra)
+    py = ensure_venv("demo" if "--demo" in rest else "")
     return subprocess.call([str(py), "-m", "pvarchiver", "serve", *rest], cwd=ROOT)
 
 
