@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,3 +37,23 @@ class PVMetrics:
 
     def dropped(self, reason: DropReason, n: int = 1) -> None:
         self.drops[reason] += n
+
+
+class WriteTimer:
+    """Wall time of the engine's write cycles (only cycles that had something to write)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cycles = 0
+        self.seconds = 0.0
+        self.last_seconds = 0.0
+        self.max_seconds = 0.0
+        self.samples = 0
+
+    def record(self, seconds: float, samples: int) -> None:
+        with self._lock:
+            self.cycles += 1
+            self.seconds += seconds
+            self.last_seconds = seconds
+            self.max_seconds = max(self.max_seconds, seconds)
+            self.samples += samples

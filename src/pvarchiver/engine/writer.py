@@ -27,6 +27,7 @@ from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
 from .archived_pv import VALUE_TYPECODES, ArchivedPV, Buffer, SamplingMethod
 from .budget import MemoryBudget
+from .metrics import WriteTimer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Engine:
         self._in_flight: dict[str, Buffer] = {}
         self._last_daily: dict[str, float] = {}
         self._write_lock = threading.Lock()
+        self.write_timer = WriteTimer()  # the write-latency metric and secondsConsumedByWritter
 
     def add_pv(
         self,
@@ -128,7 +130,11 @@ class Engine:
     def write_buffers(self, taken: dict[str, Buffer]) -> tuple[int, dict[str, Exception]]:
         """Write buffers to the STS (worker-thread side); returns (samples, failures)."""
         with self._write_lock, _short_gil_switches():
-            return self._write_buffers(taken)
+            t0 = time.perf_counter()
+            written, failed = self._write_buffers(taken)
+            if taken:
+                self.write_timer.record(time.perf_counter() - t0, written)
+            return written, failed
 
     def _write_buffers(self, taken: dict[str, Buffer]) -> tuple[int, dict[str, Exception]]:
         written = 0

@@ -44,6 +44,9 @@ def build_app(retrieval: Retrieval, mgmt: Mgmt | None = None) -> Starlette:
         from ..mgmt.bpl_routes import make_mgmt_routes
 
         routes += make_mgmt_routes(mgmt)
+        from ..mgmt.prometheus import make_metrics_routes
+
+        routes += make_metrics_routes(mgmt)  # GET /metrics (Prometheus text format)
     ui = _ui_routes()
     if ui:
         routes += [Route("/mgmt", _to_ui), Route("/mgmt/", _to_ui)]

@@ -84,6 +84,7 @@ def build_server_app(
     )
     app = build_app(retrieval, mgmt)
     scheduler = ETLScheduler(stores, time.time())
+    app.state.etl_scheduler = scheduler  # /metrics reports its stage timings
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,199 @@
+"""exportConfig / importConfig (moving an appliance's PV configuration) and
+consolidateDataForPV (push one paused PV's data down the store chain now).
+
+exportConfig answers the list of every PVTypeInfo in the AA's JSON encoding, so a file saved
+from a Java AA can be imported here and the other way round. importConfig validates the whole
+body before it changes anything (one bad entry refuses the request, as archivePV does), then
+registers the new PVs in one transaction and starts archiving them; names already known are
+skipped and reported, never overwritten (putPVTypeInfo with override=true is for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+from ..pb import PayloadType
+from ..storage.etl import ETLStats, consolidate
+from .bpl_routes import BPLContext, BPLError, action
+from .pvinput import InputError, archive_target
+from .storage_usage import usage_cache
+from .typeinfo import PVTypeInfo
+
+log = logging.getLogger(__name__)
+
+METHODS = ("MONITOR", "SCAN", "DONT_ARCHIVE")
+
+
+# ---------------------------------------------------------------------- export
+@action("exportConfig", set())
+async def export_config(ctx: BPLContext) -> Response:
+    infos = ctx.mgmt.registry.typeinfos()  # cached objects, read only
+
+    def encode() -> bytes:
+        rows = [i.to_json() for i in sorted(infos, key=lambda i: i.pvName)]
+        return json.dumps(rows).encode()
+
+    body = await asyncio.to_thread(encode)
+    return Response(body, media_type="application/json")
+
+
+# ---------------------------------------------------------------------- import
+def validate_import(data: Any) -> list[PVTypeInfo]:
+    """The typeinfos of an importConfig body; ValueError names the first bad entry."""
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError("importConfig wants a JSON list of PVTypeInfo objects")
+    dbr_types = {t.arch_dbr_name for t in PayloadType}
+    out: list[PVTypeInfo] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(data):
+        where = f"entry {i}"
+        try:
+            info = PVTypeInfo.from_json(entry)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        where = f"entry {i} ({info.pvName})"
+        try:
+            target = archive_target(info.pvName, [])
+        except InputError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if target.pv != info.pvName or target.field:
+            raise ValueError(f"{where}: not a plain PV name")
+        if info.samplingMethod not in METHODS:
+            raise ValueError(
+                f"{where}: samplingMethod {info.samplingMethod!r} is not one of {METHODS}"
+            )
+        if not 0 < info.samplingPeriod < float("inf"):
+            raise ValueError(f"{where}: samplingPeriod must be a positive number")
+        if info.DBRType not in dbr_types:
+            raise ValueError(f"{where}: unknown DBRType {info.DBRType!r}")
+        if info.pvName in seen:
+            raise ValueError(f"{where}: {info.pvName} appears twice")
+        seen.add(info.pvName)
+        out.append(info)
+    return out
+
+
+@action("importConfig", set(), mutating=True)
+async def import_config(ctx: BPLContext) -> Response:
+    if ctx.request.method != "POST":
+        raise BPLError(405, "importConfig needs a POST with the exportConfig JSON as the body")
+    try:
+        data = json.loads(ctx.body.decode("utf-8", "replace") or "null")
+    except json.JSONDecodeError as e:
+        raise BPLError(400, f"The body is not valid JSON: {e}") from None
+    try:
+        infos = validate_import(data)
+    except ValueError as e:
+        raise BPLError(400, str(e)) from None
+    m = ctx.mgmt
+    aliases = m.registry.aliases()
+    rows: list[dict[str, str]] = []
+    new: list[PVTypeInfo] = []
+    for info in infos:
+        name = info.pvName
+        why = ""
+        if m.registry.has_typeinfo(name):
+            why = f"PV {name} is already archived here; skipped"
+        elif name in aliases:
+            why = f"{name} is an alias of {aliases[name]}; skipped"
+        elif name in m.manager.pending or name in m.manager.busy:
+            why = f"PV {name} is in the archive workflow; skipped"
+        if why:
+            rows.append({"pvName": name, "status": "Skipped", "validation": why})
+            continue
+        info.applianceIdentity = m.config.identity  # it is ours now
+        if not info.dataStores:
+            info.dataStores = list(m.manager.default_stores)
+        new.append(info)
+        rows.append({"pvName": name, "status": "Imported"})
+    if new:
+        await asyncio.to_thread(m.registry.put_typeinfos, new)
+        for info in new:
+            stored = m.registry.typeinfo_view(info.pvName)
+            if stored is not None:
+                m.link.start(stored)
+    log.info("importConfig: %d imported, %d skipped", len(new), len(rows) - len(new))
+    return JSONResponse(rows)
+
+
+# ---------------------------------------------------------------------- consolidate
+async def _flush(ctx: BPLContext, name: str) -> None:
+    """Write what the engine still buffers for the PV (pausing stops new events; the last
+    ones may not have reached the STS yet), so that consolidation moves everything."""
+    eng = ctx.mgmt.link.engine
+    while eng.is_in_flight(name):
+        await asyncio.sleep(0.05)
+    taken = eng.take_one(name)
+    if taken:
+        _written, failed = await asyncio.to_thread(eng.write_buffers, taken)
+        eng.finish(taken, failed)
+        if failed:
+            raise BPLError(500, f"Could not write the buffered samples of {name}: {failed[name]}")
+    while eng.is_in_flight(name):
+        await asyncio.sleep(0.05)
+
+
+@action("consolidateDataForPV", {"pv", "storage"}, mutating=True)
+async def consolidate_pv(ctx: BPLContext) -> Response:
+    m = ctx.mgmt
+    requested = ctx.one_pv()
+    storage = ctx.required("storage")
+    name = m.resolve(requested)
+    info = m.registry.typeinfo_view(name)
+    if info is None:
+        raise BPLError(404, f"PV {requested} is not being archived")
+    stores = list(m.link.stores)
+    names = [s.name for s in stores]
+    if storage not in names:
+        raise BPLError(400, f"Unknown store {storage!r}; the stores are {', '.join(names)}")
+    if not info.paused:
+        raise BPLError(
+            400, f"PV {name} is not paused; pause it before consolidating its data into {storage}"
+        )
+    if name in m.manager.busy:
+        raise BPLError(409, f"Another operation on {name} is in progress; try again")
+    m.manager.busy.add(name)
+    t0 = time.monotonic()
+    try:
+        await _flush(ctx, name)
+        stats: list[ETLStats] = await asyncio.to_thread(consolidate, stores, storage, [name])
+    finally:
+        m.manager.busy.discard(name)
+    usage_cache(m).invalidate()
+    record_consolidation(m, stats)
+    errors = [e for s in stats for e in s.errors]
+    moved = sum(s.files_moved for s in stats)
+    samples = sum(s.samples_moved for s in stats)
+    if errors:
+        # a damaged file, not bad input: kept in place, reported; `pvarchiver pb repair`
+        return JSONResponse(
+            {
+                "status": "error",
+                "validation": f"Some files of {name} could not be moved: " + "; ".join(errors),
+                "filesMoved": str(moved),
+            },
+            status_code=500,
+        )
+    return JSONResponse(
+        {
+            "status": "ok",
+            "desc": f"Successfully consolidated PV {name} into {storage}",
+            "filesMoved": str(moved),
+            "samplesMoved": str(samples),
+            "seconds": f"{time.monotonic() - t0:.3f}",
+        }
+    )
+
+
+def record_consolidation(mgmt: object, stats: list[ETLStats]) -> None:
+    """Keep the stats of consolidation runs for ``/metrics`` (last 100)."""
+    hist: list[ETLStats] = getattr(mgmt, "_consolidations", [])
+    mgmt._consolidations = [*hist, *stats][-100:]  # type: ignore[attr-defined]

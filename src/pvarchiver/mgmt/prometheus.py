@@ -1,0 +1,243 @@
+"""``GET /metrics``: the appliance's numbers in the Prometheus text exposition format (0.0.4).
+
+Written by hand (a dozen families do not justify a dependency). Every family has HELP and
+TYPE lines and a ``pvarchiver_`` prefix. Counters come from the engine's per-PV counters, so
+they reset when the process restarts or a PV is deleted, which Prometheus' ``rate()``
+handles as a counter reset. Store sizes come from the cached storage scan
+(:mod:`storage_usage`), so a scrape never walks the disk more often than that cache allows.
+
+ETL stage timings are exported when the app state holds the server's ``ETLScheduler`` as
+``etl_scheduler``; consolidateDataForPV runs are always exported.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..engine.metrics import DropReason
+from ..storage.etl import ETLStats
+from .appliance_metrics import Summary, WriteTimer, summarize, write_timer
+from .service import Mgmt
+from .storage_usage import Usage, usage_cache
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+Labels = dict[str, str]
+
+
+@dataclass
+class Family:
+    name: str
+    kind: str  # counter, gauge, summary
+    help: str
+    samples: list[tuple[str, Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, labels: Labels | None = None, suffix: str = "") -> Family:
+        self.samples.append((suffix, labels or {}, value))
+        return self
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(x: float) -> str:
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return repr(float(x))
+
+
+def render(families: Iterable[Family]) -> str:
+    """The exposition text: HELP, TYPE, then the samples of each family."""
+    out: list[str] = []
+    for f in families:
+        out.append(f"# HELP {f.name} {_escape_help(f.help)}")
+        out.append(f"# TYPE {f.name} {f.kind}")
+        for suffix, labels, value in f.samples:
+            lab = ""
+            if labels:
+                lab = "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
+            out.append(f"{f.name}{suffix}{lab} {_number(value)}")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------- families
+def appliance_families(s: Summary, timer: WriteTimer | None) -> list[Family]:
+    pvs = Family("pvarchiver_pvs", "gauge", "PVs of this appliance by state")
+    pvs.add(s.pv_count, {"state": "total"})
+    pvs.add(s.connected, {"state": "connected"})
+    pvs.add(s.disconnected, {"state": "disconnected"})
+    pvs.add(s.paused, {"state": "paused"})
+    drops = Family("pvarchiver_events_dropped_total", "counter", "Events not archived, by reason")
+    for reason in DropReason:
+        drops.add(s.drops.get(str(reason), 0), {"reason": str(reason)})
+    fams = [
+        Family("pvarchiver_uptime_seconds", "gauge", "Seconds since the archiver started").add(
+            s.uptime_seconds
+        ),
+        pvs,
+        Family(
+            "pvarchiver_archive_requests_pending",
+            "gauge",
+            "archivePV requests still in the workflow (initial sampling or failed)",
+        ).add(s.pending_requests),
+        Family(
+            "pvarchiver_events_per_second",
+            "gauge",
+            "Event rate summed over connected PVs (events since first connect / seconds)",
+        ).add(s.event_rate),
+        Family(
+            "pvarchiver_data_rate_bytes_per_second",
+            "gauge",
+            "Estimated storage rate summed over PVs (stored events x bytes per event)",
+        ).add(s.data_rate),
+        Family("pvarchiver_events_received_total", "counter", "Events received from the PVs").add(
+            s.events_received
+        ),
+        Family(
+            "pvarchiver_events_stored_total", "counter", "Events accepted into the engine buffers"
+        ).add(s.events_stored),
+        Family(
+            "pvarchiver_samples_written_total", "counter", "Samples written to the first store"
+        ).add(s.samples_written),
+        Family(
+            "pvarchiver_write_errors_total", "counter", "Failed writes of a PV's buffer (retried)"
+        ).add(s.write_errors),
+        drops,
+        Family(
+            "pvarchiver_engine_buffer_bytes", "gauge", "Memory held by the engine's buffers"
+        ).add(s.buffer_bytes),
+        Family(
+            "pvarchiver_engine_buffer_limit_bytes", "gauge", "Memory bound of the engine buffers"
+        ).add(s.buffer_limit_bytes),
+        Family(
+            "pvarchiver_engine_buffer_peak_bytes", "gauge", "Highest engine buffer memory so far"
+        ).add(s.buffer_peak_bytes),
+    ]
+    if timer is not None:
+        fams += [
+            Family(
+                "pvarchiver_write_cycle_seconds",
+                "summary",
+                "Wall time of the engine's write cycles that had samples to write",
+            )
+            .add(timer.seconds, suffix="_sum")
+            .add(timer.cycles, suffix="_count"),
+            Family(
+                "pvarchiver_write_cycle_last_seconds", "gauge", "Wall time of the last write cycle"
+            ).add(timer.last_seconds),
+            Family("pvarchiver_write_cycle_max_seconds", "gauge", "Longest write cycle so far").add(
+                timer.max_seconds
+            ),
+        ]
+    return fams
+
+
+def store_families(usage: Usage, now: float) -> list[Family]:
+    used = Family("pvarchiver_store_used_bytes", "gauge", "Bytes of .pb files in the store")
+    total = Family("pvarchiver_store_total_bytes", "gauge", "Size of the store's file system")
+    avail = Family(
+        "pvarchiver_store_available_bytes", "gauge", "Free space of the store's file system"
+    )
+    files = Family("pvarchiver_store_files", "gauge", "Number of .pb files in the store")
+    npvs = Family("pvarchiver_store_pvs", "gauge", "Archived PVs with data in the store")
+    for st in usage.stores:
+        lab = {"store": st.name}
+        used.add(st.used_bytes, lab)
+        total.add(st.total_bytes, lab)
+        avail.add(st.available_bytes, lab)
+        files.add(st.files, lab)
+        npvs.add(st.pv_count, lab)
+    return [
+        used,
+        total,
+        avail,
+        files,
+        npvs,
+        Family(
+            "pvarchiver_storage_scan_age_seconds",
+            "gauge",
+            "Age of the store numbers (they come from a cached scan)",
+        ).add(max(0.0, now - usage.taken_epoch)),
+        Family(
+            "pvarchiver_storage_scan_seconds", "gauge", "Wall time of the last storage scan"
+        ).add(usage.scan_seconds),
+    ]
+
+
+def etl_families(stages: Sequence[object], consolidations: Sequence[ETLStats]) -> list[Family]:
+    """ETL stage timings (from an ``ETLScheduler``'s stages) and consolidation runs."""
+    fams: list[Family] = []
+    if stages:
+        last = Family(
+            "pvarchiver_etl_last_run_seconds", "gauge", "Wall time of the stage's last ETL pass"
+        )
+        moved = Family(
+            "pvarchiver_etl_last_files_moved", "gauge", "Files moved by the stage's last pass"
+        )
+        errs = Family(
+            "pvarchiver_etl_last_errors", "gauge", "Files the stage's last pass could not move"
+        )
+        runs = Family(
+            "pvarchiver_etl_recent_runs", "gauge", "ETL passes kept in the stage's history"
+        )
+        nxt = Family(
+            "pvarchiver_etl_next_run_timestamp_seconds", "gauge", "When the stage runs next"
+        )
+        for st in stages:
+            src, dst = getattr(st, "source", None), getattr(st, "dest", None)
+            lab = {"source": getattr(src, "name", "?"), "dest": getattr(dst, "name", "?")}
+            stats = getattr(st, "last", None)
+            if isinstance(stats, ETLStats):
+                last.add(stats.seconds, lab)
+                moved.add(stats.files_moved, lab)
+                errs.add(len(stats.errors), lab)
+            runs.add(len(getattr(st, "history", [])), lab)
+            nxt.add(float(getattr(st, "next_run", 0.0)), lab)
+        fams += [f for f in (last, moved, errs, runs, nxt) if f.samples]
+    cons = Family(
+        "pvarchiver_consolidation_seconds",
+        "summary",
+        "Wall time of consolidateDataForPV ETL steps (last 100)",
+    )
+    cons.add(sum(s.seconds for s in consolidations), suffix="_sum")
+    cons.add(len(consolidations), suffix="_count")
+    fams.append(cons)
+    return fams
+
+
+async def metrics_text(mgmt: Mgmt, scheduler: object | None) -> str:
+    now = time.time()
+    s = summarize(mgmt, mgmt.link.snapshots(), now)
+    usage = await usage_cache(mgmt).get()
+    stages = list(getattr(scheduler, "stages", []) or [])
+    cons: list[ETLStats] = getattr(mgmt, "_consolidations", [])
+    fams = appliance_families(s, write_timer(mgmt))
+    fams += store_families(usage, now)
+    fams += etl_families(stages, cons)
+    return render(fams)
+
+
+def make_metrics_routes(mgmt: Mgmt) -> list[Route]:
+    """The ``/metrics`` route."""
+
+    async def metrics(request: Request) -> Response:
+        scheduler = getattr(request.app.state, "etl_scheduler", None)
+        text = await metrics_text(mgmt, scheduler)
+        return Response(text, media_type=CONTENT_TYPE)
+
+    return [Route("/metrics", metrics, methods=["GET"])]
