@@ -130,6 +130,7 @@ class ArchivedPV:
         "_events_since_connect",
         "_field_values",
         "_fixed_cost",
+        "_held",
         "_last_ns",
         "_pending",
         "_pending_cnx_fields",
@@ -141,6 +142,7 @@ class ArchivedPV:
         "budget",
         "buffer",
         "clock",
+        "control_off",
         "method",
         "metrics",
         "name",
@@ -175,6 +177,10 @@ class ArchivedPV:
         self.buffer = Buffer(self._typecode)
         self.paused = False
         self.status_message = ""
+        #: conditional archiving (controllingPV): why samples are not stored now, "" when they
+        #: are; events still arrive and the latest is held, to be stored when it is switched on
+        self.control_off = ""
+        self._held: tuple[int, int, int, int, Any] | None = None
         # why the engine paused this PV itself ("type", "array"), so that it resumes it when
         # the cause goes away; None when not paused by the engine
         self._self_paused: str | None = None
@@ -232,6 +238,23 @@ class ArchivedPV:
             }
         m.last_connection_regained_epoch = now
 
+    def set_control(self, off_reason: str) -> None:
+        """Conditional archiving: ``off_reason`` "" stores events again, else stops storing.
+
+        Switching on stores the latest value that arrived while off (as a fresh subscription
+        would), so the stream shows the value the PV had when archiving resumed."""
+        if off_reason:
+            self.control_off = off_reason
+            self._pending = None
+            return
+        if not self.control_off:
+            return
+        self.control_off = ""
+        held, self._held = self._held, None
+        if held is not None:
+            self.metrics.events_received -= 1  # counted when it arrived
+            self.on_event(*held)
+
     def _pause_self(self, why: str, message: str) -> None:
         self.paused = True
         self._self_paused = why
@@ -258,6 +281,9 @@ class ArchivedPV:
         m = self.metrics
         m.events_received += 1
         if self.paused:
+            return False
+        if self.control_off:
+            self._held = (secs, nanos, sev, stat, val)
             return False
         now = self.clock()
         if secs < EPOCH_1991:

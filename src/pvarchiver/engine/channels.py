@@ -18,6 +18,7 @@ from ..ca import CAClient, dbr
 from ..ca.client import Channel
 from ..ca.protocol import DBE_ALARM, DBE_LOG, DBE_VALUE
 from .archived_pv import ArchivedPV, SamplingMethod
+from .conditional import ControllingPVs
 from .writer import Engine
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class CAArchiver:
         #: (method, period) per PV, applied when its ArchivedPV is created (mgmt may change it
         #: before the first connect)
         self.sampling: dict[str, tuple[SamplingMethod, float]] = {}
+        #: conditional archiving (the AA's controllingPV)
+        self.controls = ControllingPVs(engine, client)
 
     def metadata(self, pvname: str) -> dict[str, str]:
         """Latest EGU/PREC/limits and field values, for retrieval's ``meta``."""
@@ -80,6 +83,7 @@ class CAArchiver:
             if pv is None:
                 m, p = self.sampling.get(name, (method, period))
                 pv = self.engine.add_pv(name, ptype, m, p)
+                self.controls.apply(name)
             if not subscribed:
                 # once per channel: a resumed PV keeps its engine state but has a new channel.
                 # count=None: the channel's element count at every (re)connect, so a waveform
@@ -116,6 +120,7 @@ class CAArchiver:
     def forget(self, name: str) -> None:
         """Drop what is kept about a PV that is no longer archived (deleted/renamed)."""
         self.stop_archiving(name)
+        self.controls.set(name, None)
         self._meta.pop(name, None)
         self.sampling.pop(name, None)
 
@@ -141,8 +146,8 @@ class CAArchiver:
         PV that never connected (with how long and how many searches).
         """
         pv = self.engine.pvs.get(name)
-        if pv is not None and pv.status_message:
-            return pv.status_message
+        if pv is not None and (pv.status_message or pv.control_off):
+            return pv.status_message or pv.control_off
         ch = self.channels.get(name)
         if ch is None:
             return ""

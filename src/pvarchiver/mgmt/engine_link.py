@@ -70,6 +70,7 @@ class EngineLink:
         if arch is None or info.paused or info.samplingMethod == "DONT_ARCHIVE":
             return False
         method = SamplingMethod.SCAN if info.samplingMethod == "SCAN" else SamplingMethod.MONITOR
+        arch.controls.set(info.pvName, info.controllingPV)
         if info.pvName in arch.channels:
             arch.change_sampling(info.pvName, method, info.samplingPeriod)
             arch.add_fields(info.pvName, info.archiveFields)
