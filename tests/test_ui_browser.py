@@ -349,7 +349,7 @@ def test_storage_page(archiver: tuple[Server, Path], ui: UI) -> None:
 
 @pytest.mark.slow
 def test_pv_details_actions(archiver: tuple[Server, Path], ui: UI) -> None:
-    base, _root = archiver
+    base, root = archiver
     pg = ui.page
     pv, newname = "UI:calc2", "UI:renamed"
     pg.goto(f"{base}/mgmt/ui/index.html")
@@ -369,6 +369,9 @@ def test_pv_details_actions(archiver: tuple[Server, Path], ui: UI) -> None:
     info = httpx.get(base + "/mgmt/bpl/getPVTypeInfo", params={"pv": pv}, timeout=10).json()
     assert (info["samplingMethod"], float(info["samplingPeriod"])) == ("SCAN", 5.0)
 
+    # the seed's procedure: .pb files in the STS, "and later mts/lts": the consolidate
+    # button moves them on at once instead of after the ETL's hours
+    assert wait_for(lambda: sts_files(root, pv), timeout=60)
     pg.click("#pvPause")
     sync_api.expect(pg.locator("#msg.ok")).to_contain_text("paused")
     pg.click("#pvConsolidate")
@@ -377,10 +380,11 @@ def test_pv_details_actions(archiver: tuple[Server, Path], ui: UI) -> None:
     pg.evaluate("AA.message('')")  # so the wait below sees this action's answer
     pg.click('#consolidateDialog button[type="submit"]')
     pg.wait_for_selector("#msg.ok:visible, #msg.error:visible")
-    if offered(base, "consolidateDataForPV"):
-        assert pg.locator("#msg.ok").is_visible(), pg.inner_text("#msg")
-    else:
-        assert "not a valid API method" in pg.inner_text("#msg")
+    assert pg.locator("#msg.ok").is_visible(), pg.inner_text("#msg")
+    lts = root / "lts" / "UI"
+    assert sorted(lts.glob("calc2:*.pb")), list((root / "lts").rglob("*"))
+    assert not sts_files(root, pv)
+    shot(pg, "42-consolidated-to-lts")
 
     pg.click("#pvRename")
     pg.wait_for_selector("#renameDialog[open]")
