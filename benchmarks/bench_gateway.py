@@ -31,15 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_ca import make_db, proc_cpu
 from tests.ioc import IOC, free_port
 
-import pvarchiver.ca.client as ca_client
 from pvarchiver.ca import CAClient, CAConfig
 
-# The client's EVENTS_OFF heuristic (FLOW_CONTROL_READS full-size reads in a row) misfires on
-# equal-size periodic bursts and then never sends EVENTS_ON (see docs/gateway.md, "Known
-# issues"); switched off here, in every process of the benchmark, until that is fixed.
-NO_FLOW_CONTROL = "import pvarchiver.ca.client as c; c.FLOW_CONTROL_READS = 10**9; "
-if hasattr(ca_client, "FLOW_CONTROL_READS"):
-    ca_client.FLOW_CONTROL_READS = 10**9  # type: ignore[attr-defined]
+
+def _gateway_code(profile: str) -> str:
+    """Code the gateway process runs; with ``--profile`` under cProfile (stats dumped at exit)."""
+    main = "from pvarchiver.cli.main import main; import sys; "
+    if not profile:
+        return main + "sys.exit(main())"
+    return (
+        main + "import cProfile; pr = cProfile.Profile(); pr.enable(); rc = main(); "
+        f"pr.disable(); pr.dump_stats({str(Path(profile).resolve())!r}); sys.exit(rc)"
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -102,7 +105,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     gw = subprocess.Popen(
         [sys.executable, "-c",
-         NO_FLOW_CONTROL + "from pvarchiver.cli.main import main; import sys; sys.exit(main())",
+         _gateway_code(args.profile),
          "gateway", "-sip", "127.0.0.1",
          "-sport", str(sport), "-cip", "127.0.0.1", "-cport", str(ioc.port), "-prefix", "bgw"],
         env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -175,6 +178,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"gateway RSS idle {rss0 / 1024:.1f} MiB, loaded {rss1 / 1024:.1f} MiB: "
               f"{(rss1 - rss0) / args.pvs:.1f} KiB per PV "
               f"(with {args.clients} clients)")  # fmt: skip
+        print(f"client flow control (EVENTS_OFF sent): via gateway {mine.flow_control_offs}, "
+              f"direct {direct.flow_control_offs}")  # fmt: skip
         for ca in (mine, direct):
             await ca.close()
     finally:
@@ -197,6 +202,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--profile", default="", help="cProfile the gateway, stats to this file")
     p.add_argument("--role", default="main", choices=["main", "load"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -49,6 +49,8 @@ HARD_LIMIT = 64 * 1024 * 1024
 _HEADER = P.HEADER
 _EXT = struct.Struct(">II")
 MAX_NAME = 1024
+PUT_ACKT = 35  # DBR_PUT_ACKT
+PUT_ACKS = 36  # DBR_PUT_ACKS
 
 
 def _valid_type(dbr_type: int) -> bool:
@@ -394,13 +396,25 @@ class _ServerCircuit(asyncio.Protocol):
         if not ch.rights & RIGHT_WRITE:
             reply(ECA_NOWTACCESS, "no write access")
             return
-        if not 0 <= dt <= 6:
+        if dt in (PUT_ACKT, PUT_ACKS):
+            # alarm acknowledgement: one unsigned short; the PV decides (a gateway forwards)
+            if len(body) < 2:
+                reply(ECA_PUTFAIL, "empty put")
+                return
+            cnt, body = 1, body[:2]
+            elem = 2
+        elif not 0 <= dt <= 6:
             reply(ECA_BADTYPE, f"cannot write DBR type {dt}")
             return
-        elem = payload_size(dt, 1)
+        else:
+            elem = payload_size(dt, 1)
         if dt == 0 and len(body) < cnt * elem:  # libca sends one string unpadded to 40
             body = body.ljust(cnt * elem, b"\0")
-        n = max(0, min(cnt, len(body) // elem, ch.pv.max_elements(dt)))
+        n = (
+            1
+            if elem == 2 and dt > 6
+            else max(0, min(cnt, len(body) // elem, ch.pv.max_elements(dt)))
+        )
         if n == 0:
             reply(ECA_PUTFAIL, "empty put")
             return

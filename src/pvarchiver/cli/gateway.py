@@ -51,6 +51,7 @@ def _settings(opts: Any) -> Any:
         mask=int(opts.mask),
         prefix=prefix,
         putlog=opts.putlog,
+        caputlog=opts.caputlog,
         report=opts.report or "gateway.report",
         command=opts.command,
         pvlist=opts.pvlist,

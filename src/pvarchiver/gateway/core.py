@@ -28,11 +28,13 @@ from typing import Any
 from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.client import CAClient, CAConfig, Channel
+from ..ca.dbr_encode import PVState
 from ..ca.server import CAServer, ServerChannel, ServerConfig
 from ..ca.server_config import RIGHT_READ, RIGHT_WRITE
 from ..ca.server_pv import ServedPV
+from .caputlog import CaPutLog
 from .stats import GatewayStats
-from .upstream import CONNECTING, DEAD, DISCONNECTED, UpstreamPV
+from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, UpstreamPV
 
 __all__ = ["Gateway", "GatewaySettings", "OpenAccess"]
 
@@ -54,6 +56,7 @@ class GatewaySettings:
     mask: int = P.DBE_VALUE | P.DBE_ALARM
     prefix: str = "gateway"
     putlog: str | None = None
+    caputlog: str | None = None  # file path, or host:port of an iocLogServer (caputlog.py)
     report: str | None = "gateway.report"
     command: str | None = None
     pvlist: str | None = None
@@ -150,6 +153,7 @@ class Gateway:
         self._quit = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._own_search: tuple[str, int] | None = None
+        self.caputlog = CaPutLog(settings.caputlog) if settings.caputlog else None
 
     # convenience views used by UpstreamPV
     @property
@@ -200,6 +204,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.close()
+        if self.caputlog is not None:
+            await self.caputlog.close()
         await self.client.close()
 
     def quit(self) -> None:
@@ -288,6 +294,10 @@ class Gateway:
             self._clients[key] = client
         return client
 
+    def upstream_rights_changed(self, pv: UpstreamPV) -> None:
+        """The IOC's ACCESS_RIGHTS for ``pv`` changed: push the combined rights downstream."""
+        self.server.refresh_access(pv)
+
     def _rights_changed(self, *_args: Any) -> None:
         asyncio.get_running_loop().call_soon(self.server.refresh_access)
 
@@ -305,28 +315,35 @@ class Gateway:
             self.server.beacon_anomaly()
 
     def put_done(
-        self, pv: UpstreamPV, channel: ServerChannel, dbr_type: int, count: int, payload: bytes
+        self,
+        pv: UpstreamPV,
+        channel: ServerChannel,
+        dbr_type: int,
+        count: int,
+        payload: bytes,
+        old: PVState | None = None,
     ) -> None:
+        """A put went through: log it (``-putlog``, ``-caputlog``) if TRAPWRITE allowed it."""
         self.puts += 1
-        path = self.settings.putlog
-        if not path:
+        if not self.settings.putlog and self.caputlog is None:
             return
         client = self._clients.get((channel.name, channel.host, channel.user))
         if client is not None and not getattr(client.rights, "trapwrite", True):
             return
-        try:
-            value = dbr.decode(dbr_type, payload, count).value
-        except Exception:
-            value = payload.hex()
-        if isinstance(value, list | tuple) or hasattr(value, "tolist"):
-            value = list(value.tolist() if hasattr(value, "tolist") else value)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        line = f"{stamp} {channel.user}@{channel.host} {pv.name} {value}\n"
-        try:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-        except OSError as exc:
-            log.warning("cannot write put log %s: %s", path, exc)
+        value = _put_value(dbr_type, count, payload)
+        if self.settings.putlog:
+            shown = value
+            if dbr_type in (PUT_ACKT, PUT_ACKS):
+                shown = f"{'ACKT' if dbr_type == PUT_ACKT else 'ACKS'}={value}"
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            line = f"{stamp} {channel.user}@{channel.host} {pv.name} {shown}\n"
+            try:
+                with open(self.settings.putlog, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:
+                log.warning("cannot write put log %s: %s", self.settings.putlog, exc)
+        if self.caputlog is not None and dbr_type <= 6:
+            self.caputlog.log(channel.host, channel.user, pv.name, value, _state_value(old))
 
     # ------------------------------------------------------------ ACF inputs
     def _watch_inputs(self) -> None:
@@ -466,3 +483,28 @@ class Gateway:
             if now >= next_stats:
                 self.refresh_stats()
                 next_stats = now + s.stats_interval
+
+
+def _put_value(dbr_type: int, count: int, payload: bytes) -> Any:
+    """The value a client put, for the logs (hex if it cannot be decoded)."""
+    if dbr_type in (PUT_ACKT, PUT_ACKS):
+        return int.from_bytes(payload[:2], "big")
+    try:
+        value = dbr.decode(dbr_type, payload, count).value
+    except Exception:
+        return payload.hex()
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        value = list(value)
+    return value
+
+
+def _state_value(state: PVState | None) -> Any:
+    """The cached value before a put (caPutLog's ``old=``), None if there was none."""
+    if state is None:
+        return None
+    try:
+        return dbr.decode(dbr.time_type(state.native), state.time_payload, state.count).value
+    except Exception:
+        return None

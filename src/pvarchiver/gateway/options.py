@@ -29,7 +29,7 @@ _TABLE: tuple[tuple[str, int, str, str | None], ...] = (
     ("-access", 7, "access", "file_name"),
     ("-command", 8, "command", "file_name"),
     ("-putlog", 7, "putlog", "file_name"),
-    ("-caputlog", 9, "caputlog", "address (ip:port)"),
+    ("-caputlog", 9, "caputlog", "address (ip:port) or file"),
     ("-report", 7, "report", "file_name"),
     ("-home", 5, "home", "directory"),
     ("-sip", 4, "sip", "IP_address"),
@@ -215,7 +215,9 @@ HELP_TEXT = """\
  SIGUSR1 or a write to <prefix>:commandFlag.
 -putlog file_name: Name of file where gateway put logging goes.  Put logging is specified
  with TRAPWRITE in the access file.
--caputlog ip:port: caPutLog server address (not supported yet; accepted and reported).
+-caputlog ip:port|file: TRAPWRITE puts in caPutLog's line layout (date time host user PV
+ new=... old=...), sent to an iocLogServer at ip:port (default port 7011) or appended
+ to a file.
 -report file_name: Name of file where gateway reports go (appended).
 -home directory: Home directory where all your gateway configuration files are kept, where
  log and command files go.  Also GATEWAY_HOME.

@@ -14,6 +14,11 @@ changed across an IOC restart):
   current (ca-gateway issues #11/#58: only right on the first update);
 * with ``-archive``, DBR_TIME with DBE_LOG, posted to DBE_LOG subscribers only.
 
+Besides the value, each connect reads ``<record>.RTYP`` once (a follower
+channel on the same circuit, so no extra search) for DBR_CLASS_NAME, and the
+IOC's own ACCESS_RIGHTS changes are pushed to the downstream channels (the
+gateway ANDs them with its ACF rights), as ca-gateway does.
+
 States follow ca-gateway: connecting, active (downstream channels attached),
 inactive (connected, none attached), disconnected, dead (never connected
 within the connect timeout).
@@ -30,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.client import CAClient, Channel, Subscription
-from ..ca.dbr_encode import Meta, PVState, encode, meta_from_reading
-from ..ca.server_config import ECA_NOWTACCESS, ECA_PUTFAIL
+from ..ca.dbr_encode import CLASS_NAME, Meta, PVState, encode, meta_from_reading
+from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL
 from ..ca.server_pv import CAServerError, ServedPV
 
 if TYPE_CHECKING:
@@ -48,6 +53,10 @@ DEAD = "dead"
 STATES = (CONNECTING, "active", "inactive", DISCONNECTED, DEAD)
 
 _VALUE_MASK = P.DBE_VALUE | P.DBE_LOG
+
+PUT_ACKT = 35  # DBR_PUT_ACKT: set the record's ACKT (transient alarms need acknowledging)
+PUT_ACKS = 36  # DBR_PUT_ACKS: acknowledge alarms up to this severity
+_PUT_TYPES = frozenset(range(7)) | {PUT_ACKT, PUT_ACKS}
 
 
 class UpstreamPV(ServedPV):
@@ -67,7 +76,15 @@ class UpstreamPV(ServedPV):
         self._stale = False
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._ever_connected = False
-        self.channel: Channel = self.client.create_channel(real_name, self._on_connection)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rtyp_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.channel: Channel = self.client.create_channel(
+            real_name, self._on_connection, self._on_rights
+        )
+        # the record type, for DBR_CLASS_NAME: created on the PV's circuit at every connect
+        self._rtyp: Channel = self.client.create_channel(
+            real_name.split(".", 1)[0] + ".RTYP", self._on_rtyp_connection, follow=self.channel
+        )
 
     # ------------------------------------------------------------ state
     @property
@@ -121,6 +138,8 @@ class UpstreamPV(ServedPV):
         self.state = None
         self._have_ctrl = False
         self._set(CONNECTED)
+        if self._rtyp_done.done():  # read RTYP again: the follower connects after this
+            self._rtyp_done = asyncio.get_running_loop().create_future()
         native = ch.native_type
         gw = self.gateway
         handler = self._time_handler(native, P.DBE_ALARM | (0 if gw.archive else P.DBE_LOG))
@@ -134,6 +153,47 @@ class UpstreamPV(ServedPV):
         if self._ever_connected:
             gw.reconnected(self)
         self._ever_connected = True
+
+    def _on_rights(self, ch: Channel, access: int) -> None:
+        """The IOC changed what the gateway may do (its own ACF): re-evaluate downstream.
+
+        Rights of downstream channels are the gateway's ACF rights ANDed with
+        ``ch.access`` (see ``Gateway.rights``); the server sends ACCESS_RIGHTS
+        to each client whose rights changed, without reconnecting it.
+        """
+        if self.downstream:
+            self.gateway.upstream_rights_changed(self)
+
+    def _on_rtyp_connection(self, ch: Channel, up: bool) -> None:
+        if up:
+            task = asyncio.get_running_loop().create_task(self._read_rtyp(ch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _read_rtyp(self, ch: Channel) -> None:
+        """Read the record type once per connect (an IOC restart may change it)."""
+        try:
+            rd = await self.client.get(
+                ch, dbr.STRING, timeout=self.gateway.settings.connect_timeout
+            )
+            value = rd.value
+            self.class_name = str(value[0] if isinstance(value, list | tuple) else value)
+        except Exception as exc:  # not an IOC (no RTYP field) or gone again: stays ""
+            log.debug("%s: no record type: %s", self.name, exc)
+        finally:
+            if not self._rtyp_done.done():
+                self._rtyp_done.set_result(None)
+
+    async def _class_name(self, count: int) -> bytes:
+        """DBR_CLASS_NAME asked for before RTYP arrived: wait for it (bounded)."""
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._rtyp_done), self.gateway.settings.connect_timeout
+            )
+        except TimeoutError:
+            pass
+        assert self.state is not None
+        return encode(self.state, CLASS_NAME, count, self.class_name)
 
     def _disconnected(self) -> None:
         self._cancel_subs()
@@ -212,6 +272,10 @@ class UpstreamPV(ServedPV):
 
     # ------------------------------------------------------------ served PV
     def read(self, dbr_type: int, count: int, channel: ServerChannel) -> Any:
+        if dbr_type == CLASS_NAME:
+            if self._rtyp_done.done() or self._rtyp.error or self.state is None:
+                return super().read(dbr_type, count, channel)
+            return self._class_name(count)
         if self.state is None or (self.gateway.cache and not self._stale):
             return super().read(dbr_type, count, channel)
         self._stale = False
@@ -233,22 +297,34 @@ class UpstreamPV(ServedPV):
         return encode(fresh, dbr_type, count, self.class_name)
 
     def write(self, dbr_type: int, count: int, payload: bytes, channel: ServerChannel) -> Any:
+        """Forward a put (plain types, and DBR_PUT_ACKT/ACKS, which are puts too) to the IOC.
+
+        The server checked the downstream channel's rights (ACF AND IOC) before
+        calling this; ``-ro`` is checked here as well, so no path bypasses it.
+        """
         if self.gateway.read_only:
             raise CAServerError(ECA_NOWTACCESS, "gateway is read-only")
+        if dbr_type not in _PUT_TYPES:
+            raise CAServerError(ECA_BADTYPE, f"cannot write DBR type {dbr_type}")
         return self._put(dbr_type, count, payload, channel)
 
     async def _put(self, dbr_type: int, count: int, payload: bytes, channel: ServerChannel) -> None:
+        old = self.state  # for the caPutLog "old=" value
         try:
             await self.client.put_raw(self.channel, dbr_type, count, payload)
         except Exception as exc:
             raise CAServerError(ECA_PUTFAIL, f"put to {self.name} failed: {exc}") from exc
         # the IOC's monitor update may trail its put confirmation: the next read asks the
         # IOC, so `caput` shows the new value (and e.g. a changed .EGU) right away
-        self._stale = True
-        self.gateway.put_done(self, channel, dbr_type, count, payload)
+        if dbr_type <= 6:
+            self._stale = True
+        self.gateway.put_done(self, channel, dbr_type, count, payload, old)
 
     def close(self) -> None:
         """Drop the upstream channel (purge after a timeout, or gateway shutdown)."""
         self._cancel_subs()
         self._resolve(False)
+        for task in self._tasks:
+            task.cancel()
+        self.client.clear_channel(self._rtyp)
         self.client.clear_channel(self.channel)
