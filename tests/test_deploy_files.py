@@ -34,7 +34,10 @@ DEPLOY = ROOT / "deploy"
 def test_containerfile_contract() -> None:
     text = (ROOT / "Containerfile").read_text()
     assert re.search(r"^ARG BASE=python:3\.\d+-slim", text, re.M)
-    assert text.count("FROM ${BASE}") == 2  # build stage + runtime stage, same base
+    # the venv is built on BASE; the image is only the root file system assembled from it
+    stages = re.findall(r"^FROM (.*)$", text, re.M)
+    assert stages == ["${BASE} AS build", "scratch"], stages
+    assert "COPY --from=build /rootfs /" in text
     user = re.search(r"^USER (\S+)", text, re.M)
     assert user and not user.group(1).startswith(("0", "root"))
     assert re.search(r'^VOLUME \["/storage"\]', text, re.M)
