@@ -37,20 +37,54 @@ UID = GID = 10001
 TOOLS = ["sh", "getent", "awk", "cut", "id", "mkdir", "ls", "cat", "env", "rm"]
 # standard-library parts that never run in the container: installers, GUI, 2to3, docs data,
 # the test suites (top level and inside packages), the build-time config folder
-STDLIB_SKIP_DIRS = {"ensurepip", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
-                    "distutils", "test", "tests", "idle_test", "site-packages", "dist-packages"}
+STDLIB_SKIP_DIRS = {
+    "ensurepip",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "lib2to3",
+    "pydoc_data",
+    "distutils",
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "dist-packages",
+}
 STDLIB_SKIP_PREFIXES = ("config-",)
 # extension modules that are only CPython's own tests (and Tk, which needs X11 libraries)
 # and the ones for things the archiver never uses that pull in libraries of their own: NIS
 # (libtirpc, Kerberos), Berkeley DB (libdb), OSS audio
-DYNLOAD_SKIP_PREFIXES = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "_tkinter",
-                         "xxsubtype", "nis.", "_dbm.", "ossaudiodev.")
+DYNLOAD_SKIP_PREFIXES = (
+    "_test",
+    "_ctypes_test",
+    "_xxtestfuzz",
+    "xxlimited",
+    "_tkinter",
+    "xxsubtype",
+    "nis.",
+    "_dbm.",
+    "ossaudiodev.",
+)
 # numpy's build-time parts: C headers, static math library, Fortran wrapper generator,
 # numpy.distutils, type stubs, PyInstaller hooks and the test suites
-NUMPY_SKIP = ("numpy/_core/include", "numpy/_core/lib", "numpy/f2py", "numpy/distutils",
-              "numpy/_pyinstaller")
-VENV_SKIP_SCRIPTS = {"f2py", "numpy-config", "Activate.ps1", "activate", "activate.csh",
-                     "activate.fish"}
+NUMPY_SKIP = (
+    "numpy/_core/include",
+    "numpy/_core/lib",
+    "numpy/f2py",
+    "numpy/distutils",
+    "numpy/_pyinstaller",
+)
+# byte code for `python -O`/`-OO` only (some builds ship it for the whole standard library)
+OPTIMIZED_PYC = (".opt-1.pyc", ".opt-2.pyc")
+VENV_SKIP_SCRIPTS = {
+    "f2py",
+    "numpy-config",
+    "Activate.ps1",
+    "activate",
+    "activate.csh",
+    "activate.fish",
+}
 # libraries glibc dlopens by name (so no ELF file lists them): libgcc_s for thread
 # cancellation/pthread_exit unwinding; the NSS modules (built into libc since glibc 2.34)
 DLOPENED = ("libgcc_s.so.1", "libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2")
@@ -78,7 +112,7 @@ class Rootfs:
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(link, dst)
                 target = os.path.join(os.path.dirname(cur), link)
-                self.put(os.path.join(target, *parts[i + 1:]))
+                self.put(os.path.join(target, *parts[i + 1 :]))
                 return
         dst = self.dest / path.lstrip("/")
         if os.path.isdir(path):
@@ -121,21 +155,21 @@ def interpreter_of(executable: str) -> str:
     is64, little = data[4] == 2, data[5] == 1
     e = "<" if little else ">"
     if is64:
-        phoff, = struct.unpack_from(e + "Q", data, 0x20)
+        (phoff,) = struct.unpack_from(e + "Q", data, 0x20)
         phentsize, phnum = struct.unpack_from(e + "HH", data, 0x36)
     else:
-        phoff, = struct.unpack_from(e + "I", data, 0x1C)
+        (phoff,) = struct.unpack_from(e + "I", data, 0x1C)
         phentsize, phnum = struct.unpack_from(e + "HH", data, 0x2A)
     for i in range(phnum):
         off = phoff + i * phentsize
-        p_type, = struct.unpack_from(e + "I", data, off)
+        (p_type,) = struct.unpack_from(e + "I", data, off)
         if p_type == 3:  # PT_INTERP
             if is64:
-                p_offset, = struct.unpack_from(e + "Q", data, off + 8)
-                p_filesz, = struct.unpack_from(e + "Q", data, off + 32)
+                (p_offset,) = struct.unpack_from(e + "Q", data, off + 8)
+                (p_filesz,) = struct.unpack_from(e + "Q", data, off + 32)
             else:
-                p_offset, = struct.unpack_from(e + "I", data, off + 4)
-                p_filesz, = struct.unpack_from(e + "I", data, off + 16)
+                (p_offset,) = struct.unpack_from(e + "I", data, off + 4)
+                (p_filesz,) = struct.unpack_from(e + "I", data, off + 16)
             with open(os.path.realpath(executable), "rb") as f:
                 f.seek(p_offset)
                 return f.read(p_filesz).rstrip(b"\0").decode()
@@ -192,27 +226,34 @@ def main() -> int:
     def skip_std_dir(rel: str) -> bool:
         name = os.path.basename(rel)
         return name in STDLIB_SKIP_DIRS or (
-            "/" not in rel and name.startswith(STDLIB_SKIP_PREFIXES))
+            "/" not in rel and name.startswith(STDLIB_SKIP_PREFIXES)
+        )
 
     def skip_dynload(rel: str) -> bool:
         return os.path.basename(rel).startswith(DYNLOAD_SKIP_PREFIXES)
 
     for top in dict.fromkeys((stdlib, platstdlib)):
-        fs.tree(top, skip_dir=skip_std_dir,
-                skip_file=lambda rel, top=top: os.path.join(top, rel).startswith(
-                    dynload + "/") and skip_dynload(rel))
+        fs.tree(
+            top,
+            skip_dir=skip_std_dir,
+            skip_file=lambda rel, top=top: (
+                rel.endswith(OPTIMIZED_PYC)
+                or (os.path.join(top, rel).startswith(dynload + "/") and skip_dynload(rel))
+            ),
+        )
     if os.path.isdir(dynload):
         fs.tree(dynload, skip_file=skip_dynload)
 
     # the virtual environment
     def skip_venv_dir(rel: str) -> bool:
         return any(rel.endswith("site-packages/" + s) for s in NUMPY_SKIP) or (
-            os.path.basename(rel) == "tests" and "/numpy/" in rel)
+            os.path.basename(rel) == "tests" and "/numpy/" in rel
+        )
 
     def skip_venv_file(rel: str) -> bool:
         if rel.startswith("bin/") and os.path.basename(rel) in VENV_SKIP_SCRIPTS:
             return True
-        return rel.endswith(".pyi") and "/numpy/" in rel
+        return (rel.endswith(".pyi") and "/numpy/" in rel) or rel.endswith(OPTIMIZED_PYC)
 
     fs.tree(str(venv), skip_dir=skip_venv_dir, skip_file=skip_venv_file)
 
@@ -239,8 +280,14 @@ def main() -> int:
         for name in DLOPENED:
             if os.path.exists(os.path.join(d, name)):
                 fs.put(os.path.join(d, name))
-    for p in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/nsswitch.conf",
-              "/etc/host.conf", "/etc/os-release"):
+    for p in (
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/nsswitch.conf",
+        "/etc/host.conf",
+        "/etc/os-release",
+    ):
         if os.path.lexists(p):
             if os.path.isdir(p):
                 fs.tree(p)
@@ -253,7 +300,8 @@ def main() -> int:
     (etc / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        f"pvarchiver:x:{UID}:{GID}::/storage:/usr/sbin/nologin\n")
+        f"pvarchiver:x:{UID}:{GID}::/storage:/usr/sbin/nologin\n"
+    )
     (etc / "group").write_text(f"root:x:0:\nnogroup:x:65534:\npvarchiver:x:{GID}:\n")
     if not (etc / "nsswitch.conf").exists():
         (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")

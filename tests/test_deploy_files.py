@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -210,3 +211,34 @@ def test_serve_demo_archives_its_pvs(tmp_path: Path) -> None:
             return s.connect_ex(("127.0.0.1", ioc_port)) != 0
 
     assert wait_for(ioc_gone, timeout=20)
+
+
+def _minimal_rootfs() -> object:
+    spec = importlib.util.spec_from_file_location("minimal_rootfs", DEPLOY / "minimal-rootfs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF and ld.so: Linux only")
+def test_minimal_rootfs_finds_libraries_and_keeps_symlinks(tmp_path: Path) -> None:
+    """The pieces of deploy/minimal-rootfs.py the image build relies on (the whole script runs
+    in every image build and the result is run chrooted there: tests/test_deploy_container.py)."""
+    m = _minimal_rootfs()
+    loader = m.interpreter_of(sys.executable)  # type: ignore[attr-defined]
+    assert Path(loader).exists(), loader
+    libs = m.needed_libraries(loader, os.path.realpath(sys.executable))  # type: ignore[attr-defined]
+    assert any(Path(lib).name.startswith("libc.so") for lib in libs), libs
+    # a file reached through a directory symlink and a file symlink: both links reproduced
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "real" / "python3.11").write_text("x")
+    (src / "real" / "python3").symlink_to("python3.11")
+    (src / "bin").symlink_to("real")
+    fs = m.Rootfs(tmp_path / "dest")  # type: ignore[attr-defined]
+    fs.put(str(src / "bin" / "python3"))
+    dest = tmp_path / "dest" / str(src).lstrip("/")
+    assert os.readlink(dest / "bin") == "real"
+    assert os.readlink(dest / "real" / "python3") == "python3.11"
+    assert (dest / "bin" / "python3").read_text() == "x"
