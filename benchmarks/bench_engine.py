@@ -29,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ async def measure(
     write: float,
     fields: bool,
     memory_mb: int,
+    trace: bool = False,
 ) -> dict[str, Any]:
     sts = PlainPBStore(
         parse_store_url(
@@ -98,6 +100,20 @@ async def measure(
     n = len(pvs)
     gc.collect()
     rss0 = rss_kib()
+    if trace:
+        tracemalloc.start()
+    # time spent in the cyclic garbage collector (all threads), per generation
+    gc_time = [0.0, 0.0, 0.0]
+    gc_count = [0, 0, 0]
+    gc_t0 = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_time[info["generation"]] += time.perf_counter() - gc_t0[0]
+            gc_count[info["generation"]] += 1
+
     async with CAClient(ioc.client_config()) as ca:
         arch = CAArchiver(engine, ca)
         t0 = time.monotonic()
@@ -120,12 +136,19 @@ async def measure(
         first_write_s = time.monotonic() - t_first
         assert ioc.proc is not None
         stored0 = sum(p.metrics.samples_written + len(p.buffer) for p in engine.pvs.values())
+        gc.callbacks.append(on_gc)
         w0, c0, i0 = time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
         await asyncio.sleep(seconds)
+        if trace:
+            # steady state with one cycle's buffers filled: what each archived PV costs
+            snap = tracemalloc.take_snapshot()
+            traced = tracemalloc.get_traced_memory()[0]
         stop.set()
         await writer
         w1, c1, i1 = time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
+        gc.callbacks.remove(on_gc)
         rss1 = rss_kib()
+        tracked = len(gc.get_objects())
         offs = ca.flow_control_offs
     written = sum(p.metrics.samples_written for p in engine.pvs.values()) - stored0
     reasons: Counter[str] = Counter()
@@ -133,7 +156,22 @@ async def measure(
         reasons.update({str(k): v for k, v in p.metrics.drops.items()})
     drops = sum(reasons.values())
     wall = w1 - w0
+    top: list[str] = []
+    traced_per_pv = 0.0
+    if trace:
+        tracemalloc.stop()
+        traced_per_pv = traced / n
+        for st in snap.statistics("lineno")[:20]:
+            frame = st.traceback[0]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            top.append(f"{st.size / n:8.1f} B/PV {st.count / n:6.2f} blocks/PV  {where}")
     return {
+        "gc_us_per_event": 1e6 * sum(gc_time) / max(written, 1),
+        "gc_count": gc_count,
+        "gc_ms": [round(1e3 * t) for t in gc_time],
+        "tracked_per_pv": tracked / n,
+        "traced_per_pv": traced_per_pv,
+        "trace_top": top,
         "connect_s": t_conn,
         "archiving_s": t_arch,
         "datagrams": stats.datagrams,
@@ -163,6 +201,11 @@ def main() -> None:
         type=int,
         help="engine buffer bound (default 512; 4096 for 'wave': 80 MB/s for 10 s + in flight)",
     )
+    ap.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="tracemalloc the archiver: bytes per PV and the top lines (CPU figures invalid)",
+    )
     args = ap.parse_args()
     n, scan, kind = SCENARIOS[args.scenario]
     n = args.pvs or n
@@ -176,7 +219,14 @@ def main() -> None:
         try:
             res = asyncio.run(
                 measure(
-                    ioc, names(n, kind), Path(tmp) / "sts", seconds, args.write, fields, memory_mb
+                    ioc,
+                    names(n, kind),
+                    Path(tmp) / "sts",
+                    seconds,
+                    args.write,
+                    fields,
+                    memory_mb,
+                    args.trace_memory,
                 )
             )
         finally:
@@ -195,6 +245,11 @@ def main() -> None:
     print(f"  archived (on disk)         {res['events_per_s']:,.0f} events/s ({res['written']:,})")
     print(f"  CPU per archived event     {res['us_per_event']:.2f} us (target <= 5)")
     print(f"  archiver CPU               {res['cpu_pct']:.1f} % of one core")
+    print(
+        f"  of which cyclic GC         {res['gc_us_per_event']:.2f} us/event "
+        f"(collections per generation {res['gc_count']}, ms {res['gc_ms']}; "
+        f"{res['tracked_per_pv']:.1f} GC-tracked objects per PV at the end)"
+    )
     print(f"  IOC CPU                    {res['ioc_cpu_pct']:.1f} %")
     print(f"  dropped events             {res['drops']:,.0f} {res['drop_reasons'] or ''}")
     print(f"  EVENTS_OFF sent            {res['flow_offs']}")
@@ -202,6 +257,10 @@ def main() -> None:
     print(
         f"  max RSS                    {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:,} KiB"
     )
+    if args.trace_memory:
+        print(f"  traced memory per PV       {res['traced_per_pv']:,.0f} B (CPU figures invalid)")
+        for line in res["trace_top"]:
+            print(f"    {line}")
 
 
 if __name__ == "__main__":

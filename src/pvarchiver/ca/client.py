@@ -182,13 +182,31 @@ class Channel:
         self.sid = -1
         self.server: tuple[str, int] | None = None
         self._circuit: _Circuit | None = None
-        self._callbacks: list[ConnectionCallback] = []
-        self._rights_callbacks: list[AccessRightsCallback] = []
+        # the three lists below stay the shared empty tuple until something is added: an
+        # archiver holds ~9 channels per PV (8 archive fields), most with no callback of
+        # their own, and three empty lists each were ~200 bytes per channel
+        self._callbacks: list[ConnectionCallback] | tuple[()] = ()
+        self._rights_callbacks: list[AccessRightsCallback] | tuple[()] = ()
         self._subs: dict[int, Subscription] = {}
         self._follow: Channel | None = None
-        self._followers: list[Channel] = []
+        self._followers: list[Channel] | tuple[()] = ()
         self.error = ""
         self.created_at = time.time()
+
+    def _add_callback(self, cb: ConnectionCallback) -> None:
+        if not isinstance(self._callbacks, list):
+            self._callbacks = []
+        self._callbacks.append(cb)
+
+    def _add_rights_callback(self, cb: AccessRightsCallback) -> None:
+        if not isinstance(self._rights_callbacks, list):
+            self._rights_callbacks = []
+        self._rights_callbacks.append(cb)
+
+    def _add_follower(self, ch: Channel) -> None:
+        if not isinstance(self._followers, list):
+            self._followers = []
+        self._followers.append(ch)
 
     @property
     def read_access(self) -> bool:
@@ -575,9 +593,9 @@ class CAClient:
         self._next_cid += 1
         ch = Channel(name, cid)
         if on_connection is not None:
-            ch._callbacks.append(on_connection)
+            ch._add_callback(on_connection)
         if on_access_rights is not None:
-            ch._rights_callbacks.append(on_access_rights)
+            ch._add_rights_callback(on_access_rights)
         self._channels[cid] = ch
         problem = validate_pv_name(name)
         if problem is not None:
@@ -587,7 +605,7 @@ class CAClient:
             return ch
         if follow is not None:
             ch._follow = follow
-            follow._followers.append(ch)
+            follow._add_follower(ch)
             circuit = follow._circuit
             if follow.connected and circuit is not None and not circuit.closed:
                 circuit.attach(ch)
@@ -603,8 +621,10 @@ class CAClient:
         self._unresolved.pop(ch.cid, None)
         self._search.remove(ch.cid)
         if ch._follow is not None:
-            with contextlib.suppress(ValueError):
-                ch._follow._followers.remove(ch)
+            followers = ch._follow._followers
+            if isinstance(followers, list):
+                with contextlib.suppress(ValueError):
+                    followers.remove(ch)
         circuit = ch._circuit
         if circuit is not None:
             circuit.channels.pop(ch.cid, None)
@@ -628,11 +648,11 @@ class CAClient:
             if up and not fut.done():
                 fut.set_result(None)
 
-        ch._callbacks.append(cb)
+        ch._add_callback(cb)
         try:
             await asyncio.wait_for(fut, timeout)
         finally:
-            ch._callbacks.remove(cb)
+            ch._callbacks.remove(cb)  # type: ignore[union-attr]
 
     async def get(
         self,

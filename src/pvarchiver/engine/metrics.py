@@ -20,12 +20,23 @@ class DropReason(StrEnum):
     BAD_VALUE = "value does not fit the PV's type"
 
 
+class _NoDrops(Counter[DropReason]):
+    """The shared, read-only drop counts of every PV that has dropped nothing (most): a
+    Counter per PV cost ~100 bytes of the 5 KB per PV budget. Reads give 0 as a Counter."""
+
+    def __setitem__(self, key: DropReason, value: int) -> None:
+        raise TypeError("shared empty drop counts: use PVMetrics.dropped()")
+
+
+_NO_DROPS = _NoDrops()
+
+
 @dataclass(slots=True)
 class PVMetrics:
     events_received: int = 0
     events_stored: int = 0
     samples_written: int = 0
-    drops: Counter[DropReason] = field(default_factory=Counter)
+    drops: Counter[DropReason] = field(default_factory=lambda: _NO_DROPS)
     connected: bool = False
     connection_loss_regain_count: int = 0
     last_connection_lost_epoch: int = 0
@@ -36,7 +47,10 @@ class PVMetrics:
     last_write_error: str = ""
 
     def dropped(self, reason: DropReason, n: int = 1) -> None:
-        self.drops[reason] += n
+        d = self.drops
+        if d is _NO_DROPS:
+            d = self.drops = Counter()
+        d[reason] += n
 
 
 class WriteTimer:

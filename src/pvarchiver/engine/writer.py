@@ -16,7 +16,6 @@ import logging
 import sys
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -25,7 +24,7 @@ from ..pb import PayloadInfo, PayloadType, Sample, year_of
 from ..retrieval.model import Chunk, block_from_samples
 from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
-from .archived_pv import VALUE_TYPECODES, ArchivedPV, Buffer, SamplingMethod
+from .archived_pv import ROW_DTYPES, VALUE_TYPECODES, ArchivedPV, Buffer, SamplingMethod
 from .budget import MemoryBudget
 from .metrics import WriteTimer
 
@@ -112,7 +111,8 @@ class Engine:
         """Swap out every PV's buffer (event-loop side) and mark it in flight for readers."""
         now = self.clock()
         taken: dict[str, Buffer] = {}
-        for name, pv in list(self.pvs.items()):
+        # on the event loop: nothing adds or removes PVs meanwhile, so no copy of the items
+        for name, pv in self.pvs.items():
             if pv.paused:
                 continue  # its samples stay in memory; the store would refuse them
             daily = None
@@ -173,25 +173,28 @@ class Engine:
         counts: list[int] = []
         special: dict[int, Sample] = {}
         typecode = VALUE_TYPECODES[ptype]
-        # array.extend is a memcpy; numpy sees each concatenated column once, no copy
-        cat = (array("q"), array("I"), array(typecode), array("h"), array("h"))
+        # the packed rows of all PVs joined (one memcpy each), seen by numpy as columns
+        parts: list[bytearray] = []
         base = 0
         try:
             for name in names:
                 buf = taken[name]
-                for i in set(buf.fields) | buf.actual_change:
-                    special[base + i] = buf.sample_at(i)
-                for whole, col in zip(cat, buf.columns(), strict=True):
-                    whole.extend(col)
-                counts.append(len(buf))
-                base += len(buf)
-            secs, nanos, vals, sev, stat = (np.frombuffer(c, dtype=c.typecode) for c in cat)
+                if buf.typecode != typecode:
+                    raise TypeError(f"{name}: buffer of typecode {buf.typecode}")
+                n = len(buf)
+                if buf.fields or buf.actual_change:
+                    for i in buf.special_rows():
+                        special[base + i] = buf.sample_at(i)
+                parts.append(buf.data)
+                counts.append(n)
+                base += n
+            rec = np.frombuffer(b"".join(parts), dtype=ROW_DTYPES[typecode])
             cols = (
-                secs.astype(np.int64),
-                nanos.astype(np.int64),
-                vals.astype(NUMPY_DTYPE[ptype]),
-                sev.astype(np.int32),
-                stat.astype(np.int32),
+                rec["secs"].astype(np.int64),
+                rec["nanos"].astype(np.int64),
+                rec["val"].astype(NUMPY_DTYPE[ptype]),
+                rec["sev"].astype(np.int32),
+                rec["stat"].astype(np.int32),
             )
         except (ValueError, TypeError, OverflowError):
             # a buffer that is not in typed columns: PV by PV, so only that PV can fail
@@ -249,7 +252,7 @@ class Engine:
             pv.metrics.samples_written += r.written
             return r.written
         written = 0
-        special = sorted(set(buf.fields) | buf.actual_change)
+        special = buf.special_rows()
         secs, nanos, vals, sev, stat = (np.asarray(c) for c in buf.columns())
         start = 0
         for stop in [*special, len(buf)]:
@@ -336,7 +339,7 @@ class Engine:
         picked: list[Sample] = []
         before: Sample | None = None
         for buf in parts:
-            secs, nanos = buf.secs, buf.nanos
+            secs, nanos = buf.secs.tolist(), buf.nanos.tolist()
             n = len(buf)
             i = bisect.bisect_left(range(n), start, key=lambda k: (secs[k], nanos[k]))
             j = bisect.bisect_right(range(n), end, key=lambda k: (secs[k], nanos[k]))
