@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -90,6 +92,7 @@ async def measure(
     fields: bool,
     memory_mb: int,
     trace: bool = False,
+    profile: bool = False,
 ) -> dict[str, Any]:
     sts = PlainPBStore(
         parse_store_url(
@@ -137,6 +140,9 @@ async def measure(
         assert ioc.proc is not None
         stored0 = sum(p.metrics.samples_written + len(p.buffer) for p in engine.pvs.values())
         gc.callbacks.append(on_gc)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
+            prof.enable()  # the event-loop thread only (CA receive, on_event, take/finish)
         w0, c0, i0 = time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
         await asyncio.sleep(seconds)
         if trace:
@@ -147,6 +153,9 @@ async def measure(
         await writer
         w1, c1, i1 = time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
         gc.callbacks.remove(on_gc)
+        if prof is not None:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         rss1 = rss_kib()
         tracked = len(gc.get_objects())
         offs = ca.flow_control_offs
@@ -206,6 +215,11 @@ def main() -> None:
         action="store_true",
         help="tracemalloc the archiver: bytes per PV and the top lines (CPU figures invalid)",
     )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the event-loop thread during the window (CPU figures invalid)",
+    )
     args = ap.parse_args()
     n, scan, kind = SCENARIOS[args.scenario]
     n = args.pvs or n
@@ -227,6 +241,7 @@ def main() -> None:
                     fields,
                     memory_mb,
                     args.trace_memory,
+                    args.profile,
                 )
             )
         finally:

@@ -128,3 +128,28 @@ def test_new_files_are_not_left_open(sts: PlainPBStore, tmp_path: Path) -> None:
         sts.append(f"X:{i}", D, [s(1)])
     if fds is not None:
         assert len(os.listdir("/proc/self/fd")) <= fds + 1
+
+
+def test_counts_variant_writes_the_same_bytes_and_counts(tmp_path: Path) -> None:
+    from .conftest import make_store
+
+    a = make_store(tmp_path / "a", "STS", "PARTITION_HOUR")
+    b = make_store(tmp_path / "b", "STS", "PARTITION_HOUR")
+    names = ["P:1", "P:2", "P:3"]
+    a.append("P:2", D, [s(1)])  # P:2 already holds its second row: one dropped
+    b.append("P:2", D, [s(1)])
+    # P:3 crosses an hour: two partitions, two files
+    secs = np.array([T0, T0 + 1, T0, T0 + 1, T0 + 3599, T0 + 3600], dtype=np.int64)
+    cols = (
+        secs,
+        np.zeros(6, dtype=np.int64),
+        secs.astype(np.float64),
+        np.zeros(6, dtype=np.int32),
+        np.zeros(6, dtype=np.int32),
+    )
+    res, f1 = a.append_columns_many(D, names, [2, 2, 2], *cols)
+    written, f2 = b.append_columns_counts(D, names, [2, 2, 2], *cols)
+    assert not f1 and not f2
+    assert written == [res[n].written for n in names] == [2, 0, 2]
+    for n in names:
+        assert [x.secs for x in a.read_all(n)] == [x.secs for x in b.read_all(n)]

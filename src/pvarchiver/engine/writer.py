@@ -205,14 +205,14 @@ class Engine:
                 except Exception as e:
                     failed[name] = e
             return written, failed
-        results, failed = self.sts.append_columns_many(
+        per_pv, failed = self.sts.append_columns_counts(
             ptype, names, counts, *cols, special=special
         )
-        written = 0
-        for name, r in results.items():
-            self.pvs[name].metrics.samples_written += r.written
-            written += r.written
-        return written, failed
+        pvs = self.pvs
+        for name, w in zip(names, per_pv, strict=True):
+            if w:
+                pvs[name].metrics.samples_written += w
+        return sum(per_pv), failed
 
     def finish(self, taken: dict[str, Buffer], failed: dict[str, Exception]) -> None:
         """Release written buffers, put failed ones back in front (event-loop side)."""
