@@ -239,3 +239,51 @@ def test_caputlog_to_file_and_to_ioclogserver(ioc: IOC, tmp_path: Path) -> None:
     assert m.groups()[3:] == ("U:AO", "2.5", "1")
     remote = [ln for ln in server_file.read_text().splitlines() if "U:AO new=" in ln]
     assert len(remote) == 1 and remote[0].endswith("U:AO new=3.25 old=2.5"), remote
+
+
+# ---------------------------------------------------------------- early flush (latency)
+
+
+def test_flush_now_writes_before_the_loop_turn_ends() -> None:
+    """A burst of posts stays queued until the loop turn ends, unless ``flush_now`` is called:
+    then the first part goes to the socket at once (what the gateway does every
+    FLUSH_EVERY upstream events so that a 1,000-event read does not leave in one piece)."""
+    from pvarchiver.ca import CAConfig, dbr
+    from pvarchiver.ca.dbr_encode import PVState, default_meta
+    from pvarchiver.ca.server import CAServer, DictProvider, ServedPV, ServerConfig
+
+    async def main() -> None:
+        prov = DictProvider()
+        meta = default_meta()
+        pvs = [
+            prov.add(ServedPV(f"F:{i}", PVState.from_value(dbr.DOUBLE, 0.0, meta=meta)))
+            for i in range(300)
+        ]
+        cfg = ServerConfig(interfaces=["127.0.0.1"], port=free_port(), beacon_addrs=[])
+        async with CAServer(prov, cfg) as server:
+            port = server.port
+            ccfg = CAConfig(addr_list=[("127.0.0.1", port)], auto_addr_list=False,
+                            server_port=port, repeater_port=free_port())  # fmt: skip
+            async with CAClient(ccfg) as ca:
+                got: dict[str, float] = {}
+                chans = [ca.create_channel(pv.name) for pv in pvs]
+                for ch in chans:
+                    await ca.wait_connected(ch, 10)
+                for ch in chans:
+                    ca.subscribe(
+                        ch, lambda s, n, sev, st, v, name=ch.name: got.__setitem__(name, v)
+                    )
+                await until(lambda: len(got) == len(pvs))
+                before = server.bytes_sent
+                for i, pv in enumerate(pvs[:128]):
+                    pv.update(PVState.from_value(dbr.DOUBLE, float(i + 1), meta=meta))
+                assert server.bytes_sent == before  # queued: nothing written yet
+                server.flush_now()
+                after = server.bytes_sent
+                assert after - before >= 128 * 40  # 128 DBR_TIME_DOUBLE updates, this loop turn
+                for i, pv in enumerate(pvs[128:], 128):
+                    pv.update(PVState.from_value(dbr.DOUBLE, float(i + 1), meta=meta))
+                assert server.bytes_sent == after
+                await until(lambda: all(got[pv.name] == i + 1 for i, pv in enumerate(pvs)))
+
+    run(main())

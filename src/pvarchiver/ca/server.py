@@ -263,6 +263,18 @@ class CAServer:
         self._beacon_wake.set()
 
     # ------------------------------------------------------------ provider-driven events
+    def flush_now(self) -> None:
+        """Write every circuit's pending output now instead of at the end of this loop turn.
+
+        Why: a provider that posts many updates in one go (a gateway handling a
+        read of hundreds of upstream events) would otherwise hold all of them
+        until it returns; calling this every so many updates lets the first
+        ones leave, and the clients start decoding, while the rest are made.
+        """
+        for circuit in self.circuits:
+            if circuit.flush_pending:
+                circuit._flush()
+
     def refresh_access(self, pv: ServedPV | None = None) -> None:
         """Re-evaluate rights of every channel (or of ``pv``'s) and push changes to clients."""
         for circuit in list(self.circuits):

@@ -54,6 +54,11 @@ STATES = (CONNECTING, "active", "inactive", DISCONNECTED, DEAD)
 
 _VALUE_MASK = P.DBE_VALUE | P.DBE_LOG
 
+# Upstream events between early flushes of the downstream circuits: a burst (1,000 records on
+# one scan arrive in one or two reads) then leaves in pieces while the rest is fanned out,
+# instead of all at once after the whole read (see docs/gateway.md, "Measured").
+FLUSH_EVERY = 128
+
 PUT_ACKT = 35  # DBR_PUT_ACKT: set the record's ACKT (transient alarms need acknowledging)
 PUT_ACKS = 36  # DBR_PUT_ACKS: acknowledge alarms up to this severity
 _PUT_TYPES = frozenset(range(7)) | {PUT_ACKT, PUT_ACKS}
@@ -219,6 +224,7 @@ class UpstreamPV(ServedPV):
         value_mask = P.DBE_VALUE | (extra & P.DBE_LOG) if extra != -1 else 0
         gw = self.gateway
         post = self.post
+        flush_now = gw.server.flush_now
 
         def handler(buf: bytes, off: int, count: int) -> None:
             payload = bytes(buf[off : off + head + count * elem])
@@ -243,6 +249,8 @@ class UpstreamPV(ServedPV):
                 mask = value_mask
             post(mask)
             gw.client_posts += 1
+            if not gw.client_events % FLUSH_EVERY:
+                flush_now()
 
         handler.raw_payload = True  # type: ignore[attr-defined]
         return handler
