@@ -180,7 +180,7 @@ _TIME_SCALAR = tuple(
 )
 
 
-_TIME_HEAD = struct.Struct(">hhII").unpack_from
+_TIME_HEAD = struct.Struct(">hhII").unpack_from  # shared by every general decoder
 
 
 def time_event_decoder(
@@ -205,17 +205,37 @@ def time_event_decoder(
 
         return scalar
 
-    head = _TIME_HEAD  # shared: a Struct per subscription cost ~250 bytes each
-    voff = _TIME_OFF[native]
+    return _GeneralTimeDecoder(native, as_array, callback)
 
-    def general(buf: bytes, off: int, count: int) -> None:
-        st, sev, sec, ns = head(buf, off)
+
+class _GeneralTimeDecoder:
+    """DBR_TIME of strings and arrays (see :func:`time_event_decoder`).
+
+    A small object rather than a closure: an archiver holds one per archive-field channel
+    (8 per PV, DBR_TIME_STRING), and a closure with its cells and a Struct of its own cost
+    ~600 bytes each, this ~80."""
+
+    __slots__ = ("as_array", "callback", "native", "voff")
+
+    def __init__(self, native: int, as_array: bool, callback: EventCallback) -> None:
+        self.native = native
+        self.as_array = as_array
+        self.callback = callback
+        self.voff = _TIME_OFF[native]
+
+    def __call__(self, buf: bytes, off: int, count: int) -> None:
+        st, sev, sec, ns = _TIME_HEAD(buf, off)
+        native = self.native
         try:
-            callback(sec + epoch, ns, sev, st, _values(native, buf, off + voff, count, as_array))
+            self.callback(
+                sec + EPICS_EPOCH_OFFSET,
+                ns,
+                sev,
+                st,
+                _values(native, buf, off + self.voff, count, self.as_array),
+            )
         except Exception:
             log.exception("CA monitor callback failed")
-
-    return general
 
 
 @dataclass(slots=True)
