@@ -31,6 +31,7 @@ record(bo, "U:EN") { field(ASG, "OPEN") field(ZNAM, "off") field(ONAM, "on") fie
 record(ao, "U:AO") { field(VAL, "1") field(PINI, "YES") }
 record(ao, "U:AO2") { field(VAL, "1") field(PINI, "YES") }
 record(calc, "U:CALC") { field(CALC, "1") }
+record(ao, "U:RD") { field(ASG, "RDGATE") field(VAL, "42") field(PINI, "YES") }
 record(ao, "U:ALM") {
     field(ASG, "OPEN") field(VAL, "9.5") field(HIHI, "9") field(HHSV, "MAJOR") field(PINI, "YES")
 }
@@ -45,6 +46,10 @@ ASG(DEFAULT) {
 }
 ASG(OPEN) {
     RULE(1, WRITE)
+}
+ASG(RDGATE) {
+    INPA("U:EN")
+    RULE(1, READ) { CALC("A=1") }
 }
 """
 
@@ -117,6 +122,33 @@ def test_ioc_rights_change_pushed_and_combined_with_gateway_acf(ioc: IOC, tmp_pa
                 await ca.put(ch, 8.0)
             assert seen[-3:] == [1, 3, 1] and conns == [True]  # pushed, never reconnected
             assert await direct_get(ioc, "U:AO") == 7.0
+
+    run(main())
+
+
+def test_ioc_read_access_loss_keeps_the_real_value(ioc: IOC) -> None:
+    """Without read access an IOC sends zeroed ECA_NORDACCESS updates: the gateway takes
+    the read right away downstream, keeps the last real value, and gives read back
+    with the IOC's next real value (a client never sees the zeros)."""
+
+    async def main() -> None:
+        await direct_put(ioc, "U:EN", 1)
+        async with gateway(ioc) as gw, downstream(gw) as ca:
+            values: list[float] = []
+            ch = ca.create_channel("U:RD")
+            await ca.wait_connected(ch, 10)
+            ca.subscribe(ch, lambda s, n, sev, st, v: values.append(v))
+            await until(lambda: values == [42.0])
+            await direct_put(ioc, "U:EN", 0)
+            await until(lambda: ch.access == 0)
+            with pytest.raises(CAError):
+                await ca.get(ch)
+            await asyncio.sleep(0.3)
+            await direct_put(ioc, "U:EN", 1)
+            await until(lambda: ch.access & 1 and len(values) >= 2)
+            assert (await ca.get(ch)).value == 42.0
+            await asyncio.sleep(0.3)
+            assert values and set(values) == {42.0}, values
 
     run(main())
 

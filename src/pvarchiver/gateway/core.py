@@ -277,6 +277,8 @@ class Gateway:
         if isinstance(pv, UpstreamPV):
             if pv.channel.connected:
                 bits &= pv.channel.access
+            if not pv.valid:  # no value read with read access yet: nothing to show
+                bits &= ~RIGHT_READ
         else:
             bits &= pv.rights(host, user)
         if self.read_only:

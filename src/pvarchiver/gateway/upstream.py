@@ -36,7 +36,7 @@ from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.client import CAClient, Channel, Subscription
 from ..ca.dbr_encode import CLASS_NAME, Meta, PVState, encode, meta_from_reading
-from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL
+from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL, RIGHT_READ
 from ..ca.server_pv import CAServerError, ServedPV
 
 if TYPE_CHECKING:
@@ -82,6 +82,9 @@ class UpstreamPV(ServedPV):
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._ever_connected = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the state holds a value read with read access (False: none yet, or the IOC
+        # withdrew our read access); downstream channels get no read right meanwhile
+        self.valid = False
         self._rtyp_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.channel: Channel = self.client.create_channel(
             real_name, self._on_connection, self._on_rights
@@ -141,6 +144,7 @@ class UpstreamPV(ServedPV):
     def _connected(self, ch: Channel) -> None:
         self._cancel_subs()
         self.state = None
+        self.valid = False
         self._have_ctrl = False
         self._set(CONNECTED)
         if self._rtyp_done.done():  # read RTYP again: the follower connects after this
@@ -166,6 +170,8 @@ class UpstreamPV(ServedPV):
         ``ch.access`` (see ``Gateway.rights``); the server sends ACCESS_RIGHTS
         to each client whose rights changed, without reconnecting it.
         """
+        if not access & RIGHT_READ:
+            self.valid = False
         if self.downstream:
             self.gateway.upstream_rights_changed(self)
 
@@ -225,18 +231,32 @@ class UpstreamPV(ServedPV):
         gw = self.gateway
         post = self.post
         flush_now = gw.server.flush_now
+        ch = self.channel
 
         def handler(buf: bytes, off: int, count: int) -> None:
             payload = bytes(buf[off : off + head + count * elem])
             self.events += 1
             gw.client_events += 1
             old = self.state
-            if old is None:  # first value: only the main stream initialises the state
-                if extra != -1:
-                    self.state = PVState(native, count, payload, None)
+            if not self.valid:  # rare: first value, or the IOC denies us read access
+                if not ch.access & RIGHT_READ:
+                    # an IOC without read access sends zeroed ECA_NORDACCESS events: keep
+                    # the last real value; a first one only serves as a placeholder (its
+                    # channels get no read right until a real value arrives)
+                    if old is None and extra != -1:
+                        self.state = PVState(native, count, payload, None)
+                        self._maybe_ready()
+                    return
+                if extra == -1:
+                    return
+                self.valid = True
+                self.state = PVState(native, count, payload, old.meta if old else None)
+                if old is None:
                     self._maybe_ready()
+                else:
+                    self.gateway.upstream_rights_changed(self)  # read right back, real value
                 return
-            self.state = PVState(native, count, payload, old.meta)
+            self.state = PVState(native, count, payload, old.meta)  # type: ignore[union-attr]
             if extra == -1:
                 post(P.DBE_LOG)
                 return
@@ -256,6 +276,8 @@ class UpstreamPV(ServedPV):
         return handler
 
     def _on_ctrl(self, reading: dbr.Reading) -> None:
+        if self._have_ctrl and not self.channel.access & RIGHT_READ:
+            return  # zeroed metadata of an ECA_NORDACCESS event: keep the real one
         meta = meta_from_reading(reading)
         first = not self._have_ctrl
         self._have_ctrl = True
