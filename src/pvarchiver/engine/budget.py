@@ -8,10 +8,10 @@ configured bound are further events dropped, and each drop is counted on its PV.
 from __future__ import annotations
 
 #: Rough cost of one buffered event whose value is a Python object in a list (list slot,
-#: the object, and its row in the four array columns).
+#: the object, and the rest of its row packed: 16 bytes).
 SCALAR_EVENT_BYTES = 160
-#: Cost of one buffered numeric scalar event: five array columns (8+4+8+2+2 bytes) plus the
-#: arrays' growth slack.
+#: Cost of one buffered numeric scalar event: its packed row (8+4+8+2+2 bytes for a double)
+#: plus the bytearray's growth slack.
 ARRAY_ROW_BYTES = 32
 
 
