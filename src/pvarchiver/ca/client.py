@@ -630,6 +630,7 @@ class CAClient:
             circuit.channels.pop(ch.cid, None)
             for subid in ch._subs:
                 circuit.framer.events.pop(subid, None)
+                circuit.framer.batched.pop(subid, None)
                 circuit.active_subs.pop(subid, None)
             if ch.connected and not circuit.closed:
                 circuit.send(P.clear_channel(ch.sid, ch.cid))
@@ -733,6 +734,9 @@ class CAClient:
         ``count`` None means the channel's native count at each connect.
         A callback with attribute ``raw_payload = True`` is installed as the
         framer handler itself: ``callback(buf, offset, count)`` (no decoding).
+        If it also has ``raw_batch`` (a callable), its updates are collected per
+        read and ``raw_batch(buf, items)`` takes them all at once instead (see
+        ``protocol.Framer``; one batch consumer per client): the gateway's fan-out.
         """
         if dbr_type is not None and not 0 <= dbr_type <= 34:
             raise ValueError(f"unsupported DBR type {dbr_type}")
@@ -792,6 +796,10 @@ class CAClient:
         native = dbr.native_of(dbr_type)
         if getattr(sub.callback, "raw_payload", False):  # gateway: bytes, no decoding
             handler = sub.callback
+            batch = getattr(handler, "raw_batch", None)
+            if batch is not None:
+                circuit.framer.batched[sub.subid] = handler
+                circuit.framer.on_batch = batch
         elif dbr_type // 7 == 2:
             handler = dbr.time_event_decoder(native, ch.is_array, sub.callback)
         else:
@@ -807,6 +815,7 @@ class CAClient:
         circuit = ch._circuit
         if circuit is not None:
             circuit.framer.events.pop(sub.subid, None)
+            circuit.framer.batched.pop(sub.subid, None)
             active = circuit.active_subs.pop(sub.subid, None)
             if active is not None and ch.connected and not circuit.closed:
                 circuit.send(P.event_cancel(active[0], active[1], active[2], sub.subid))
@@ -863,6 +872,7 @@ class CAClient:
         if circuit is not None:
             for subid in ch._subs:
                 circuit.framer.events.pop(subid, None)
+                circuit.framer.batched.pop(subid, None)
                 circuit.active_subs.pop(subid, None)
         ch.connected = False
         ch._circuit = None

@@ -10,6 +10,9 @@ Fan-out is the hot path.  :meth:`ServedPV.post` encodes the state once per
 distinct (DBR type, count) among the matching subscribers and hands each
 circuit three pre-built pieces (header prefix, subscription id, payload), so
 a forwarded event costs a dict lookup and three list appends per client.
+A provider holding the raw upstream messages (the gateway) can instead hand
+a whole run of updates to :func:`post_batch`, which builds each circuit's
+output for the run with numpy (~5x cheaper per forwarded event).
 The subscriber tuple is replaced, never mutated, so a client leaving during
 a post cannot disturb the loop (the ``deque mutated during iteration`` crash
 seen in caproto's server cannot happen here).
@@ -17,9 +20,13 @@ seen in caproto's server cannot happen here).
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Awaitable
+import weakref
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from . import dbr
 from .dbr_encode import PVState, convert_values, encode, payload_size
@@ -29,13 +36,42 @@ from .server_config import ECA_BADTYPE, ECA_NORMAL, RIGHT_READ, RIGHT_WRITE
 if TYPE_CHECKING:
     from .server_circuit import ServerChannel
 
-__all__ = ["CAServerError", "DictProvider", "EventParts", "Provider", "ServedPV", "Subscriber"]
+__all__ = [
+    "CAServerError",
+    "DictProvider",
+    "EventParts",
+    "Provider",
+    "ServedPV",
+    "Subscriber",
+    "post_batch",
+]
 
 _PREFIX = struct.Struct(">HHHHI")
 _EXT = struct.Struct(">II")
 _U32 = struct.Struct(">I")
 
 EventParts = tuple[bytes, bytes]  # (12-byte header prefix, [ext header +] padded payload)
+
+_NO_LIMIT = 1 << 62
+_ROW = 24  # bytes of one subscriber row: 3 native int64
+
+# circuits by a small integer, so a PV's subscribers can be numpy rows (see post_batch);
+# a number is reused once its circuit is gone (subscribers keep their circuit alive, so
+# no PV's rows can name a reused number), which keeps them small: a uint16 radix sort
+_circuits: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+_free_slots: list[int] = []
+_next_slot = itertools.count()
+
+
+def _slot(circuit: Any) -> int:
+    """A small number for ``circuit``, stable for its lifetime (assigned on first use)."""
+    slot: int | None = getattr(circuit, "fanout_slot", None)
+    if slot is None:
+        slot = _free_slots.pop() if _free_slots else next(_next_slot)
+        circuit.fanout_slot = slot
+        _circuits[slot] = circuit
+        weakref.finalize(circuit, _free_slots.append, slot)
+    return slot
 
 
 class CAServerError(Exception):
@@ -102,6 +138,17 @@ class ServedPV:
             tuple[int, int, tuple[tuple[int, bytes, Any, Subscriber], ...]], ...
         ] = ()
         self.posted = 0  # events handed to circuits (statistics)
+        # post_batch eligibility: every readable subscriber wants DBR_TIME of ``fast_type``
+        # (-1: not all the same time type), count ``fast_count`` (0: whatever the state has)
+        # and at most ``fast_max`` elements; then an upstream message is forwarded verbatim
+        self.fast_type = -1
+        self.fast_count = 0
+        self.fast_max = _NO_LIMIT
+        # per subscriber, in post() order, 3 native int64: circuit slot, mask, and the
+        # header bytes 8-16 (ECA_NORMAL, subscription id); bytes, as joining 1,000 bytes
+        # objects is ~15x faster than concatenating 1,000 small arrays
+        self._fast_rows = b""
+        self._fast_subs: tuple[Subscriber, ...] = ()
         self._max_bytes = 16384  # EPICS_CA_MAX_ARRAY_BYTES, set by the server on attach
         self._max_el: dict[int, int] = {}
 
@@ -201,6 +248,7 @@ class ServedPV:
         if value != self._max_bytes:
             self._max_bytes = value
             self._max_el = {}
+            self.regroup()
 
     def max_elements(self, dbr_type: int) -> int:
         """Most elements of ``dbr_type`` one payload may carry under the array limit."""
@@ -224,6 +272,134 @@ class ServedPV:
             if sub.readable:
                 groups.setdefault(sub.key, []).append((sub.mask, sub.idb, sub.circuit, sub))
         self._groups = tuple((k[0], k[1], tuple(v)) for k, v in groups.items())
+        self._regroup_fast()
+
+    def _regroup_fast(self) -> None:
+        """Rebuild what :func:`post_batch` needs; the PV is eligible only if every
+        readable subscriber takes the upstream DBR_TIME message unchanged."""
+        self.fast_type = -1
+        self._fast_rows = b""
+        self._fast_subs = ()
+        types = {dbr_type for dbr_type, _, _ in self._groups}
+        if len(types) != 1:
+            return
+        dbr_type = types.pop()
+        counts = {count for _, count, _ in self._groups}
+        fixed = counts - {0}
+        if not 14 <= dbr_type <= 20 or len(fixed) > 1:
+            return
+        members = [m for _, _, group in self._groups for m in group]
+        rows = np.empty((len(members), 3), np.int64)
+        rows[:, 0] = [_slot(m[2]) for m in members]
+        rows[:, 1] = [m[0] for m in members]
+        ids = b"".join(_U32.pack(ECA_NORMAL) + m[1] for m in members)
+        rows[:, 2] = np.frombuffer(ids, np.int64)
+        self._fast_rows = rows.tobytes()
+        self._fast_subs = tuple(m[3] for m in members)
+        self.fast_count = fixed.pop() if fixed else 0
+        self.fast_max = self.max_elements(dbr_type) if 0 in counts else _NO_LIMIT
+        self.fast_type = dbr_type
+
+
+def post_batch(
+    buf: bytes,
+    pvs: Sequence[ServedPV],
+    offs: Sequence[int],
+    ends: Sequence[int],
+    masks: Sequence[int],
+) -> None:
+    """Forward a run of upstream EVENT_ADD messages to every matching subscriber at once.
+
+    ``buf[offs[i]:ends[i]]`` is a complete upstream message (16-byte header,
+    padded DBR_TIME payload) carrying the new state of ``pvs[i]``, posted with
+    ``masks[i]``; every PV must be eligible (``fast_type`` etc.; the caller
+    checks).  What :meth:`ServedPV.post` would send for it differs from the
+    message only in the status and subscription id (header bytes 8-16), so the
+    output of the whole run is one numpy row gather of the messages plus one
+    column assignment of those 8 bytes, and each circuit gets one slice of it:
+    well under 100 ns per forwarded event instead of ~250 ns for
+    :meth:`ServedPV.post`.  Per circuit the order is the order of the run, and
+    per event the order post() uses.  A held (flow-controlled) circuit gets
+    each update through ``hold_event`` as post() gives it, so its coalescing is
+    unchanged.
+    """
+    n = len(pvs)
+    if not n:
+        return
+    blob = b"".join([pv._fast_rows for pv in pvs])
+    if not blob:
+        return
+    rows = np.frombuffer(blob, np.int64).reshape(-1, 3)
+    sizes = np.array([len(pv._fast_subs) for pv in pvs], np.int64)
+    ev = np.repeat(np.arange(n), sizes)
+    keep = (rows[:, 1] & np.repeat(np.array(masks, np.int64), sizes)) != 0
+    if keep.all():
+        pair = None
+    else:
+        pair = np.flatnonzero(keep)  # index into the concatenated subscribers
+        if not len(pair):
+            return
+        rows = rows[pair]
+        ev = ev[pair]
+    slot = rows[:, 0]
+    top = int(slot.max())
+    order = np.argsort(slot.astype(np.uint16) if top < 0xFFFF else slot, kind="stable")
+    slot = slot[order]
+    ev = ev[order]
+    ids = rows[order, 2]
+    off = np.array(offs, np.int64)
+    length = np.array(ends, np.int64) - off
+    size = int(length[0])
+    if not size & 7 and (length == size).all() and not (off & 7).any():
+        # the usual run (one record type, 8-aligned as CA messages are): int64 rows
+        words = size >> 3
+        data = np.frombuffer(buf, np.int64, len(buf) >> 3)
+        msgs = data[(off >> 3)[:, None] + np.arange(words)]
+        out = np.take(msgs, ev, axis=0)
+        out[:, 1] = ids
+        starts = np.arange(len(ev) + 1) * size
+        flat = out.view(np.uint8).reshape(-1)
+    else:  # any mix of lengths and alignments: a byte gather
+        data = np.frombuffer(buf, np.uint8)
+        lens = length[ev]
+        starts = np.zeros(len(ev) + 1, np.int64)
+        np.cumsum(lens, out=starts[1:])
+        flat = np.take(data, np.repeat(off[ev] - starts[:-1], lens) + np.arange(int(starts[-1])))
+        flat[(starts[:-1, None] + np.arange(8, 16)).reshape(-1)] = ids.view(np.uint8)
+    bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
+    for a, b in itertools.pairwise(bounds):
+        circuit = _circuits.get(int(slot[a]))
+        if circuit is None:
+            continue
+        if circuit.hold:
+            _hold_batch(circuit, buf, pvs, offs, ends, sizes, pair, order[a:b], ev[a:b])
+            continue
+        circuit.out.append(flat[int(starts[a]) : int(starts[b])].tobytes())
+        if not circuit.flush_pending:
+            circuit.schedule_flush()
+    for pv, k in zip(pvs, np.bincount(ev, minlength=n).tolist(), strict=True):
+        pv.posted += k
+
+
+def _hold_batch(
+    circuit: Any,
+    buf: bytes,
+    pvs: Sequence[ServedPV],
+    offs: Sequence[int],
+    ends: Sequence[int],
+    sizes: np.ndarray,
+    pair: np.ndarray | None,
+    picked: np.ndarray,
+    ev: np.ndarray,
+) -> None:
+    """:func:`post_batch` for a held circuit: one ``hold_event`` per update, as post() does."""
+    first = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=first[1:])
+    index = picked if pair is None else pair[picked]
+    for p, i in zip(index.tolist(), ev.tolist(), strict=True):
+        sub = pvs[i]._fast_subs[p - int(first[i])]
+        o, e = offs[i], ends[i]
+        circuit.hold_event(sub, (buf[o : o + 8] + _U32.pack(ECA_NORMAL), buf[o + 16 : e]))
 
 
 class Provider(Protocol):

@@ -34,7 +34,7 @@ from ..ca.server_config import RIGHT_READ, RIGHT_WRITE
 from ..ca.server_pv import ServedPV
 from .caputlog import CaPutLog
 from .stats import GatewayStats
-from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, UpstreamPV
+from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, UpstreamPV, make_fan_out
 
 __all__ = ["Gateway", "GatewaySettings", "OpenAccess"]
 
@@ -129,6 +129,7 @@ class Gateway:
         self.access = access if access is not None else OpenAccess(settings.read_only)
         self.client = CAClient(client_config)
         self.server = CAServer(self, server_config)
+        self.fan_out = make_fan_out(self)  # takes whole upstream reads (see upstream.py)
         self.pvs: dict[str, UpstreamPV] = {}
         self.stats = GatewayStats(
             settings.prefix,
