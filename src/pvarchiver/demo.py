@@ -158,7 +158,7 @@ class DemoIOC:
     def start(self, timeout: float = 60.0) -> None:
         if importlib.util.find_spec("epicscorelibs") is None:
             raise DemoUnavailable(
-                "the demo needs the EPICS IOC libraries: pip install \"pvarchiver[demo]\" "
+                'the demo needs the EPICS IOC libraries: pip install "pvarchiver[demo]" '
                 "(or: pip install epicscorelibs)"
             )
         self.port = _free_port()
