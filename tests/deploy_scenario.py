@@ -65,18 +65,6 @@ class Notes:
         require(not self.skipped, "scenario ran without: " + "; ".join(self.skipped))
 
 
-def gateway_available() -> bool:
-    """``pvarchiver gateway`` exists (the ca-server helper's CLI has landed)."""
-    out = subprocess.run([sys.executable, "-m", "pvarchiver", "--help"], capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=str(SRC)))
-    return re.search(r"\bgateway\b", out.stdout) is not None
-
-
-def mgmt_available() -> bool:
-    """The management API (archivePV, registry) is in this tree, hence also in the image."""
-    return importlib.util.find_spec("pvarchiver.mgmt.bpl_routes") is not None
-
-
 def browser_reason() -> str | None:
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} missing (apt-get install chromium)"
@@ -104,17 +92,9 @@ class HostSide:
 
     def __enter__(self) -> HostSide:
         try:
-            if gateway_available():
-                self.ioc = IOC(DB, self.workdir / "ioc")
-                self.ioc.start()
-                self.gateway = self._start_gateway(self.ioc)
-            else:
-                self.notes.skip(
-                    "the CA gateway (`pvarchiver gateway` not built yet: the IOC itself sits "
-                    "behind the forwarded port)"
-                )
-                self.ioc = IOC(DB, self.workdir / "ioc", port=self.port)
-                self.ioc.start()
+            self.ioc = IOC(DB, self.workdir / "ioc")
+            self.ioc.start()
+            self.gateway = self._start_gateway(self.ioc)
             self._stack.enter_context(
                 forwarded(self.edge, self.port, "127.0.0.1", self.port, self.workdir)
             )
@@ -299,15 +279,11 @@ def archive_pvs(api: ArchiverAPI, notes: Notes, artifacts: Path) -> list[str]:
     return seen
 
 
-def check_archiving(api: ArchiverAPI, storage: Path, notes: Notes, artifacts: Path,
-                    requested_by_cli: bool) -> None:
+def check_archiving(api: ArchiverAPI, storage: Path, notes: Notes, artifacts: Path) -> None:
     """From a fresh start: archive, statuses, data served, ``.pb`` files in the STS."""
-    if requested_by_cli:
-        notes.skip("archivePV and the PV registry (mgmt API missing: PVs given with --archive)")
-    else:
-        assert api.has_mgmt(), "this tree has pvarchiver.mgmt but the archiver does not serve it"
-        seen = archive_pvs(api, notes, artifacts)
-        assert "Initial sampling" in seen and seen[-1] == "Being archived", seen
+    assert api.has_mgmt(), "the archiver does not serve /mgmt/bpl"
+    seen = archive_pvs(api, notes, artifacts)
+    assert "Initial sampling" in seen and seen[-1] == "Being archived", seen
     assert wait_for(lambda: all(len(api.values(p)) >= 20 for p in PVS), timeout=90), {
         p: api.values(p)[-5:] for p in PVS}
     for p in PVS:
@@ -319,7 +295,7 @@ def check_archiving(api: ArchiverAPI, storage: Path, notes: Notes, artifacts: Pa
 
 
 def check_restart(api: ArchiverAPI, storage: Path, notes: Notes, restart: Callable[[], None],
-                  hard: bool, requested_by_cli: bool) -> None:
+                  hard: bool) -> None:
     """Restart (``hard``: after ``kill -9``) and check every PV is archived again, nothing lost.
 
     Soft (SIGTERM): everything the archiver served before is on disk afterwards. Hard: what
@@ -338,10 +314,9 @@ def check_restart(api: ArchiverAPI, storage: Path, notes: Notes, restart: Callab
             assert on_disk[p][: len(before[p])] == before[p], (p, before[p][-5:], on_disk[p][-5:])
     t = api.wait_up(90)
     notes.numbers[f"ready after {'kill -9' if hard else 'stop'}/start (s)"] = round(t, 2)
-    if not requested_by_cli:
-        # no request from anyone: the registry alone brings every PV back
-        assert wait_for(lambda: api.statuses(PVS) == dict.fromkeys(PVS, "Being archived"),
-                        timeout=60), api.statuses(PVS)
+    # no request from anyone: the registry alone brings every PV back
+    assert wait_for(lambda: api.statuses(PVS) == dict.fromkeys(PVS, "Being archived"),
+                    timeout=60), api.statuses(PVS)
 
     def resumed() -> bool:
         return all(api.values(p) and api.values(p)[-1] > max(before[p]) + 5 for p in PVS)

@@ -34,13 +34,11 @@ from .deploy_harness import (
 )
 from .deploy_scenario import (
     DB,
-    PVS,
     ArchiverAPI,
     HostSide,
     Notes,
     check_archiving,
     check_restart,
-    mgmt_available,
 )
 from .ioc import IOC, wait_for
 from .requirements import require
@@ -145,7 +143,6 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
     notes = Notes()
     artifacts = ARTIFACTS / "container"
     storage = storage_dir(tmp_path / "containerdata")
-    by_cli = not mgmt_available()
     bridge = dockerd.bridge_address()
     name = f"pvarchiver-ci-{os.getpid()}"
     with HostSide(tmp_path / "host", bridge, notes) as host:
@@ -157,8 +154,6 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
                 "-v", f"{storage}:/storage",
                 "-e", f"EPICS_CA_ADDR_LIST={host.ca_addr}",
                 image, "serve"]
-        if by_cli:
-            args += [a for p in PVS for a in ("--archive", p)]
         t0 = time.monotonic()
         dockerd.docker(*args)
         api = ArchiverAPI(f"http://127.0.0.1:{http}")
@@ -167,7 +162,7 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
             notes.numbers["container ready after docker run (s)"] = round(
                 time.monotonic() - t0, 2)
             host.assert_ioc_hidden(["docker", "exec", name], dockerd.env)
-            check_archiving(api, storage, notes, artifacts, by_cli)
+            check_archiving(api, storage, notes, artifacts)
 
             def stop_and_start() -> None:
                 t = time.monotonic()
@@ -180,8 +175,7 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
                 assert "Application shutdown complete" in logs, logs[-3000:]
                 dockerd.docker("start", name)
 
-            check_restart(api, storage, notes, stop_and_start, hard=False,
-                          requested_by_cli=by_cli)
+            check_restart(api, storage, notes, stop_and_start, hard=False)
 
             def healthy() -> bool:
                 out = dockerd.docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout
@@ -258,7 +252,6 @@ def test_compose_with_gateway_profile(dockerd: PrivateDockerd, context: tuple[st
     shutil.copytree(ctx, project, ignore=shutil.ignore_patterns("containerdata"))
     storage = storage_dir(project / "containerdata")
     notes = Notes()
-    by_cli = not mgmt_available()
     with IOC(DB, tmp_path / "ioc") as ioc:
         http = free_port()
         env = dict(dockerd.env, COMPOSE_PROJECT_NAME=f"pvci{os.getpid()}",
@@ -276,14 +269,13 @@ def test_compose_with_gateway_profile(dockerd: PrivateDockerd, context: tuple[st
         try:
             dc("up", "-d", "--build")
             api.wait_up(90)
-            check_archiving(api, storage, notes, ARTIFACTS / "compose", by_cli)
+            check_archiving(api, storage, notes, ARTIFACTS / "compose")
 
             def stop_and_start() -> None:
                 dc("stop", "archiver")
                 dc("start", "archiver")
 
-            check_restart(api, storage, notes, stop_and_start, hard=False,
-                          requested_by_cli=by_cli)
+            check_restart(api, storage, notes, stop_and_start, hard=False)
         except BaseException:
             print(run([compose, "--profile", "gateway", "logs", "--no-color"], env=env,
                       cwd=project, check=False).stdout[-8000:])

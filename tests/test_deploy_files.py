@@ -198,10 +198,9 @@ def test_serve_demo_archives_its_pvs(tmp_path: Path) -> None:
         print(f"demo data served {time.monotonic() - t0:.1f} s after the command")
         r = httpx.get(base + "/retrieval/data/getData.json", params={"pv": "demo:text"})
         assert r.json()[0]["data"][0]["val"] == "hello from the pvarchiver demo"
-        if importlib.util.find_spec("pvarchiver.mgmt.bpl_routes") is not None:
-            r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": "demo:*"}, timeout=10)
-            statuses = {row["pvName"]: row["status"] for row in r.json()}
-            assert set(demo.demo_pv_names()) <= set(statuses), statuses
+        r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": "demo:*"}, timeout=10)
+        statuses = {row["pvName"]: row["status"] for row in r.json()}
+        assert set(demo.demo_pv_names()) <= set(statuses), statuses
         ioc_port = int(found.group(1))
     # the server is gone; so is its IOC (nothing listens on its port any more)
     import socket

@@ -32,14 +32,12 @@ from .deploy_harness import (
     netns_reason,
 )
 from .deploy_scenario import (
-    PVS,
     ArchiverAPI,
     HostSide,
     Notes,
     check_archiving,
     check_restart,
     containerfile_env,
-    mgmt_available,
 )
 
 pytestmark = pytest.mark.slow
@@ -113,12 +111,9 @@ def test_netns_scenario(netns_ok: None, tmp_path: Path) -> None:
     notes = Notes()
     artifacts = ARTIFACTS / "netns"
     storage = tmp_path / "containerdata"
-    by_cli = not mgmt_available()
     with NetNS() as ns, HostSide(tmp_path / "host", ns.host_addr, notes) as host:
         env = _env(storage, host.ca_addr)
         cmd = [*ns.exec, "sh", str(ROOT / "deploy" / "entrypoint.sh"), "serve"]
-        if by_cli:
-            cmd += [a for p in PVS for a in ("--archive", p)]
         http_port = free_port()
         # the archiver's published HTTP port, like `-p 127.0.0.1:PORT:17665`
         with forwarded("127.0.0.1", http_port, ns.ns_addr, 17665, tmp_path, udp=False):
@@ -128,14 +123,13 @@ def test_netns_scenario(netns_ok: None, tmp_path: Path) -> None:
                 notes.numbers["ready after first start (s)"] = round(
                     api.wait_up(60, procs[-1].alive), 2)
                 host.assert_ioc_hidden(ns.exec)
-                check_archiving(api, storage, notes, artifacts, by_cli)
+                check_archiving(api, storage, notes, artifacts)
 
                 def kill_and_restart() -> None:
                     procs[-1].kill()
                     procs.append(Proc(cmd, tmp_path / "archiver.log", env=env))
 
-                check_restart(api, storage, notes, kill_and_restart, hard=True,
-                              requested_by_cli=by_cli)
+                check_restart(api, storage, notes, kill_and_restart, hard=True)
             except BaseException:
                 print((tmp_path / "archiver.log").read_text()[-6000:])
                 raise
