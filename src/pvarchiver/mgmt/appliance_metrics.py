@@ -21,10 +21,6 @@ from .storage_usage import StoreUsage, Usage
 GB = 1024**3
 
 
-def write_timer(mgmt: Mgmt) -> WriteTimer:
-    return mgmt.link.engine.write_timer
-
-
 # ---------------------------------------------------------------------- the numbers
 @dataclass
 class Summary:

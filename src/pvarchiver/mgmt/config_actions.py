@@ -22,7 +22,6 @@ from ..pb import PayloadType
 from ..storage.etl import ETLStats, consolidate
 from .bpl_routes import BPLContext, BPLError, action
 from .pvinput import InputError, archive_target
-from .storage_usage import usage_cache
 from .typeinfo import PVTypeInfo
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ async def consolidate_pv(ctx: BPLContext) -> Response:
         stats: list[ETLStats] = await asyncio.to_thread(consolidate, stores, storage, [name])
     finally:
         m.manager.busy.discard(name)
-    usage_cache(m).invalidate()
+    m.usage.invalidate()
     record_consolidation(m, stats)
     errors = [e for s in stats for e in s.errors]
     moved = sum(s.files_moved for s in stats)
@@ -195,5 +194,4 @@ async def consolidate_pv(ctx: BPLContext) -> Response:
 
 def record_consolidation(mgmt: object, stats: list[ETLStats]) -> None:
     """Keep the stats of consolidation runs for ``/metrics`` (last 100)."""
-    hist: list[ETLStats] = getattr(mgmt, "_consolidations", [])
-    mgmt._consolidations = [*hist, *stats][-100:]  # type: ignore[attr-defined]
+    mgmt.consolidations = [*mgmt.consolidations, *stats][-100:]

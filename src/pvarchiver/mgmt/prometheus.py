@@ -23,9 +23,10 @@ from starlette.routing import Route
 
 from ..engine.metrics import DropReason
 from ..storage.etl import ETLStats
-from .appliance_metrics import Summary, WriteTimer, summarize, write_timer
+from ..storage.schedule import ETLScheduler, ETLStage
+from .appliance_metrics import Summary, WriteTimer, summarize
 from .service import Mgmt
-from .storage_usage import Usage, usage_cache
+from .storage_usage import Usage
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = dict[str, str]
@@ -179,7 +180,7 @@ def store_families(usage: Usage, now: float) -> list[Family]:
     ]
 
 
-def etl_families(stages: Sequence[object], consolidations: Sequence[ETLStats]) -> list[Family]:
+def etl_families(stages: Sequence[ETLStage], consolidations: Sequence[ETLStats]) -> list[Family]:
     """ETL stage timings (from an ``ETLScheduler``'s stages) and consolidation runs."""
     fams: list[Family] = []
     if stages:
@@ -199,15 +200,13 @@ def etl_families(stages: Sequence[object], consolidations: Sequence[ETLStats]) -
             "pvarchiver_etl_next_run_timestamp_seconds", "gauge", "When the stage runs next"
         )
         for st in stages:
-            src, dst = getattr(st, "source", None), getattr(st, "dest", None)
-            lab = {"source": getattr(src, "name", "?"), "dest": getattr(dst, "name", "?")}
-            stats = getattr(st, "last", None)
-            if isinstance(stats, ETLStats):
-                last.add(stats.seconds, lab)
-                moved.add(stats.files_moved, lab)
-                errs.add(len(stats.errors), lab)
-            runs.add(len(getattr(st, "history", [])), lab)
-            nxt.add(float(getattr(st, "next_run", 0.0)), lab)
+            lab = {"source": st.source.name, "dest": st.dest.name}
+            if st.last is not None:
+                last.add(st.last.seconds, lab)
+                moved.add(st.last.files_moved, lab)
+                errs.add(len(st.last.errors), lab)
+            runs.add(len(st.history), lab)
+            nxt.add(st.next_run, lab)
         fams += [f for f in (last, moved, errs, runs, nxt) if f.samples]
     cons = Family(
         "pvarchiver_consolidation_seconds",
@@ -220,15 +219,14 @@ def etl_families(stages: Sequence[object], consolidations: Sequence[ETLStats]) -
     return fams
 
 
-async def metrics_text(mgmt: Mgmt, scheduler: object | None) -> str:
+async def metrics_text(mgmt: Mgmt, scheduler: ETLScheduler | None) -> str:
     now = time.time()
     s = summarize(mgmt, mgmt.link.snapshots(), now)
-    usage = await usage_cache(mgmt).get()
-    stages = list(getattr(scheduler, "stages", []) or [])
-    cons: list[ETLStats] = getattr(mgmt, "_consolidations", [])
-    fams = appliance_families(s, write_timer(mgmt))
+    usage = await mgmt.usage.get()
+    stages = scheduler.stages if scheduler is not None else []
+    fams = appliance_families(s, mgmt.link.engine.write_timer)
     fams += store_families(usage, now)
-    fams += etl_families(stages, cons)
+    fams += etl_families(stages, mgmt.consolidations)
     return render(fams)
 
 

@@ -19,10 +19,8 @@ from .appliance_metrics import (
     appliance_row,
     storage_rows,
     summarize,
-    write_timer,
 )
 from .bpl_routes import BPLContext, BPLError, action
-from .storage_usage import usage_cache
 from .typeinfo import PVTypeInfo
 
 LIMIT = {"limit"}
@@ -109,7 +107,7 @@ for _name, _reasons in (
 @action("getPVsByStorageConsumed", LIMIT)
 async def pvs_by_storage(ctx: BPLContext) -> Response:
     limit_param(ctx)
-    usage = await usage_cache(ctx.mgmt).get()
+    usage = await ctx.mgmt.usage.get()
     known = set(ctx.mgmt.registry.names())
     per_pv = {pv: n for pv, n in usage.per_pv().items() if pv in known}
     return _respond(ctx, rp.storage_consumed(per_pv, _ident(ctx)))
@@ -117,14 +115,14 @@ async def pvs_by_storage(ctx: BPLContext) -> Response:
 
 @action("getStorageMetrics", set())
 async def storage_metrics(ctx: BPLContext) -> Response:
-    usage = await usage_cache(ctx.mgmt).get()
+    usage = await ctx.mgmt.usage.get()
     return JSONResponse(storage_rows(usage))
 
 
 @action("getStorageMetricsForAppliance", {"appliance"})
 async def storage_metrics_for(ctx: BPLContext) -> Response:
     _check_appliance(ctx)
-    usage = await usage_cache(ctx.mgmt).get()
+    usage = await ctx.mgmt.usage.get()
     return JSONResponse(storage_rows(usage))
 
 
@@ -139,7 +137,7 @@ def _check_appliance(ctx: BPLContext) -> None:
 async def appliance_metrics(ctx: BPLContext) -> Response:
     m = ctx.mgmt
     s = summarize(m, m.link.snapshots(), time.time())
-    return JSONResponse([appliance_row(m, s, write_timer(m))])
+    return JSONResponse([appliance_row(m, s, m.link.engine.write_timer)])
 
 
 @action("getApplianceMetricsForAppliance", {"appliance"})
@@ -147,4 +145,4 @@ async def appliance_metrics_for(ctx: BPLContext) -> Response:
     _check_appliance(ctx)
     m = ctx.mgmt
     s = summarize(m, m.link.snapshots(), time.time())
-    return JSONResponse(appliance_details(m, s, write_timer(m)))
+    return JSONResponse(appliance_details(m, s, m.link.engine.write_timer))

@@ -10,18 +10,20 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import __version__
+from ..storage.etl import ETLStats
 from ..storage.store import PlainPBStore
 from .engine_link import EngineLink
 from .manager import Manager, MgmtConfig
 from .policies import Policies
 from .pvinput import is_glob, lookup_name, split_field
 from .registry import REGISTRY_FILENAME, Registry
+from .storage_usage import UsageCache, scan_ttl
 from .typeinfo import aa_time, report_time
 
 
@@ -42,6 +44,10 @@ class Mgmt:
     config: MgmtConfig
     manager: Manager
     stores: Sequence[PlainPBStore]
+    #: space per store and PV (reports, getStorageMetrics, /metrics): one cached scan
+    usage: UsageCache
+    #: the last 100 consolidateDataForPV ETL steps, for /metrics
+    consolidations: list[ETLStats] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -55,7 +61,8 @@ class Mgmt:
         registry = Registry(storage_root / REGISTRY_FILENAME)
         policies = Policies()
         manager = Manager(registry, link, policies, config, default_stores)
-        return cls(registry, link, policies, config, manager, link.stores)
+        usage = UsageCache(link.stores, registry.names, scan_ttl())
+        return cls(registry, link, policies, config, manager, link.stores, usage)
 
     # ------------------------------------------------------------------ names
     def all_names(self) -> list[str]:

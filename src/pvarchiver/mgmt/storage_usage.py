@@ -114,7 +114,7 @@ def scan(stores: Sequence[PlainPBStore], pvs: Iterable[str]) -> Usage:
     return Usage(out, time.time(), time.monotonic() - t0)
 
 
-def _ttl() -> float:
+def scan_ttl() -> float:
     try:
         return max(0.0, float(os.environ.get("PVARCHIVER_STORAGE_SCAN_SECONDS", DEFAULT_TTL)))
     except ValueError:
@@ -144,15 +144,3 @@ class UsageCache:
                 names = list(self.pvs())
                 last = self._last = await asyncio.to_thread(scan, self.stores, names)
             return last
-
-
-def usage_cache(mgmt: object) -> UsageCache:
-    """The cache belonging to one management service (created on first use)."""
-    cache = getattr(mgmt, "_usage_cache", None)
-    if cache is None:
-        from .service import Mgmt
-
-        assert isinstance(mgmt, Mgmt)
-        cache = UsageCache(mgmt.stores, mgmt.registry.names, _ttl())
-        mgmt._usage_cache = cache  # type: ignore[attr-defined]
-    return cache
