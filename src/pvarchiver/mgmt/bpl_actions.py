@@ -128,7 +128,10 @@ async def delete_pv(ctx: BPLContext) -> Response:
     delete_data = ctx.flag("deleteData")
     single = len(given) == 1 and not is_glob(given[0])
     if single:
-        desc = await ctx.mgmt.manager.delete(given[0], delete_data)
+        try:
+            desc = await ctx.mgmt.manager.delete(given[0], delete_data)
+        finally:
+            ctx.mgmt.usage.invalidate()  # its files (and its row) are gone from the reports
         return JSONResponse({"status": "ok", "validation": "", "desc": desc})
     problems = []
     for name in ctx.mgmt.expand(given, include_pending=False):
@@ -136,6 +139,7 @@ async def delete_pv(ctx: BPLContext) -> Response:
             await ctx.mgmt.manager.delete(name, delete_data)
         except Exception as e:  # one bad PV must not stop the others
             problems.append(getattr(e, "message", str(e)))
+    ctx.mgmt.usage.invalidate()
     out: dict[str, str] = {"validation": "\n".join(problems)}
     if not problems:
         out["status"] = "ok"
@@ -157,7 +161,10 @@ async def change_params(ctx: BPLContext) -> Response:
 
 @action("renamePV", {"pv", "newname"}, mutating=True)
 async def rename_pv(ctx: BPLContext) -> Response:
-    desc = await ctx.mgmt.manager.rename(ctx.one_pv(), ctx.required("newname"))
+    try:
+        desc = await ctx.mgmt.manager.rename(ctx.one_pv(), ctx.required("newname"))
+    finally:
+        ctx.mgmt.usage.invalidate()  # the files moved to the new name
     return JSONResponse({"status": "ok", "desc": desc})
 
 
