@@ -18,7 +18,6 @@ one *direct* client on the IOC, which measure latency side by side.  Reported:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -29,9 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_ca import make_db, proc_cpu
+from benchmarks.ca_recorder import RecordingCircuit, arrivals, latencies, pump
 from tests.ioc import IOC, free_port
 
-from pvarchiver.ca import CAClient, CAConfig
+EVENT_BYTES = 40  # one DBR_TIME_DOUBLE monitor update: 16-byte header + 24-byte payload
 
 
 def _gateway_code(profile: str) -> str:
@@ -63,41 +63,20 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def client_config(port: int) -> CAConfig:
-    return CAConfig(addr_list=[("127.0.0.1", port)], auto_addr_list=False,
-                    server_port=port, repeater_port=free_port())  # fmt: skip
+def added(
+    gw: dict[tuple[int, int, int], float], direct: dict[tuple[int, int, int], float]
+) -> list[float]:
+    """Per event: receive time through the gateway minus receive time of the same
+    update (PV, IOC timestamp) on the direct circuit."""
+    return [t - direct[k] for k, t in gw.items() if k in direct]
 
 
-async def subscribe_all(ca: CAClient, names: list[str], cb: object) -> None:
-    await ca.start()
-    chans = [ca.create_channel(n) for n in names]
-    for ch in chans:
-        await ca.wait_connected(ch, 60)
-    for ch in chans:
-        ca.subscribe(ch, cb)  # type: ignore[arg-type]
+def _threads(pid: int) -> list[int]:
+    """Every thread of a process (affinity is per thread; the IOC's already run)."""
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
 
 
-async def load_role(args: argparse.Namespace) -> None:
-    """Child process: ``--clients`` counting clients; prints the count for each stdin line."""
-    names = [f"B:C{i:05d}" for i in range(args.pvs)]
-    count = 0
-
-    def cb(*_a: object) -> None:
-        nonlocal count
-        count += 1
-
-    clients = [CAClient(client_config(args.port)) for _ in range(args.clients)]
-    for ca in clients:
-        await subscribe_all(ca, names, cb)
-    print("ready", flush=True)
-    loop = asyncio.get_running_loop()
-    while await loop.run_in_executor(None, sys.stdin.readline):
-        print(count, flush=True)
-    for ca in clients:
-        await ca.close()
-
-
-async def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_gw_"))
     ioc = IOC(make_db(args.pvs, ".1 second"), work / "ioc")
     ioc.start()
@@ -116,92 +95,77 @@ async def run(args: argparse.Namespace) -> None:
          "-sport", str(sport), "-cip", "127.0.0.1", "-cport", str(ioc.port), "-prefix", "bgw"],
         env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    load: subprocess.Popen[str] | None = None
+    circuits: list[RecordingCircuit] = []
+    if args.pin:  # the gateway alone on the last CPU; the IOC, the clients and us on the others
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least 2 CPUs")
+        os.sched_setaffinity(gw.pid, {cpus[-1]})
+        for pid in [*_threads(ioc.proc.pid), os.getpid()]:  # type: ignore[union-attr]
+            os.sched_setaffinity(pid, set(cpus[:-1]))
     try:
         assert gw.stdout is not None
-        await asyncio.to_thread(gw.stdout.readline)
+        gw.stdout.readline()
         rss0 = rss_kib(gw.pid)
         names = [f"B:C{i:05d}" for i in range(args.pvs)]
-        lat_gw: list[float] = []
-        lat_direct: list[float] = []
-        counts = {"gw": 0}
-        measuring = False
-
-        def make_cb(sink: list[float], key: str | None) -> object:
-            def cb(secs: int, nanos: int, sev: int, status: int, value: float) -> None:
-                if measuring:
-                    if key:
-                        counts[key] += 1
-                    sink.append(time.time() - (secs + nanos * 1e-9))
-
-            return cb
-
         t0 = time.monotonic()
-        if args.clients > 1:
-            load = subprocess.Popen(
-                [sys.executable, __file__, "--role", "load", "--port", str(sport),
-                 "--pvs", str(args.pvs), "--clients", str(args.clients - 1)],
-                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert load.stdout is not None and load.stdin is not None
-            assert (await asyncio.to_thread(load.stdout.readline)).strip() == "ready"
-        mine = CAClient(client_config(sport))
-        direct = CAClient(client_config(ioc.port))
-        await subscribe_all(mine, names, make_cb(lat_gw, "gw"))
-        await subscribe_all(direct, names, make_cb(lat_direct, None))
+        # the 9 load clients first, so the measured one is the last circuit the gateway serves
+        load = [
+            RecordingCircuit(("127.0.0.1", sport), names, False) for _ in range(args.clients - 1)
+        ]
+        mine = RecordingCircuit(("127.0.0.1", sport), names, True)
+        direct = RecordingCircuit(("127.0.0.1", ioc.port), names, True)
+        circuits = [*load, mine, direct]
+        for c in circuits:
+            c.subscribe()
         t_conn = time.monotonic() - t0
-
-        async def load_count() -> int:
-            if load is None:
-                return 0
-            assert load.stdin is not None and load.stdout is not None
-            load.stdin.write("mark\n")
-            load.stdin.flush()
-            return int(await asyncio.to_thread(load.stdout.readline))
-
-        await asyncio.sleep(args.warmup)
+        pump(circuits, args.warmup, record=False)
         rss1 = rss_kib(gw.pid)
-        c0 = await load_count()
         cpu0, ioc0, w0 = proc_cpu(gw.pid), proc_cpu(ioc.proc.pid), time.monotonic()  # type: ignore[union-attr]
         sys0 = sys_cpu(gw.pid)
-        measuring = True
-        await asyncio.sleep(args.seconds)
-        measuring = False
+        me0 = time.process_time()
+        pump(circuits, args.seconds, record=True)
         wall = time.monotonic() - w0
+        me = time.process_time() - me0
         cpu = proc_cpu(gw.pid) - cpu0
         kernel = sys_cpu(gw.pid) - sys0
         ioc_cpu = proc_cpu(ioc.proc.pid) - ioc0  # type: ignore[union-attr]
-        n = counts["gw"] + await load_count() - c0
+        n = sum(c.nbytes for c in (*load, mine)) / EVENT_BYTES
+        got_gw, got_direct = arrivals(mine.chunks), arrivals(direct.chunks)
+        lat_gw, lat_direct = latencies(got_gw), latencies(got_direct)
+        extra = added(got_gw, got_direct)
+        if args.dump:  # per update: subscription, IOC timestamp, receive via gateway and direct
+            Path(args.dump).write_text("".join(
+                f"{k[0]} {k[1] + k[2] * 1e-9:.9f} {t:.6f} {got_direct[k]:.6f}\n"
+                for k, t in got_gw.items() if k in got_direct
+            ))  # fmt: skip
         print(f"PVs {args.pvs} x 10 Hz, {args.clients} clients; connect+subscribe {t_conn:.1f} s")
         print(f"events delivered by the gateway: {n / wall:,.0f}/s "
               f"(expected {args.pvs * 10 * args.clients:,}/s)")  # fmt: skip
         in_kernel = 100 * kernel / max(cpu, 1e-9)
         print(f"gateway CPU: {100 * cpu / wall:.1f} % of a core = {1e6 * cpu / max(n, 1):.2f} "
               f"us per forwarded event ({in_kernel:.0f} % of it in the kernel)")  # fmt: skip
-        print(f"IOC CPU {100 * ioc_cpu / wall:.1f} %")
+        print(f"IOC CPU {100 * ioc_cpu / wall:.1f} %; the {len(circuits)} recording clients "
+              f"{100 * me / wall:.1f} %")  # fmt: skip
         p50g, p99g = pct(lat_gw, 0.5) * 1e3, pct(lat_gw, 0.99) * 1e3
         p50d, p99d = pct(lat_direct, 0.5) * 1e3, pct(lat_direct, 0.99) * 1e3
-        print(f"latency direct p50 {p50d:.2f} ms p99 {p99d:.2f} ms; "
-              f"via gateway p50 {p50g:.2f} ms p99 {p99g:.2f} ms; "
-              f"added p50 {p50g - p50d:.2f} ms p99 {p99g - p99d:.2f} ms")  # fmt: skip
+        print(f"latency (receive - IOC timestamp) direct p50 {p50d:.2f} ms p99 {p99d:.2f} ms; "
+              f"via gateway p50 {p50g:.2f} ms p99 {p99g:.2f} ms")  # fmt: skip
+        q = {k: pct(extra, k) * 1e3 for k in (0.5, 0.99, 0.999)}
+        print(f"added latency per update ({len(extra):,} matched): p50 {q[0.5]:.2f} ms "
+              f"p99 {q[0.99]:.2f} ms p99.9 {q[0.999]:.2f} ms "
+              f"max {max(extra, default=float('nan')) * 1e3:.2f} ms")  # fmt: skip
         print(f"gateway RSS idle {rss0 / 1024:.1f} MiB, loaded {rss1 / 1024:.1f} MiB: "
               f"{(rss1 - rss0) / args.pvs:.1f} KiB per PV "
               f"(with {args.clients} clients)")  # fmt: skip
-        print(f"client flow control (EVENTS_OFF sent): via gateway {mine.flow_control_offs}, "
-              f"direct {direct.flow_control_offs}")  # fmt: skip
-        for ca in (mine, direct):
-            await ca.close()
     finally:
-        for proc in (load, gw):
-            if proc is None:
-                continue
-            if proc.stdin:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for c in circuits:
+            c.sock.close()
+        gw.terminate()
+        try:
+            gw.wait(10)
+        except subprocess.TimeoutExpired:
+            gw.kill()
         ioc.kill()
 
 
@@ -212,10 +176,10 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--profile", default="", help="cProfile the gateway, stats to this file")
-    p.add_argument("--role", default="main", choices=["main", "load"], help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    asyncio.run(load_role(args) if args.role == "load" else run(args))
+    p.add_argument("--pin", action="store_true",
+                   help="give the gateway a CPU of its own, as on a gateway host")  # fmt: skip
+    p.add_argument("--dump", default="", help="write every matched update's times to this file")
+    run(p.parse_args())
 
 
 if __name__ == "__main__":

@@ -737,6 +737,8 @@ class CAClient:
         If it also has ``raw_batch`` (a callable), its updates are collected per
         read and ``raw_batch(buf, items)`` takes them all at once instead (see
         ``protocol.Framer``; one batch consumer per client): the gateway's fan-out.
+        ``raw_run`` (optional, with ``batch_id`` on the handler) takes whole runs
+        of same-size updates as numpy rows (``event_runs``).
         """
         if dbr_type is not None and not 0 <= dbr_type <= 34:
             raise ValueError(f"unsupported DBR type {dbr_type}")
@@ -800,6 +802,9 @@ class CAClient:
             if batch is not None:
                 circuit.framer.batched[sub.subid] = handler
                 circuit.framer.on_batch = batch
+                run = getattr(handler, "raw_run", None)
+                if run is not None and circuit.framer.on_run != run:
+                    circuit.framer.set_run_consumer(run)
         elif dbr_type // 7 == 2:
             handler = dbr.time_event_decoder(native, ch.is_array, sub.callback)
         else:

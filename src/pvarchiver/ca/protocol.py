@@ -395,16 +395,33 @@ class Framer:
     other message first delivers the run collected so far, so the order of all
     callbacks stays the order on the wire.  With ``batched`` empty (every
     client but the gateway) :meth:`feed` is the plain loop.
+
+    Runs: with ``on_run`` set (see :meth:`set_run_consumer`), a stretch of at
+    least ``RunFinder.run_min`` batched updates of one size is not collected
+    message by message but found with numpy and handed over as
+    ``on_run(buf, offset, rows, ids)`` (``event_runs.RunFinder``), again in
+    wire order with the batches and other messages around it.
     """
 
-    __slots__ = ("_rest", "batched", "events", "on_batch", "other")
+    __slots__ = ("_finder", "_rest", "batched", "events", "on_batch", "on_run", "other")
 
     def __init__(self) -> None:
+        from .event_runs import BatchMap
+
         self._rest = b""
         self.events: dict[int, EventHandler] = {}
         self.other: OtherHandler = _ignore
-        self.batched: dict[int, Any] = {}
+        self.batched: dict[int, Any] = BatchMap()
         self.on_batch: BatchHandler = _ignore
+        self.on_run: Callable[[bytes, int, Any, Any], None] | None = None
+        self._finder: Any = None
+
+    def set_run_consumer(self, on_run: Callable[[bytes, int, Any, Any], None] | None) -> None:
+        """Hand runs of batched updates to ``on_run`` (None: per-message batches only)."""
+        from .event_runs import RunFinder
+
+        self.on_run = on_run
+        self._finder = RunFinder(self.batched) if on_run is not None else None  # type: ignore[arg-type]
 
     def feed(self, data: bytes) -> None:
         """Consume ``data``; callbacks run synchronously before this returns."""
@@ -451,6 +468,8 @@ class Framer:
         events = self.events
         batched = self.batched
         other = self.other
+        finder = self._finder
+        retry_at = 0  # no run is looked for before this offset (the last try found none)
         batch: list[tuple[Any, int, int, int, int]] = []
         while end_all - off >= 16:
             cmd, size, dt, cnt, p1, p2 = unpack(data, off)
@@ -466,6 +485,16 @@ class Framer:
                     end = start + size
                     if end > end_all:
                         break
+                    if finder is not None and off >= retry_at:
+                        n, rows, ids = finder.find(data, off, 16 + size, end_all)
+                        if n >= finder.run_min:
+                            if batch:
+                                self.on_batch(data, batch)
+                                batch = []
+                            self.on_run(data, off, rows, ids)  # type: ignore[misc]
+                            off += n * (16 + size)
+                            continue
+                        retry_at = off + (n + 1) * (16 + size)
                     batch.append((tag, off, end, dt, cnt))
                     off = end
                     continue

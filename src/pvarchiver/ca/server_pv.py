@@ -43,6 +43,7 @@ __all__ = [
     "Provider",
     "ServedPV",
     "Subscriber",
+    "fan_rows",
     "post_batch",
 ]
 
@@ -58,20 +59,29 @@ _ROW = 24  # bytes of one subscriber row: 3 native int64
 # circuits by a small integer, so a PV's subscribers can be numpy rows (see post_batch);
 # a number is reused once its circuit is gone (subscribers keep their circuit alive, so
 # no PV's rows can name a reused number), which keeps them small: a uint16 radix sort
-_circuits: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+# (a list of weak references: a lookup costs ~0.1 us, a WeakValueDictionary's ~1 us)
+_circuits: list[weakref.ref[Any] | None] = []
 _free_slots: list[int] = []
-_next_slot = itertools.count()
 
 
 def _slot(circuit: Any) -> int:
     """A small number for ``circuit``, stable for its lifetime (assigned on first use)."""
     slot: int | None = getattr(circuit, "fanout_slot", None)
     if slot is None:
-        slot = _free_slots.pop() if _free_slots else next(_next_slot)
+        if _free_slots:
+            slot = _free_slots.pop()
+        else:
+            slot = len(_circuits)
+            _circuits.append(None)
         circuit.fanout_slot = slot
-        _circuits[slot] = circuit
-        weakref.finalize(circuit, _free_slots.append, slot)
+        _circuits[slot] = weakref.ref(circuit)
+        weakref.finalize(circuit, _release_slot, slot)
     return slot
+
+
+def _release_slot(slot: int) -> None:
+    _circuits[slot] = None
+    _free_slots.append(slot)
 
 
 class CAServerError(Exception):
@@ -273,6 +283,10 @@ class ServedPV:
                 groups.setdefault(sub.key, []).append((sub.mask, sub.idb, sub.circuit, sub))
         self._groups = tuple((k[0], k[1], tuple(v)) for k, v in groups.items())
         self._regroup_fast()
+        self.fan_out_changed()
+
+    def fan_out_changed(self) -> None:
+        """Hook: the subscribers (or what post_batch may do for them) changed."""
 
     def _regroup_fast(self) -> None:
         """Rebuild what :func:`post_batch` needs; the PV is eligible only if every
@@ -327,18 +341,45 @@ def post_batch(
     if not n:
         return
     blob = b"".join([pv._fast_rows for pv in pvs])
-    if not blob:
-        return
-    rows = np.frombuffer(blob, np.int64).reshape(-1, 3)
     sizes = np.array([len(pv._fast_subs) for pv in pvs], np.int64)
+    off = np.array(offs, np.int64)
+    length = np.array(ends, np.int64) - off
+    counts = fan_rows(buf, blob, sizes, off, length, np.array(masks, np.int64), pvs)
+    if counts is not None:
+        for pv, k in zip(pvs, counts.tolist(), strict=True):
+            pv.posted += k
+
+
+def fan_rows(
+    buf: bytes,
+    blob: bytes,
+    sizes: np.ndarray,
+    off: np.ndarray,
+    length: np.ndarray,
+    masks: np.ndarray,
+    pvs: Sequence[ServedPV],
+    msgs: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """The core of :func:`post_batch`, on arrays: returns events forwarded per update.
+
+    ``blob`` is the concatenated ``_fast_rows`` of the updates' PVs and
+    ``sizes`` their subscriber counts; ``pvs`` is only indexed for a held
+    circuit (so a caller may pass a lazy sequence).  ``msgs``: the messages as
+    an ``(n, words)`` int64 array when the caller has them (a run of one size,
+    contiguous in ``buf``), which saves gathering them.  None: nothing was sent.
+    """
+    n = len(sizes)
+    if not blob:
+        return None
+    rows = np.frombuffer(blob, np.int64).reshape(-1, 3)
     ev = np.repeat(np.arange(n), sizes)
-    keep = (rows[:, 1] & np.repeat(np.array(masks, np.int64), sizes)) != 0
+    keep = (rows[:, 1] & np.repeat(masks, sizes)) != 0
     if keep.all():
         pair = None
     else:
         pair = np.flatnonzero(keep)  # index into the concatenated subscribers
         if not len(pair):
-            return
+            return None
         rows = rows[pair]
         ev = ev[pair]
     slot = rows[:, 0]
@@ -347,14 +388,12 @@ def post_batch(
     slot = slot[order]
     ev = ev[order]
     ids = rows[order, 2]
-    off = np.array(offs, np.int64)
-    length = np.array(ends, np.int64) - off
     size = int(length[0])
-    if not size & 7 and (length == size).all() and not (off & 7).any():
+    if msgs is not None or (not size & 7 and (length == size).all() and not (off & 7).any()):
         # the usual run (one record type, 8-aligned as CA messages are): int64 rows
-        words = size >> 3
-        data = np.frombuffer(buf, np.int64, len(buf) >> 3)
-        msgs = data[(off >> 3)[:, None] + np.arange(words)]
+        if msgs is None:
+            data = np.frombuffer(buf, np.int64, len(buf) >> 3)
+            msgs = data[(off >> 3)[:, None] + np.arange(size >> 3)]
         out = np.take(msgs, ev, axis=0)
         out[:, 1] = ids
         starts = np.arange(len(ev) + 1) * size
@@ -368,25 +407,25 @@ def post_batch(
         flat[(starts[:-1, None] + np.arange(8, 16)).reshape(-1)] = ids.view(np.uint8)
     bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
     for a, b in itertools.pairwise(bounds):
-        circuit = _circuits.get(int(slot[a]))
+        ref = _circuits[int(slot[a])]
+        circuit = ref() if ref is not None else None
         if circuit is None:
             continue
         if circuit.hold:
-            _hold_batch(circuit, buf, pvs, offs, ends, sizes, pair, order[a:b], ev[a:b])
+            _hold_batch(circuit, buf, pvs, off, off + length, sizes, pair, order[a:b], ev[a:b])
             continue
         circuit.out.append(flat[int(starts[a]) : int(starts[b])].tobytes())
         if not circuit.flush_pending:
             circuit.schedule_flush()
-    for pv, k in zip(pvs, np.bincount(ev, minlength=n).tolist(), strict=True):
-        pv.posted += k
+    return np.bincount(ev, minlength=n)
 
 
 def _hold_batch(
     circuit: Any,
     buf: bytes,
     pvs: Sequence[ServedPV],
-    offs: Sequence[int],
-    ends: Sequence[int],
+    offs: Any,
+    ends: Any,
     sizes: np.ndarray,
     pair: np.ndarray | None,
     picked: np.ndarray,
@@ -398,7 +437,7 @@ def _hold_batch(
     index = picked if pair is None else pair[picked]
     for p, i in zip(index.tolist(), ev.tolist(), strict=True):
         sub = pvs[i]._fast_subs[p - int(first[i])]
-        o, e = offs[i], ends[i]
+        o, e = int(offs[i]), int(ends[i])
         circuit.hold_event(sub, (buf[o : o + 8] + _U32.pack(ECA_NORMAL), buf[o + 16 : e]))
 
 

@@ -33,8 +33,18 @@ from ..ca.server import CAServer, ServerChannel, ServerConfig
 from ..ca.server_config import RIGHT_READ, RIGHT_WRITE
 from ..ca.server_pv import ServedPV
 from .caputlog import CaPutLog
+from .fanout import FanOutTable
 from .stats import GatewayStats
-from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, UpstreamPV, make_fan_out
+from .upstream import (
+    BATCH_FLUSH,
+    CONNECTING,
+    DEAD,
+    DISCONNECTED,
+    PUT_ACKS,
+    PUT_ACKT,
+    UpstreamPV,
+    make_fan_out,
+)
 
 __all__ = ["Gateway", "GatewaySettings", "OpenAccess"]
 
@@ -130,6 +140,7 @@ class Gateway:
         self.client = CAClient(client_config)
         self.server = CAServer(self, server_config)
         self.fan_out = make_fan_out(self)  # takes whole upstream reads (see upstream.py)
+        self.fanout = FanOutTable(self, self.fan_out, BATCH_FLUSH)  # runs of them (fanout.py)
         self.pvs: dict[str, UpstreamPV] = {}
         self.stats = GatewayStats(
             settings.prefix,

@@ -39,6 +39,7 @@ from ..ca.client import CAClient, Channel, Subscription
 from ..ca.dbr_encode import CLASS_NAME, Meta, PVState, encode, meta_from_reading
 from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL, RIGHT_READ
 from ..ca.server_pv import CAServerError, ServedPV, post_batch
+from .fanout import FanOutTable
 
 if TYPE_CHECKING:
     from ..ca.server import ServerChannel
@@ -73,13 +74,17 @@ class UpstreamPV(ServedPV):
     """A served PV backed by an upstream channel of the gateway's CA client."""
 
     def __init__(self, gateway: Any, real_name: str) -> None:
+        self._bid = -1  # row of the current DBR_TIME subscription in gateway.fanout (-1: none)
+        self._state: PVState | None = None
+        self._posted = 0
+        self._table: FanOutTable = gateway.fanout
         super().__init__(real_name, None)
         self.gateway = gateway
         self.client: CAClient = gateway.client
         self.conn_state = CONNECTING
         self.since = time.monotonic()
         self.downstream = 0  # attached downstream channels
-        self.events = 0  # upstream events received
+        self._events = 0  # upstream events received (per-message path and released rows)
         self._subs: list[Subscription] = []
         self._have_ctrl = False
         self._pending_meta: Meta | None = None
@@ -100,6 +105,43 @@ class UpstreamPV(ServedPV):
         )
 
     # ------------------------------------------------------------ state
+    @property  # type: ignore[override]
+    def state(self) -> PVState | None:
+        """The cached value; after bulk updates it is rebuilt from the row on first read."""
+        bid = self._bid
+        if bid >= 0 and self._table.dirty[bid]:
+            self._table.materialize(bid)
+        return self._state
+
+    @state.setter
+    def state(self, value: PVState | None) -> None:
+        self._state = value
+        bid = self._bid
+        if bid >= 0:  # the row no longer holds the newest value: copied back before its next use
+            self._table.dirty[bid] = 0
+            self._table.stale[bid] = 1
+
+    @property
+    def events(self) -> int:
+        """Upstream updates received."""
+        bid = self._bid
+        return self._events + (int(self._table.events[bid]) if bid >= 0 else 0)
+
+    @property  # type: ignore[override]
+    def posted(self) -> int:
+        """Updates handed to downstream circuits (the bulk path counts in the table)."""
+        bid = self._bid
+        return self._posted + (int(self._table.posted[bid]) if bid >= 0 else 0)
+
+    @posted.setter
+    def posted(self, value: int) -> None:
+        bid = self._bid
+        self._posted = value - (int(self._table.posted[bid]) if bid >= 0 else 0)
+
+    def fan_out_changed(self) -> None:
+        if self._bid >= 0:
+            self._table.refresh(self._bid)
+
     @property
     def state_name(self) -> str:
         if self.conn_state == CONNECTED:
@@ -177,6 +219,7 @@ class UpstreamPV(ServedPV):
         """
         if not access & RIGHT_READ:
             self.valid = False
+            self.fan_out_changed()
         if self.downstream:
             self.gateway.upstream_rights_changed(self)
 
@@ -223,6 +266,13 @@ class UpstreamPV(ServedPV):
         for sub in self._subs:
             sub.cancel()
         self._subs.clear()
+        if self._bid >= 0:
+            state = self.state  # rebuilt from the row while it still exists
+            events, posted = self._table.release(self._bid)
+            self._events += events
+            self._posted += posted
+            self._bid = -1
+            self._state = state
 
     def _time_handler(self, native: int, extra: int) -> Callable[[bytes, int, int], None]:
         """Raw DBR_TIME handler.  ``extra`` -1 marks the DBE_LOG-only (``-archive``) stream.
@@ -243,7 +293,7 @@ class UpstreamPV(ServedPV):
 
         def update(buf: bytes, off: int, count: int) -> int:
             payload = bytes(buf[off : off + head + count * elem])
-            self.events += 1
+            self._events += 1
             gw.client_events += 1
             old = self.state
             if not self.valid:  # rare: first value, or the IOC denies us read access
@@ -259,6 +309,7 @@ class UpstreamPV(ServedPV):
                     return 0
                 self.valid = True
                 self.state = PVState(native, count, payload, old.meta if old else None)
+                self.fan_out_changed()
                 if old is None:
                     self._maybe_ready()
                 else:
@@ -290,6 +341,12 @@ class UpstreamPV(ServedPV):
         handler.pv = self  # type: ignore[attr-defined]
         handler.head = head  # type: ignore[attr-defined]
         handler.elem = elem  # type: ignore[attr-defined]
+        handler.native = native  # type: ignore[attr-defined]
+        handler.batch_id = -1  # type: ignore[attr-defined]
+        if extra != -1:  # the DBE_LOG-only stream of -archive stays on the per-message path
+            handler.raw_run = gw.fanout.consume_run  # type: ignore[attr-defined]
+            handler.batch_id = self._bid = gw.fanout.register(handler, native, ch.count, value_mask)  # type: ignore[attr-defined]
+            self.fan_out_changed()
         return handler
 
     def _on_ctrl(self, reading: dbr.Reading) -> None:

@@ -1,0 +1,191 @@
+"""The gateway's bulk path for runs of updates does exactly what the per-message path does.
+
+Why this test: ``gateway/fanout.py`` replaces, for runs of same-size updates,
+the per-update work of ``UpstreamPV``'s handler (new state, alarm and value
+comparison, counters) and the collection for ``post_batch``, with numpy on
+rows of a table.  A mistake there (a stale row, a repeat in a run compared
+with the wrong predecessor, a PV that should have left the run) sends wrong
+masks, drops or duplicates updates, or leaves a stale cached value, and the
+functional tests would mostly still pass.  So the same upstream byte stream
+goes through real ``UpstreamPV`` handlers twice, once with runs enabled (at
+any length, so nearly everything takes the bulk path) and once without, and
+every circuit's bytes, the held updates, the counters and the cached states
+must be identical.  The stream mixes double, long and string PVs (three
+message sizes), alarm changes, repeated values (masks differ per subscriber),
+a PV twice or more in one run, a PV whose subscriber needs conversion (it
+must leave the run), a PV without subscribers, a PV whose first value arrives
+in the middle of a run, a subscriber added, a state read and a rights change
+half-way, a held circuit, and reads split at random points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+from pvarchiver.ca import dbr
+from pvarchiver.ca import protocol as P
+from pvarchiver.ca.server_pv import Subscriber
+from pvarchiver.gateway.fanout import FanOutTable
+from pvarchiver.gateway.upstream import BATCH_FLUSH, UpstreamPV, make_fan_out
+
+from .test_gw_batch import FakeCircuit
+
+DOUBLE, LONG, STRING = 6, 5, 0
+# (native type, subscribers: (circuit, DBR type or None for the time type, count, mask))
+VM, AM, LM = P.DBE_VALUE | P.DBE_ALARM, P.DBE_ALARM, P.DBE_LOG | P.DBE_VALUE
+WORLD: list[tuple[int, list[tuple[int, int | None, int, int]]]] = [
+    (DOUBLE, [(0, None, 0, VM), (1, None, 0, P.DBE_VALUE), (2, None, 0, AM)]),
+    (DOUBLE, [(0, None, 1, VM), (0, None, 0, AM), (1, None, 0, LM)]),
+    (LONG, [(0, None, 0, VM), (2, None, 1, VM)]),
+    (STRING, [(1, None, 0, VM)]),
+    (DOUBLE, [(0, None, 0, VM), (1, DOUBLE, 1, VM)]),  # plain DBR_DOUBLE: leaves every run
+    (DOUBLE, []),  # no subscriber: only the state changes
+    (LONG, [(2, None, 0, P.DBE_VALUE)]),
+    (DOUBLE, [(0, None, 0, VM), (2, None, 0, VM)]),  # first value only half-way
+]
+LATE = 7
+
+
+class StubClient:
+    """What UpstreamPV asks of the CA client: channels, subscriptions (kept to feed them)."""
+
+    def __init__(self) -> None:
+        self.subs: list[tuple[Any, Any, int]] = []
+
+    def create_channel(self, name: str, *_cb: Any, follow: Any = None) -> Any:
+        return SimpleNamespace(name=name, access=3, count=1, native_type=-1)
+
+    def subscribe(self, ch: Any, handler: Any, dbr_type: Any, count: Any, mask: int) -> Any:
+        self.subs.append((ch, handler, mask))
+        return SimpleNamespace(cancel=lambda: None)
+
+    def clear_channel(self, ch: Any) -> None:
+        return None
+
+
+def _gateway(circuits: list[FakeCircuit]) -> Any:
+    gw = SimpleNamespace(
+        client=StubClient(),
+        archive=False,
+        mask=P.DBE_VALUE | P.DBE_ALARM | P.DBE_LOG,
+        client_events=0,
+        client_posts=0,
+        settings=SimpleNamespace(connect_timeout=1.0),
+        reconnected=lambda pv: None,
+        upstream_rights_changed=lambda pv: None,
+    )
+    gw.server = SimpleNamespace(flush_now=lambda: None, disconnect=lambda pv: None)
+    gw.fan_out = make_fan_out(gw)
+    gw.fanout = FanOutTable(gw, gw.fan_out, BATCH_FLUSH)
+    return gw
+
+
+def _payload(native: int, rng: random.Random, stamp: int, prev: dict[int, tuple[int, Any]], k: int):
+    """A DBR_TIME payload: the alarm and value repeat often, so masks differ per subscriber."""
+    sev, value = prev.get(k, (0, 0))
+    if rng.random() < 0.3:
+        sev = rng.randrange(3)
+    if rng.random() < 0.6:
+        value = rng.randrange(4)
+    prev[k] = (sev, value)
+    head = struct.pack(">hhII", sev, sev, stamp, 0)
+    if native == DOUBLE:
+        return head + b"\0" * 4 + struct.pack(">d", float(value))
+    if native == LONG:
+        return head + struct.pack(">i", value)
+    return head + f"text {value}".encode().ljust(40, b"\0")
+
+
+def _stream(rng: random.Random, n: int) -> list[bytes]:
+    prev: dict[int, tuple[int, Any]] = {}
+    msgs = []
+    for i in range(n):
+        # runs of one record type, with repeats, as scans of several record types give
+        if rng.random() < 0.5:
+            k = rng.choice([0, 1, 4, 5, 7])
+        else:
+            k = rng.randrange(len(WORLD))
+        if k == LATE and i < n // 2:
+            k = 0
+        payload = P.pad(_payload(WORLD[k][0], rng, i, prev, k))
+        msgs.append(P.HEADER.pack(P.EVENT_ADD, len(payload), dbr.time_type(WORLD[k][0]), 1, 1, k))
+        msgs.append(payload)
+    return msgs
+
+
+async def _run(runs: bool, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    circuits = [FakeCircuit(), FakeCircuit(), FakeCircuit(hold=True)]
+    gw = _gateway(circuits)
+    pvs = [UpstreamPV(gw, f"pv{k}") for k in range(len(WORLD))]
+    subid = iter(range(100, 10_000))
+
+    def subscribe(pv: UpstreamPV, k: int, spec: tuple[int, int | None, int, int]) -> None:
+        circuit, dbr_type, count, mask = spec
+        native = WORLD[k][0]
+        channel = SimpleNamespace(circuit=circuits[circuit], rights=3)
+        t = dbr.time_type(native) if dbr_type is None else dbr_type
+        pv.add_subscriber(Subscriber(channel, next(subid), t, count, mask))  # type: ignore[arg-type]
+
+    framer = P.Framer()
+    for k, (pv, (native, specs)) in enumerate(zip(pvs, WORLD, strict=True)):
+        pv.channel.native_type = native
+        pv._connected(pv.channel)
+        for spec in specs:
+            subscribe(pv, k, spec)
+        handler = gw.client.subs[-2][1]  # DBR_TIME (the last one is DBR_CTRL)
+        framer.events[k] = handler
+        framer.batched[k] = handler
+        framer.on_batch = gw.fan_out
+        if runs:
+            framer.set_run_consumer(handler.raw_run)
+    if runs:
+        framer._finder.run_min = 2  # every run, even of two updates, takes the bulk path
+    stream = b"".join(_stream(rng, 3000))
+    states: list[Any] = []
+    cut = 0
+    halfway = False
+    while cut < len(stream):
+        step = rng.randrange(1, 6000)
+        framer.feed(stream[cut : cut + step])
+        cut += step
+        if not halfway and cut > len(stream) // 2:
+            halfway = True
+            subscribe(pvs[0], 0, (1, None, 0, P.DBE_ALARM))  # regroup: the row is refreshed
+            states.append(pvs[1].state.time_payload)  # a read rebuilds the state from the row
+            pvs[2]._on_rights(pvs[2].channel, 0)  # the IOC withdraws read access...
+            pvs[2]._on_rights(pvs[2].channel, 3)  # ...and gives it back: invalid until a value
+        if rng.random() < 0.2:  # a held client released now and then, as ServerCircuit does
+            b = circuits[2]
+            for sub, parts in b._held.values():
+                b.out.extend((parts[0], sub.idb, parts[1]))
+            b._held.clear()
+    return {
+        "circuits": [c.result() for c in circuits],
+        "posted": [pv.posted for pv in pvs],
+        "events": [pv.events for pv in pvs],
+        "states": [pv.state.time_payload if pv.state else None for pv in pvs],
+        "valid": [pv.valid for pv in pvs],
+        "read": states,
+        "counters": (gw.client_events, gw.client_posts),
+        "bulk": int(gw.fanout.events.sum()),
+    }
+
+
+def test_runs_equal_per_message_path() -> None:
+    for seed in range(4):
+        got = asyncio.run(_run(True, seed))
+        want = asyncio.run(_run(False, seed))
+        assert want["bulk"] == 0
+        assert got["bulk"] > 1500, "the bulk path must carry most updates, or this test is vacuous"
+        for g, w in zip(got["circuits"], want["circuits"], strict=True):
+            assert g[0] == w[0]  # every byte: order, subscription ids, masks applied
+            assert g[1] == w[1]  # the held client's newest update per subscription
+            assert g[2] == w[2]
+        for key in ("posted", "events", "states", "valid", "read", "counters"):
+            assert got[key] == want[key], key
+        assert sum(want["posted"]) > 3000
