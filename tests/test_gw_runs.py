@@ -84,10 +84,13 @@ def _gateway(circuits: list[FakeCircuit]) -> Any:
     return gw
 
 
-def _payload(native: int, rng: random.Random, stamp: int, prev: dict[int, tuple[int, Any]], k: int):
+def _payload(
+    native: int, rng: random.Random, stamp: int, prev: dict[int, tuple[int, Any]], k: int,
+    steady: bool = False,
+) -> bytes:  # fmt: skip
     """A DBR_TIME payload: the alarm and value repeat often, so masks differ per subscriber."""
     sev, value = prev.get(k, (0, 0))
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 and not steady:
         sev = rng.randrange(3)
     if rng.random() < 0.6:
         value = rng.randrange(4)
@@ -100,8 +103,21 @@ def _payload(native: int, rng: random.Random, stamp: int, prev: dict[int, tuple[
     return head + f"text {value}".encode().ljust(40, b"\0")
 
 
-def _stream(rng: random.Random, n: int) -> list[bytes]:
-    prev: dict[int, tuple[int, Any]] = {}
+SCAN = (0, 1, 5, 0, 1, 5, 1)  # one periodic scan: the same run again and again
+
+
+def _scan(rng: random.Random, stamp: int, prev: dict[int, tuple[int, Any]]) -> bytes:
+    """One read holding a scan of SCAN, alarms unchanged: the same bulk ids and masks
+    each time, so the fan-out plan of the first one is reused."""
+    msgs = []
+    for k in SCAN:
+        payload = P.pad(_payload(DOUBLE, rng, stamp, prev, k, steady=True))
+        msgs.append(P.HEADER.pack(P.EVENT_ADD, len(payload), dbr.time_type(DOUBLE), 1, 1, k))
+        msgs.append(payload)
+    return b"".join(msgs)
+
+
+def _stream(rng: random.Random, n: int, prev: dict[int, tuple[int, Any]]) -> list[bytes]:
     msgs = []
     for i in range(n):
         # runs of one record type, with repeats, as scans of several record types give
@@ -145,7 +161,8 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
             framer.set_run_consumer(handler.raw_run)
     if runs:
         framer._finder.run_min = 2  # every run, even of two updates, takes the bulk path
-    stream = b"".join(_stream(rng, 3000))
+    prev: dict[int, tuple[int, Any]] = {}
+    stream = b"".join(_stream(rng, 3000, prev))
     states: list[Any] = []
     cut = 0
     halfway = False
@@ -153,9 +170,13 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
         step = rng.randrange(1, 6000)
         framer.feed(stream[cut : cut + step])
         cut += step
+        if not framer.pending and rng.random() < 0.6:  # whole scans, between messages
+            for _ in range(rng.randrange(1, 4)):
+                framer.feed(_scan(rng, cut, prev))
         if not halfway and cut > len(stream) // 2:
             halfway = True
-            subscribe(pvs[0], 0, (1, None, 0, P.DBE_ALARM))  # regroup: the row is refreshed
+            # a new subscriber: the row is refreshed and no plan made before may be used
+            subscribe(pvs[0], 0, (1, None, 0, P.DBE_VALUE))
             states.append(pvs[1].state.time_payload)  # a read rebuilds the state from the row
             pvs[2]._on_rights(pvs[2].channel, 0)  # the IOC withdraws read access...
             pvs[2]._on_rights(pvs[2].channel, 3)  # ...and gives it back: invalid until a value
@@ -173,6 +194,7 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
         "read": states,
         "counters": (gw.client_events, gw.client_posts),
         "bulk": int(gw.fanout.events.sum()),
+        "plan_hits": gw.fanout.plan_hits,
     }
 
 
@@ -182,6 +204,7 @@ def test_runs_equal_per_message_path() -> None:
         want = asyncio.run(_run(False, seed))
         assert want["bulk"] == 0
         assert got["bulk"] > 1500, "the bulk path must carry most updates, or this test is vacuous"
+        assert got["plan_hits"] > 50  # and reuse fan-out plans
         for g, w in zip(got["circuits"], want["circuits"], strict=True):
             assert g[0] == w[0]  # every byte: order, subscription ids, masks applied
             assert g[1] == w[1]  # the held client's newest update per subscription

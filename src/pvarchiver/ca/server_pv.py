@@ -24,7 +24,7 @@ import itertools
 import struct
 import weakref
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -40,10 +40,13 @@ __all__ = [
     "CAServerError",
     "DictProvider",
     "EventParts",
+    "FanPlan",
     "Provider",
     "ServedPV",
     "Subscriber",
+    "fan_plan",
     "fan_rows",
+    "fan_send",
     "post_batch",
 ]
 
@@ -350,24 +353,26 @@ def post_batch(
             pv.posted += k
 
 
-def fan_rows(
-    buf: bytes,
-    blob: bytes,
-    sizes: np.ndarray,
-    off: np.ndarray,
-    length: np.ndarray,
-    masks: np.ndarray,
-    pvs: Sequence[ServedPV],
-    msgs: np.ndarray | None = None,
-) -> np.ndarray | None:
-    """The core of :func:`post_batch`, on arrays: returns events forwarded per update.
+class FanPlan(NamedTuple):
+    """Who gets which update of a run: everything of :func:`fan_rows` but the bytes.
 
-    ``blob`` is the concatenated ``_fast_rows`` of the updates' PVs and
-    ``sizes`` their subscriber counts; ``pvs`` is only indexed for a held
-    circuit (so a caller may pass a lazy sequence).  ``msgs``: the messages as
-    an ``(n, words)`` int64 array when the caller has them (a run of one size,
-    contiguous in ``buf``), which saves gathering them.  None: nothing was sent.
+    It depends only on the run's PVs (their subscribers) and masks, so a
+    caller that sees the same run again (a periodic scan of the same records)
+    may keep it and skip straight to :func:`fan_send`.
     """
+
+    ev: np.ndarray  # per forwarded event, the index of its update; grouped by circuit
+    ids: np.ndarray  # per forwarded event, header bytes 8-16 as int64 (status, subid)
+    spans: list[tuple[int, int, int]]  # (circuit slot, first, end) into ev
+    counts: np.ndarray  # events forwarded per update
+    pair: np.ndarray | None  # for held circuits: index into the concatenated subscribers
+    order: np.ndarray
+    sizes: np.ndarray
+
+
+def fan_plan(blob: bytes, sizes: np.ndarray, masks: np.ndarray) -> FanPlan | None:
+    """Plan a run: ``blob`` is the concatenated ``_fast_rows`` of the updates' PVs,
+    ``sizes`` their subscriber counts, ``masks`` the updates' masks.  None: nobody."""
     n = len(sizes)
     if not blob:
         return None
@@ -387,7 +392,30 @@ def fan_rows(
     order = np.argsort(slot.astype(np.uint16) if top < 0xFFFF else slot, kind="stable")
     slot = slot[order]
     ev = ev[order]
-    ids = rows[order, 2]
+    bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
+    spans = [(int(slot[a]), a, b) for a, b in itertools.pairwise(bounds)]
+    counts = np.bincount(ev, minlength=n)
+    return FanPlan(ev, rows[order, 2], spans, counts, pair, order, np.asarray(sizes))
+
+
+def fan_send(
+    plan: FanPlan,
+    buf: bytes,
+    off: np.ndarray,
+    length: np.ndarray,
+    pvs: Sequence[ServedPV],
+    msgs: np.ndarray | None = None,
+    flushing: bool = False,
+) -> None:
+    """Send a planned run: each circuit gets its updates' messages with their ids.
+
+    ``msgs``: the messages as an ``(n, words)`` int64 array when the caller has
+    them (a run of one size, contiguous in ``buf``), which saves gathering.
+    ``pvs`` is only indexed for a held circuit (a caller may pass a lazy
+    sequence).  ``flushing``: the caller calls ``server.flush_now()`` next, so
+    no flush is scheduled per circuit.
+    """
+    ev = plan.ev
     size = int(length[0])
     if msgs is not None or (not size & 7 and (length == size).all() and not (off & 7).any()):
         # the usual run (one record type, 8-aligned as CA messages are): int64 rows
@@ -395,29 +423,53 @@ def fan_rows(
             data = np.frombuffer(buf, np.int64, len(buf) >> 3)
             msgs = data[(off >> 3)[:, None] + np.arange(size >> 3)]
         out = np.take(msgs, ev, axis=0)
-        out[:, 1] = ids
-        starts = np.arange(len(ev) + 1) * size
+        out[:, 1] = plan.ids
         flat = out.view(np.uint8).reshape(-1)
+        starts = None
     else:  # any mix of lengths and alignments: a byte gather
         data = np.frombuffer(buf, np.uint8)
         lens = length[ev]
         starts = np.zeros(len(ev) + 1, np.int64)
         np.cumsum(lens, out=starts[1:])
         flat = np.take(data, np.repeat(off[ev] - starts[:-1], lens) + np.arange(int(starts[-1])))
-        flat[(starts[:-1, None] + np.arange(8, 16)).reshape(-1)] = ids.view(np.uint8)
-    bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
-    for a, b in itertools.pairwise(bounds):
-        ref = _circuits[int(slot[a])]
+        flat[(starts[:-1, None] + np.arange(8, 16)).reshape(-1)] = plan.ids.view(np.uint8)
+    for slot, a, b in plan.spans:
+        ref = _circuits[slot]
         circuit = ref() if ref is not None else None
         if circuit is None:
             continue
         if circuit.hold:
-            _hold_batch(circuit, buf, pvs, off, off + length, sizes, pair, order[a:b], ev[a:b])
+            _hold_batch(
+                circuit, buf, pvs, off, off + length, plan.sizes, plan.pair,
+                plan.order[a:b], ev[a:b],
+            )  # fmt: skip
             continue
-        circuit.out.append(flat[int(starts[a]) : int(starts[b])].tobytes())
+        if starts is None:
+            circuit.out.append(flat[a * size : b * size].tobytes())
+        else:
+            circuit.out.append(flat[int(starts[a]) : int(starts[b])].tobytes())
         if not circuit.flush_pending:
-            circuit.schedule_flush()
-    return np.bincount(ev, minlength=n)
+            if flushing:
+                circuit.flush_pending = True
+            else:
+                circuit.schedule_flush()
+
+
+def fan_rows(
+    buf: bytes,
+    blob: bytes,
+    sizes: np.ndarray,
+    off: np.ndarray,
+    length: np.ndarray,
+    masks: np.ndarray,
+    pvs: Sequence[ServedPV],
+) -> np.ndarray | None:
+    """The core of :func:`post_batch`, on arrays: plan and send; events forwarded per update."""
+    plan = fan_plan(blob, sizes, masks)
+    if plan is None:
+        return None
+    fan_send(plan, buf, off, length, pvs)
+    return plan.counts
 
 
 def _hold_batch(

@@ -36,13 +36,15 @@ import numpy as np
 from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.dbr_encode import PVState
-from ..ca.server_pv import fan_rows
+from ..ca.server_pv import FanPlan, fan_plan, fan_send
 
 __all__ = ["WIDTH", "FanOutTable"]
 
 log = logging.getLogger(__name__)
 
 WIDTH = 64  # widest message (header + payload) kept per row; wider ones stay per-message
+PLANS = 64  # fan-out plans kept for runs seen before (a periodic scan repeats its runs)
+_NOBODY = object()  # a cached plan saying: no subscriber takes any of these updates
 
 Item = tuple[Any, int, int, int, int]
 
@@ -64,6 +66,9 @@ class FanOutTable:
         self._free: list[int] = []
         self.cap = 0
         self._alloc(256)
+        # plans by (bulk ids, masks) of a run; dropped whenever a row changes
+        self._plans: dict[bytes, FanPlan | object] = {}
+        self.plan_hits = 0
 
     # ------------------------------------------------------------ rows
     def _alloc(self, cap: int) -> None:
@@ -111,6 +116,7 @@ class FanOutTable:
         bid = self._free.pop()
         head = dbr.data_size(dbr.time_type(native), 0)
         size = head + count * dbr.element_size(native)
+        self._plans.clear()
         self.handlers[bid] = handler
         self.dtype[bid] = dbr.time_type(native)
         self.count[bid] = count
@@ -133,6 +139,7 @@ class FanOutTable:
             return 0, 0
         if self.dirty[bid]:
             self.materialize(bid)
+        self._plans.clear()
         self.handlers[bid] = None
         self.fast_rows[bid] = b""
         self.ok[bid] = False
@@ -147,6 +154,7 @@ class FanOutTable:
         handler = self.handlers[bid]
         if handler is None:
             return
+        self._plans.clear()  # the subscribers (or rights) changed: every plan may be wrong
         pv = handler.pv
         dt, cnt = int(self.dtype[bid]), int(self.count[bid])
         if not pv._groups:  # no readable subscriber: the update only changes the state
@@ -257,16 +265,27 @@ class FanOutTable:
         words = rows.reshape(-1).view(np.int64).reshape(n, -1) if not off & 7 else None
         step = self.batch_flush
         flush_now = gw.server.flush_now
+        plans = self._plans
         for a in range(0, n, step):
             b = min(n, a + step)
             part = bids[a:b]
-            blob = b"".join([blobs[x] for x in part.tolist()])
-            pvs = _PVs(self.handlers, part)
-            msgs = words[a:b] if words is not None else None
-            counts = fan_rows(buf, blob, nsubs[a:b], offs[a:b], length[a:b], masks[a:b], pvs, msgs)
-            if counts is not None:
-                np.add.at(self.posted, part, counts)
-            if b < n or n >= 64:
+            key = part.tobytes() + masks[a:b].astype(np.uint8).tobytes()
+            plan = plans.get(key)
+            if plan is None:
+                blob = b"".join([blobs[x] for x in part.tolist()])
+                plan = fan_plan(blob, nsubs[a:b], masks[a:b]) or _NOBODY
+                if len(plans) >= PLANS:
+                    del plans[next(iter(plans))]  # the oldest
+                plans[key] = plan
+            else:
+                self.plan_hits += 1
+            flushing = b < n or n >= 64
+            if isinstance(plan, FanPlan):
+                msgs = words[a:b] if words is not None else None
+                pvs = _PVs(self.handlers, part)
+                fan_send(plan, buf, offs[a:b], length[a:b], pvs, msgs, flushing)
+                np.add.at(self.posted, part, plan.counts)
+            if flushing:
                 flush_now()
 
 
