@@ -28,6 +28,7 @@ import getpass
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,8 +59,17 @@ FLOW_CONTROL_READS = 10
 FLOW_CONTROL_SECONDS = 0.5
 #: after EVENTS_OFF, this long without any bytes from the server means the backlog is gone
 EVENTS_ON_IDLE = 0.05
-#: reads smaller than this never count as full (asyncio reads up to 256 KiB at a time)
+#: reads smaller than this never count as full (asyncio reads up to 256 KiB at a time);
+#: where the kernel can be asked (FIONREAD), a read is full only if this much is still waiting
 MIN_FULL_READ = 16384
+
+try:  # POSIX: how many bytes a socket holds (Windows: None, the learnt read size decides)
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:
+    _FIONREAD = None
 
 
 class CAError(Exception):
@@ -327,6 +337,13 @@ class _Circuit(asyncio.Protocol):
         """
         if n >= self._biggest_read:
             self._biggest_read = n
+            waiting = self._bytes_waiting()
+            if waiting is not None and waiting < MIN_FULL_READ:
+                # it only looked full: the read took everything there was (one burst of a
+                # scan of many records arrives whole, every time the same size)
+                self._full_reads = 0
+                self._events_on()
+                return
             self._full_reads += 1
             if self._full_reads == 1:
                 self._full_since = self.last_rx
@@ -345,6 +362,25 @@ class _Circuit(asyncio.Protocol):
         else:
             self._full_reads = 0
             self._events_on()
+
+    def _bytes_waiting(self) -> int | None:
+        """Bytes the kernel holds for us after this read (None: cannot tell, e.g. Windows).
+
+        Why: the learnt read size alone cannot tell "the kernel had more" from "a
+        burst of exactly the usual size arrived whole"; a gateway or archiver whose
+        IOC scans a thousand records at once gets such reads every period, and
+        then sent EVENTS_OFF (and lost coalesced updates) while keeping up easily.
+        """
+        if _FIONREAD is None or self.transport is None:
+            return None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            raw = fcntl.ioctl(sock.fileno(), _FIONREAD, b"\0\0\0\0")  # type: ignore[union-attr]
+        except OSError:
+            return None
+        return int.from_bytes(raw, sys.byteorder)
 
     def _events_on(self) -> None:
         if self.events_off and not self.closed:
