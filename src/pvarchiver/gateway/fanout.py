@@ -94,6 +94,7 @@ class FanOutTable:
         self.ok = grow(getattr(self, "ok", None), (cap,), bool)
         self.dtype = grow(getattr(self, "dtype", None), (cap,), np.int64)
         self.count = grow(getattr(self, "count", None), (cap,), np.int64)
+        self.kind = grow(getattr(self, "kind", None), (cap,), np.int64)  # dtype << 16 | count
         self.length = grow(getattr(self, "length", None), (cap,), np.int64)
         self.value_mask = grow(getattr(self, "value_mask", None), (cap,), np.int64)
         self.events = grow(getattr(self, "events", None), (cap,), np.int64)
@@ -120,6 +121,7 @@ class FanOutTable:
         self.handlers[bid] = handler
         self.dtype[bid] = dbr.time_type(native)
         self.count[bid] = count
+        self.kind[bid] = dbr.time_type(native) << 16 | count
         self.length[bid] = 16 + ((size + 7) & ~7)
         self.value_mask[bid] = value_mask
         self.value_bytes[bid] = False
@@ -196,10 +198,8 @@ class FanOutTable:
 
     def _consume(self, buf: bytes, off: int, rows: np.ndarray, bids: np.ndarray) -> None:
         n, stride = rows.shape
-        dt = rows[:, 4].astype(np.int64) << 8 | rows[:, 5]
-        cnt = rows[:, 6].astype(np.int64) << 8 | rows[:, 7]
-        good = self.ok[bids] & (dt == self.dtype[bids]) & (cnt == self.count[bids])
-        good &= self.length[bids] == stride
+        kind = rows.view(">u4")[:, 1]  # header bytes 4-8: data type << 16 | count
+        good = self.ok[bids] & (kind == self.kind[bids]) & (self.length[bids] == stride)
         start = 0
         while start < n:
             if good[start:].all():
@@ -211,7 +211,8 @@ class FanOutTable:
             if stop < n:  # one update the bulk path cannot take: the per-message path, in place
                 handler = self.handlers[int(bids[stop])]
                 at = off + stop * stride
-                self.per_message(buf, [(handler, at, at + stride, int(dt[stop]), int(cnt[stop]))])
+                dt, cnt = divmod(int(kind[stop]), 1 << 16)
+                self.per_message(buf, [(handler, at, at + stride, dt, cnt)])
                 # it may have changed rows (a first value makes the PV valid)
                 good[stop + 1 :] &= self.ok[bids[stop + 1 :]]
             start = stop + 1
