@@ -30,7 +30,7 @@ from pvarchiver.ca import dbr
 from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server_pv import Subscriber
 from pvarchiver.gateway.fanout import FanOutTable
-from pvarchiver.gateway.upstream import BATCH_FLUSH, UpstreamPV, make_fan_out
+from pvarchiver.gateway.upstream import UpstreamPV, make_fan_out
 
 from .test_gw_batch import FakeCircuit
 
@@ -80,7 +80,7 @@ def _gateway(circuits: list[FakeCircuit]) -> Any:
     )
     gw.server = SimpleNamespace(flush_now=lambda: None, disconnect=lambda pv: None)
     gw.fan_out = make_fan_out(gw)
-    gw.fanout = FanOutTable(gw, gw.fan_out, BATCH_FLUSH)
+    gw.fanout = FanOutTable(gw, gw.fan_out, 5)  # runs sent in pieces of 5 updates
     return gw
 
 

@@ -36,7 +36,6 @@ from .caputlog import CaPutLog
 from .fanout import FanOutTable
 from .stats import GatewayStats
 from .upstream import (
-    BATCH_FLUSH,
     CONNECTING,
     DEAD,
     DISCONNECTED,
@@ -140,7 +139,7 @@ class Gateway:
         self.client = CAClient(client_config)
         self.server = CAServer(self, server_config)
         self.fan_out = make_fan_out(self)  # takes whole upstream reads (see upstream.py)
-        self.fanout = FanOutTable(self, self.fan_out, BATCH_FLUSH)  # runs of them (fanout.py)
+        self.fanout = FanOutTable(self, self.fan_out)  # runs of them (fanout.py)
         self.pvs: dict[str, UpstreamPV] = {}
         self.stats = GatewayStats(
             settings.prefix,
