@@ -7,6 +7,11 @@ with :mod:`pvarchiver.ca.protocol`, then in the measured window only call
 ``recv`` and keep ``(time.time(), bytes)``: the receive time of each event is
 the time its last byte was read.  Timestamps and values are decoded after the
 window, so the clients cost a few microseconds per read, not per event.
+
+Receive times come from the kernel (``SO_TIMESTAMPNS``, Linux): the time the
+last segment of a read arrived, not the time this process got round to
+reading it, so a client delayed by the scheduler (two busy cores) does not
+shift its own measurement.  Elsewhere ``time.time()`` at the read is used.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import bisect
 import selectors
 import socket
 import struct
+import sys
 import time
 from collections.abc import Iterable
 
@@ -23,6 +29,9 @@ from pvarchiver.ca import protocol as P
 DBR_TIME_DOUBLE = 20
 EPICS_EPOCH = 631152000  # 1990-01-01 in POSIX seconds
 _TIME = struct.Struct(">hhII")
+_TIMESPEC = struct.Struct("@qq")
+# not in Python's socket module: 35 on Linux x86/ARM (asm-generic/socket.h)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
 
 
 class RecordingCircuit:
@@ -35,6 +44,8 @@ class RecordingCircuit:
         self.sock = socket.create_connection(addr, timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if SO_TIMESTAMPNS is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         out = [P.version(), P.client_name("bench"), P.host_name("localhost")]
         out += [P.create_chan(name, cid) for cid, name in enumerate(names)]
         self.sock.sendall(b"".join(out))
@@ -75,17 +86,26 @@ def pump(circuits: Iterable[RecordingCircuit], seconds: float, record: bool) -> 
                 c: RecordingCircuit = key.data
                 while True:
                     try:
-                        data = c.sock.recv(1 << 20)
+                        data, anc, _flags, _addr = c.sock.recvmsg(1 << 20, 64)
                     except BlockingIOError:
                         break
                     if not data:
                         raise ConnectionError("server closed a benchmark circuit")
                     if record:
                         if c.keep:
-                            c.chunks.append((time.time(), data))
+                            c.chunks.append((_arrival(anc), data))
                         c.nbytes += len(data)
     finally:
         sel.close()
+
+
+def _arrival(anc: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time of a read (SO_TIMESTAMPNS), else now."""
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            secs, nanos = _TIMESPEC.unpack_from(data)
+            return secs + nanos * 1e-9
+    return time.time()
 
 
 def arrivals(chunks: list[tuple[float, bytes]]) -> dict[tuple[int, int, int], float]:
