@@ -1,18 +1,27 @@
 """Gateway fan-out: 1,000 PVs x 10 Hz from one IOC to 10 clients (100,000 events/s out).
 
 Processes: the C IOC, the gateway (``python -m pvarchiver gateway``, its own
-process so its CPU can be read from /proc), a load process with 9 of the 10
-downstream clients (counting only), and this process with the 10th client and
-one *direct* client on the IOC, which measure latency side by side.  Reported:
+process so its CPU can be read from /proc), and this process, which holds the
+10 downstream circuits and one *direct* circuit on the IOC as bare CA clients
+(``ca_recorder.py``: they subscribe, then only read and timestamp, decoding
+after the window, so 100,000 events/s of client decoding do not compete with
+the gateway for this machine's cores).  Reported:
 
 * gateway CPU per forwarded event (gateway process CPU / events delivered to
   the 10 clients during the window);
-* added latency: receive time minus the IOC's record timestamp, through the
-  gateway versus direct, p50 and p99 (both measured in this one process, so
-  its own scheduling delay is in both and cancels in the difference);
+* latency: kernel receive time (SO_TIMESTAMPNS) minus the IOC's record
+  timestamp, direct and through the gateway (the last of the 10 circuits the
+  gateway serves), p50 and p99;
+* added latency per update: for every update (PV, IOC timestamp) seen on both
+  circuits, receive time through the gateway minus receive time direct;
+  p50/p99/p99.9/max of those;
 * gateway memory per PV: RSS growth from idle to 1,000 PVs with 10 clients.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_gateway.py --pvs 1000 --clients 10
+``--pin`` gives the gateway a CPU of its own (the last one) and puts the IOC
+and the clients on the others, as on a gateway host; without it all share
+every CPU.  ``--dump FILE`` writes each matched update's times.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_gateway.py --pvs 1000 --clients 10 [--pin]
 """
 
 from __future__ import annotations

@@ -26,9 +26,12 @@ import struct
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from pvarchiver.ca import dbr
 from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server_pv import Subscriber
+from pvarchiver.gateway import fanout
 from pvarchiver.gateway.fanout import FanOutTable
 from pvarchiver.gateway.upstream import UpstreamPV, make_fan_out
 
@@ -195,16 +198,25 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
         "counters": (gw.client_events, gw.client_posts),
         "bulk": int(gw.fanout.events.sum()),
         "plan_hits": gw.fanout.plan_hits,
+        "plan_bytes": (
+            gw.fanout._plan_bytes,
+            sum(len(k) + getattr(v, "nbytes", 0) for k, v in gw.fanout._plans.items()),
+        ),
     }
 
 
-def test_runs_equal_per_message_path() -> None:
+@pytest.mark.parametrize("plan_bytes", [fanout.PLAN_BYTES, 2000])
+def test_runs_equal_per_message_path(monkeypatch: pytest.MonkeyPatch, plan_bytes: int) -> None:
+    """(With 2,000 bytes for plans, old ones are dropped all the time.)"""
+    monkeypatch.setattr(fanout, "PLAN_BYTES", plan_bytes)
     for seed in range(4):
         got = asyncio.run(_run(True, seed))
         want = asyncio.run(_run(False, seed))
         assert want["bulk"] == 0
         assert got["bulk"] > 1500, "the bulk path must carry most updates, or this test is vacuous"
         assert got["plan_hits"] > 50  # and reuse fan-out plans
+        kept, counted = got["plan_bytes"]
+        assert kept == counted <= plan_bytes
         for g, w in zip(got["circuits"], want["circuits"], strict=True):
             assert g[0] == w[0]  # every byte: order, subscription ids, masks applied
             assert g[1] == w[1]  # the held client's newest update per subscription

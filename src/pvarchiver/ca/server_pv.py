@@ -365,9 +365,14 @@ class FanPlan(NamedTuple):
     ids: np.ndarray  # per forwarded event, header bytes 8-16 as int64 (status, subid)
     spans: list[tuple[int, int, int]]  # (circuit slot, first, end) into ev
     counts: np.ndarray  # events forwarded per update
-    pair: np.ndarray | None  # for held circuits: index into the concatenated subscribers
-    order: np.ndarray
+    subs: np.ndarray  # per forwarded event, its subscriber in the concatenated rows (held)
     sizes: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (a caller keeping plans bounds them by this)."""
+        arrays = (self.ev, self.ids, self.counts, self.subs, self.sizes)
+        return sum(a.nbytes for a in arrays) + 40 * len(self.spans)
 
 
 def fan_plan(blob: bytes, sizes: np.ndarray, masks: np.ndarray) -> FanPlan | None:
@@ -391,11 +396,12 @@ def fan_plan(blob: bytes, sizes: np.ndarray, masks: np.ndarray) -> FanPlan | Non
     top = int(slot.max())
     order = np.argsort(slot.astype(np.uint16) if top < 0xFFFF else slot, kind="stable")
     slot = slot[order]
-    ev = ev[order]
+    ev = ev[order].astype(np.int32)
     bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
     spans = [(int(slot[a]), a, b) for a, b in itertools.pairwise(bounds)]
     counts = np.bincount(ev, minlength=n)
-    return FanPlan(ev, rows[order, 2], spans, counts, pair, order, np.asarray(sizes))
+    subs = (order if pair is None else pair[order]).astype(np.int32)
+    return FanPlan(ev, rows[order, 2], spans, counts, subs, np.asarray(sizes))
 
 
 def fan_send(
@@ -439,10 +445,7 @@ def fan_send(
         if circuit is None:
             continue
         if circuit.hold:
-            _hold_batch(
-                circuit, buf, pvs, off, off + length, plan.sizes, plan.pair,
-                plan.order[a:b], ev[a:b],
-            )  # fmt: skip
+            _hold_batch(circuit, buf, pvs, off, off + length, plan.sizes, plan.subs[a:b], ev[a:b])
             continue
         if starts is None:
             circuit.out.append(flat[a * size : b * size].tobytes())
@@ -479,15 +482,13 @@ def _hold_batch(
     offs: Any,
     ends: Any,
     sizes: np.ndarray,
-    pair: np.ndarray | None,
-    picked: np.ndarray,
+    subs: np.ndarray,
     ev: np.ndarray,
 ) -> None:
     """:func:`post_batch` for a held circuit: one ``hold_event`` per update, as post() does."""
     first = np.zeros(len(sizes) + 1, np.int64)
     np.cumsum(sizes, out=first[1:])
-    index = picked if pair is None else pair[picked]
-    for p, i in zip(index.tolist(), ev.tolist(), strict=True):
+    for p, i in zip(subs.tolist(), ev.tolist(), strict=True):
         sub = pvs[i]._fast_subs[p - int(first[i])]
         o, e = int(offs[i]), int(ends[i])
         circuit.hold_event(sub, (buf[o : o + 8] + _U32.pack(ECA_NORMAL), buf[o + 16 : e]))

@@ -49,7 +49,7 @@ WIDTH = 64  # widest message (header + payload) kept per row; wider ones stay pe
 # write per client per burst instead of four; planned runs no longer gain from smaller
 # arrays staying in the cache)
 RUN_FLUSH = int(os.environ.get("PVARCHIVER_GW_RUN_BATCH", "1024"))
-PLANS = 64  # fan-out plans kept for runs seen before (a periodic scan repeats its runs)
+PLAN_BYTES = 4 << 20  # fan-out plans kept for runs seen before (periodic scans repeat them)
 _NOBODY = object()  # a cached plan saying: no subscriber takes any of these updates
 
 Item = tuple[Any, int, int, int, int]
@@ -74,6 +74,7 @@ class FanOutTable:
         self._alloc(256)
         # plans by (bulk ids, masks) of a run; dropped whenever a row changes
         self._plans: dict[bytes, FanPlan | object] = {}
+        self._plan_bytes = 0
         self.plan_hits = 0
 
     # ------------------------------------------------------------ rows
@@ -123,7 +124,7 @@ class FanOutTable:
         bid = self._free.pop()
         head = dbr.data_size(dbr.time_type(native), 0)
         size = head + count * dbr.element_size(native)
-        self._plans.clear()
+        self._drop_plans()
         self.handlers[bid] = handler
         self.dtype[bid] = dbr.time_type(native)
         self.count[bid] = count
@@ -147,7 +148,7 @@ class FanOutTable:
             return 0, 0
         if self.dirty[bid]:
             self.materialize(bid)
-        self._plans.clear()
+        self._drop_plans()
         self.handlers[bid] = None
         self.fast_rows[bid] = b""
         self.ok[bid] = False
@@ -162,7 +163,7 @@ class FanOutTable:
         handler = self.handlers[bid]
         if handler is None:
             return
-        self._plans.clear()  # the subscribers (or rights) changed: every plan may be wrong
+        self._drop_plans()  # the subscribers (or rights) changed: every plan may be wrong
         pv = handler.pv
         dt, cnt = int(self.dtype[bid]), int(self.count[bid])
         if not pv._groups:  # no readable subscriber: the update only changes the state
@@ -193,6 +194,22 @@ class FanOutTable:
             payload = state.time_payload
             self.last[bid, 16 : 16 + len(payload)] = np.frombuffer(payload, np.uint8)
             self.stale[bid] = 0
+
+    # ------------------------------------------------------------ plans
+    def _keep(self, key: bytes, plan: FanPlan | object) -> None:
+        """Remember a plan; the oldest go once they hold more than PLAN_BYTES."""
+        size = len(key) + (plan.nbytes if isinstance(plan, FanPlan) else 0)
+        plans = self._plans
+        while plans and self._plan_bytes + size > PLAN_BYTES:
+            old_key = next(iter(plans))
+            old = plans.pop(old_key)
+            self._plan_bytes -= len(old_key) + (old.nbytes if isinstance(old, FanPlan) else 0)
+        plans[key] = plan
+        self._plan_bytes += size
+
+    def _drop_plans(self) -> None:
+        self._plans.clear()
+        self._plan_bytes = 0
 
     # ------------------------------------------------------------ runs
     def consume_run(self, buf: bytes, off: int, rows: np.ndarray, bids: np.ndarray) -> None:
@@ -281,9 +298,7 @@ class FanOutTable:
             if plan is None:
                 blob = b"".join([blobs[x] for x in part.tolist()])
                 plan = fan_plan(blob, nsubs[a:b], masks[a:b]) or _NOBODY
-                if len(plans) >= PLANS:
-                    del plans[next(iter(plans))]  # the oldest
-                plans[key] = plan
+                self._keep(key, plan)
             else:
                 self.plan_hits += 1
             flushing = b < n or n >= 64
