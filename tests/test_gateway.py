@@ -115,6 +115,9 @@ def test_read_monitor_put_with_libca_tools(ioc: IOC) -> None:
             assert "Precision:        3" in out
             _rc, out, _ = await run_tool("caput", "-c", "-w", "5", "G:AO", "12.5", env=env)
             assert "New : G:AO                           12.5" in out
+            for value in ("7.25", "8.5", "9.75"):  # a plain put (no callback), read back at once
+                _rc, out, _ = await run_tool("caput", "-w", "5", "G:AO", value, env=env)
+                assert out.split("New :")[1].split() == ["G:AO", value], out
             async with Monitor("G:CNT", env=env) as mon:
                 await until(lambda: len(mon.lines) >= 5)
             counts = [float(line.split()[-1]) for line in mon.lines[:5]]

@@ -410,6 +410,11 @@ class UpstreamPV(ServedPV):
             raise CAServerError(ECA_NOWTACCESS, "gateway is read-only")
         if dbr_type not in _PUT_TYPES:
             raise CAServerError(ECA_BADTYPE, f"cannot write DBR type {dbr_type}")
+        if dbr_type <= 6:
+            # a read arriving before the put is confirmed (a plain WRITE does not wait,
+            # and `caput` reads back at once) must not get the cached old value: it goes
+            # to the IOC, sent after the put on the same circuit, so the IOC answers in order
+            self._stale = True
         return self._put(dbr_type, count, payload, channel)
 
     async def _put(self, dbr_type: int, count: int, payload: bytes, channel: ServerChannel) -> None:
