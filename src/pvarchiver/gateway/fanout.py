@@ -49,6 +49,8 @@ WIDTH = 64  # widest message (header + payload) kept per row; wider ones stay pe
 # write per client per burst instead of four; planned runs no longer gain from smaller
 # arrays staying in the cache)
 RUN_FLUSH = int(os.environ.get("PVARCHIVER_GW_RUN_BATCH", "1024"))
+# a run whose eligible stretches average fewer updates than this goes message by message
+MIN_SEGMENT = 16
 PLAN_BYTES = 4 << 20  # fan-out plans kept for runs seen before (periodic scans repeat them)
 _NOBODY = object()  # a cached plan saying: no subscriber takes any of these updates
 
@@ -223,6 +225,16 @@ class FanOutTable:
         n, stride = rows.shape
         kind = rows.view(">u4")[:, 1]  # header bytes 4-8: data type << 16 | count
         good = self.ok[bids] & (kind == self.kind[bids]) & (self.length[bids] == stride)
+        n_good = int(good.sum())
+        if n_good < n and n_good < MIN_SEGMENT * (n - n_good + 1):
+            # mostly short stretches between updates that must leave the run (e.g. many
+            # PVs whose clients want another type): cheaper all message by message
+            items = [
+                (self.handlers[b], off + i * stride, off + (i + 1) * stride, k >> 16, k & 0xFFFF)
+                for i, (b, k) in enumerate(zip(bids.tolist(), kind.tolist(), strict=True))
+            ]
+            self.per_message(buf, items)
+            return
         start = 0
         while start < n:
             if good[start:].all():
