@@ -7,13 +7,13 @@ every client, as a gateway does when its ACF changes.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from pvarchiver.ca import CAClient, CAError
 
+from .aio import until
 from .ioc import IOC
 
 ACF = """
@@ -26,14 +26,6 @@ DB = """
 record(ao, "A:AO") { field(VAL, "1.5") field(PINI, "YES") }
 record(ai, "A:HIDDEN") { field(ASG, "NOTHING") field(VAL, "2") field(PINI, "YES") }
 """
-
-
-async def until(pred: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)
 
 
 def test_access_rights_stored_and_changes_pushed(tmp_path: Path) -> None:

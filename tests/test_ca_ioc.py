@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ import pytest
 from pvarchiver.ca import CAClient, dbr
 from pvarchiver.ca import protocol as P
 
+from .aio import run, until
 from .ioc import IOC, free_port, pause, resume
 
 T = TypeVar("T")
@@ -49,24 +50,6 @@ record(waveform, "T:WF") { field(FTVL, "FLOAT") field(NELM, "2") field(INP, [0.5
     field(PINI, "YES") }
 record(calc, "T:CNT") { field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "T:CNT") }
 """
-
-
-def run(coro: Awaitable[T], timeout: float = 180.0) -> T:
-    """Run one test coroutine with an overall safety timeout."""
-
-    async def main() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
-
-
-async def until(pred: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Wait for a condition; fail with a clear message on timeout."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

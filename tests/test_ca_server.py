@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,27 +16,11 @@ from pvarchiver.ca.dbr_encode import PVState, default_meta, encode
 from pvarchiver.ca.server import CAServer, DictProvider, ServedPV, ServerConfig
 from pvarchiver.ca.server_pv import event_parts
 
+from .aio import run, until
 from .ca_tools import Monitor, client_env, run_tool
 from .ioc import free_port
 
-T = TypeVar("T")
-
 META = default_meta(units="mm", precision=3, limits=[10, -10, 9, 8, -8, -9, 11, -11])
-
-
-def run(coro: Awaitable[T], timeout: float = 120.0) -> T:
-    async def main() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
-
-
-async def until(pred: Callable[[], Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.02)
 
 
 # ---------------------------------------------------------------- pure encoding

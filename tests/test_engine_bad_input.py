@@ -8,13 +8,13 @@ would be stored as if whole), and a good PV of the same IOC archives throughout.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from pvarchiver.ca import CAClient
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
+from .aio import until
 from .conftest import make_store
 from .ioc import IOC
 
@@ -31,14 +31,6 @@ BAD_NAMES = {
     "BI:\x07BELL": "control character 0x07",
     "BI:GOOD\n": "white space",
 }
-
-
-async def until(pred: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 def test_bad_names_missing_pvs_and_oversized_arrays(tmp_path: Path) -> None:

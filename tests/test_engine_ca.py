@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pvarchiver.engine.archived_pv import SamplingMethod
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
+from .aio import run, until
 from .conftest import make_store
 from .ioc import IOC
 
@@ -37,21 +37,6 @@ record(waveform, "E:CHARS") { field(FTVL, "CHAR") field(NELM, "8") field(INP, [1
     field(PINI, "YES") }
 record(longin, "E:LONG") { field(VAL, "-70000") field(PINI, "YES") }
 """
-
-
-async def until(pred: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.05)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro, 180)
-
-    return asyncio.run(main())
 
 
 def dump(path: Path) -> list[dict[str, Any]]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,23 +19,9 @@ from pvarchiver.ca import CAClient
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
+from .aio import run, until
 from .conftest import make_store
 from .ioc import IOC, free_port
-
-
-async def until(pred: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.05)
-
-
-def run(coro: Awaitable[Any], timeout: float = 300.0) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
 
 
 def scale_db(n: int) -> str:

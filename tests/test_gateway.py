@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import os
 import struct
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,10 +21,9 @@ from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
+from .aio import run, until
 from .ca_tools import Monitor, client_env, run_tool
 from .ioc import IOC, free_port
-
-T = TypeVar("T")
 
 DB = """
 record(ai, "G:AI") {
@@ -42,21 +40,6 @@ record(waveform, "G:BIG") { field(FTVL, "DOUBLE") field(NELM, "100000") }
 record(calc, "G:SEQ") { field(CALC, "A+1") field(INPA, "G:SEQ") }
 record(ai, "G:DB") { field(VAL, "1") field(MDEL, "100") field(ADEL, "0.5") field(PINI, "YES") }
 """
-
-
-def run(coro: Awaitable[T], timeout: float = 180.0) -> T:
-    async def main() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
-
-
-async def until(pred: Callable[[], Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
