@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +21,6 @@ from pvarchiver.ca import protocol as P
 
 from .aio import run, until
 from .ioc import IOC, free_port, pause, resume
-
-T = TypeVar("T")
 
 DB = """
 record(ai, "T:AI") {
