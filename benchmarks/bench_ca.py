@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.ioc import IOC
+from tests.ioc import IOC, counter_db
 
 from pvarchiver.ca import CAClient
 
@@ -34,11 +34,7 @@ def proc_cpu(pid: int) -> float:
 
 
 def make_db(n: int, scan: str) -> str:
-    rec = (
-        'record(calc, "B:C{i:05d}") {{ field(SCAN, "{scan}") field(CALC, "A+1") '
-        'field(INPA, "B:C{i:05d}") field(MDEL, "-1") }}\n'
-    )
-    return "".join(rec.format(i=i, scan=scan) for i in range(n))
+    return counter_db("B:C", n, scan, 'field(MDEL, "-1") ')
 
 
 async def measure(ioc: IOC, n: int, warmup: float, seconds: float) -> dict[str, float]:

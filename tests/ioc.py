@@ -42,6 +42,16 @@ os._exit(0)
 """
 
 
+def counter_db(prefix: str, n: int, scan: str, fields: str = "") -> str:
+    """``n`` calc records ``<prefix>00000``.. counting up on ``scan``: one scan processes
+    them all at once, so their updates leave the IOC as one burst per period."""
+    return "".join(
+        f'record(calc, "{prefix}{i:05d}") {{ field(SCAN, "{scan}") field(CALC, "A+1") '
+        f'field(INPA, "{prefix}{i:05d}") {fields}}}\n'
+        for i in range(n)
+    )
+
+
 def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (CA servers need both)."""
     for _ in range(100):

@@ -16,15 +16,7 @@ import pytest
 
 from pvarchiver.ca import CAClient
 
-from .ioc import IOC
-
-
-def flood_db(n: int) -> str:
-    rec = (
-        'record(calc, "F:C{i:04d}") {{ field(SCAN, ".01 second") field(CALC, "A+1") '
-        'field(INPA, "F:C{i:04d}") }}\n'
-    )
-    return "".join(rec.format(i=i) for i in range(n))
+from .ioc import IOC, counter_db
 
 
 @pytest.mark.slow
@@ -44,7 +36,7 @@ def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
                     pass
 
         async with CAClient(ioc.client_config()) as ca:
-            chans = [ca.create_channel(f"F:C{i:04d}") for i in range(n)]
+            chans = [ca.create_channel(f"F:C{i:05d}") for i in range(n)]
             for ch in chans:
                 ca.subscribe(ch, cb)
             for ch in chans:
@@ -69,7 +61,7 @@ def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
             after = count - seen  # monitors flow again after EVENTS_ON
             return before, offs, after
 
-    with IOC(flood_db(n), tmp_path, fast_scan=True) as ioc:
+    with IOC(counter_db("F:C", n, ".01 second"), tmp_path, fast_scan=True) as ioc:
         before, offs, after = asyncio.run(main(ioc))
     print(f"\nflow control: {before} EVENTS_OFF in steady flow and a short stall, {offs} in lag")
     assert before == 0
@@ -117,14 +109,6 @@ def test_events_on_after_silence_even_if_every_read_looked_full() -> None:
     assert sent.endswith(P.events_off() + P.events_on()), sent[-32:]
 
 
-def burst_db(n: int) -> str:
-    rec = (
-        'record(calc, "B:C{i:04d}") {{ field(SCAN, ".1 second") field(CALC, "A+1") '
-        'field(INPA, "B:C{i:04d}") }}\n'
-    )
-    return "".join(rec.format(i=i) for i in range(n))
-
-
 def test_no_events_off_for_whole_bursts(tmp_path: Path) -> None:
     """1,000 records on one 10 Hz scan: every period one burst of the same size arrives
     whole. A client that keeps up must not take those reads for a backlog (it did: the
@@ -141,7 +125,7 @@ def test_no_events_off_for_whole_bursts(tmp_path: Path) -> None:
             count += 1
 
         async with CAClient(ioc.client_config()) as ca:
-            chans = [ca.create_channel(f"B:C{i:04d}") for i in range(n)]
+            chans = [ca.create_channel(f"B:C{i:05d}") for i in range(n)]
             for ch in chans:
                 ca.subscribe(ch, cb)
             for ch in chans:
@@ -149,7 +133,7 @@ def test_no_events_off_for_whole_bursts(tmp_path: Path) -> None:
             await asyncio.sleep(4.0)
             return ca.flow_control_offs, count
 
-    with IOC(burst_db(n), tmp_path) as ioc:
+    with IOC(counter_db("B:C", n, ".1 second"), tmp_path) as ioc:
         offs, count = asyncio.run(main(ioc))
     assert count > 30 * n  # 10 Hz for 4 s: the client keeps up
     assert offs == 0

@@ -21,15 +21,7 @@ from pvarchiver.engine.writer import Engine
 
 from .aio import run, until
 from .conftest import make_store
-from .ioc import IOC, free_port
-
-
-def scale_db(n: int) -> str:
-    rec = (
-        'record(calc, "S:C{i:05d}") {{ field(SCAN, "1 second") field(CALC, "A+1") '
-        'field(INPA, "S:C{i:05d}") field(HIHI, "1e9") }}\n'
-    )
-    return "".join(rec.format(i=i) for i in range(n))
+from .ioc import IOC, counter_db, free_port
 
 
 @pytest.mark.slow
@@ -75,7 +67,7 @@ def test_ten_thousand_pvs_connect_and_archive_without_a_search_storm(tmp_path: P
             print(f"first write of {n} PVs: {time.monotonic() - t1:.2f} s")
             assert written >= n
 
-    with IOC(scale_db(n), tmp_path / "ioc") as ioc:
+    with IOC(counter_db("S:C", n, "1 second", 'field(HIHI, "1e9") '), tmp_path / "ioc") as ioc:
         run(main(ioc))
     files = engine.sts.files_for_pvs(names)
     assert all(files[name] for name in names)
