@@ -37,7 +37,7 @@ from pvarchiver.gateway.upstream import UpstreamPV, make_fan_out
 
 from .test_gw_batch import FakeCircuit
 
-DOUBLE, LONG, STRING = 6, 5, 0
+DOUBLE, LONG, SHORT, STRING = 6, 5, 1, 0
 # (native type, subscribers: (circuit, DBR type or None for the time type, count, mask))
 VM, AM, LM = P.DBE_VALUE | P.DBE_ALARM, P.DBE_ALARM, P.DBE_LOG | P.DBE_VALUE
 WORLD: list[tuple[int, list[tuple[int, int | None, int, int]]]] = [
@@ -49,6 +49,7 @@ WORLD: list[tuple[int, list[tuple[int, int | None, int, int]]]] = [
     (DOUBLE, []),  # no subscriber: only the state changes
     (LONG, [(2, None, 0, P.DBE_VALUE)]),
     (DOUBLE, [(0, None, 0, VM), (2, None, 0, VM)]),  # first value only half-way
+    (SHORT, [(1, None, 0, VM)]),  # same message size as LONG, value at another offset
 ]
 LATE = 7
 
@@ -103,6 +104,8 @@ def _payload(
         return head + b"\0" * 4 + struct.pack(">d", float(value))
     if native == LONG:
         return head + struct.pack(">i", value)
+    if native == SHORT:
+        return head + b"\0\0" + struct.pack(">h", value)
     return head + f"text {value}".encode().ljust(40, b"\0")
 
 
@@ -126,6 +129,8 @@ def _stream(rng: random.Random, n: int, prev: dict[int, tuple[int, Any]]) -> lis
         # runs of one record type, with repeats, as scans of several record types give
         if rng.random() < 0.5:
             k = rng.choice([0, 1, 4, 5, 7])
+        elif rng.random() < 0.5:
+            k = rng.choice([2, 6, 8])  # LONG and SHORT records mixed in one run
         else:
             k = rng.randrange(len(WORLD))
         if k == LATE and i < n // 2:
@@ -207,7 +212,7 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("plan_bytes", "min_segment", "bulk"),
-    [(fanout.PLAN_BYTES, 0, 1500), (2000, 0, 1500), (fanout.PLAN_BYTES, fanout.MIN_SEGMENT, 300)],
+    [(fanout.PLAN_BYTES, 0, 1200), (2000, 0, 1200), (fanout.PLAN_BYTES, fanout.MIN_SEGMENT, 300)],
 )
 def test_runs_equal_per_message_path(
     monkeypatch: pytest.MonkeyPatch, plan_bytes: int, min_segment: int, bulk: int

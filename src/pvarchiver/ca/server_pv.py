@@ -45,7 +45,6 @@ __all__ = [
     "ServedPV",
     "Subscriber",
     "fan_plan",
-    "fan_rows",
     "fan_send",
     "post_batch",
 ]
@@ -347,14 +346,16 @@ def post_batch(
     sizes = np.array([len(pv._fast_subs) for pv in pvs], np.int64)
     off = np.array(offs, np.int64)
     length = np.array(ends, np.int64) - off
-    counts = fan_rows(buf, blob, sizes, off, length, np.array(masks, np.int64), pvs)
-    if counts is not None:
-        for pv, k in zip(pvs, counts.tolist(), strict=True):
-            pv.posted += k
+    plan = fan_plan(blob, sizes, np.array(masks, np.int64))
+    if plan is None:
+        return
+    fan_send(plan, buf, off, length, pvs)
+    for pv, k in zip(pvs, plan.counts.tolist(), strict=True):
+        pv.posted += k
 
 
 class FanPlan(NamedTuple):
-    """Who gets which update of a run: everything of :func:`fan_rows` but the bytes.
+    """Who gets which update of a run: everything of :func:`post_batch` but the bytes.
 
     It depends only on the run's PVs (their subscribers) and masks, so a
     caller that sees the same run again (a periodic scan of the same records)
@@ -456,23 +457,6 @@ def fan_send(
                 circuit.flush_pending = True
             else:
                 circuit.schedule_flush()
-
-
-def fan_rows(
-    buf: bytes,
-    blob: bytes,
-    sizes: np.ndarray,
-    off: np.ndarray,
-    length: np.ndarray,
-    masks: np.ndarray,
-    pvs: Sequence[ServedPV],
-) -> np.ndarray | None:
-    """The core of :func:`post_batch`, on arrays: plan and send; events forwarded per update."""
-    plan = fan_plan(blob, sizes, masks)
-    if plan is None:
-        return None
-    fan_send(plan, buf, off, length, pvs)
-    return plan.counts
 
 
 def _hold_batch(

@@ -443,12 +443,8 @@ class Gateway:
                 self.reload_access()
 
     # ------------------------------------------------------------ periodic work
-    def counts(self, by: dict[str, int] | None = None) -> dict[str, int]:
-        """The statistics PVs' counts; ``by`` (PVs per state) if the caller has counted."""
-        if by is None:
-            by = dict.fromkeys(STATES, 0)
-            for pv in self.pvs.values():
-                by[pv.state_name] += 1
+    def counts(self, by: dict[str, int]) -> dict[str, int]:
+        """The statistics PVs' counts from ``by``, the PVs per state."""
         return {
             "vctotal": self.server.channel_count,
             "pvtotal": len(self.pvs),
@@ -457,11 +453,8 @@ class Gateway:
             **by,
         }
 
-    def posted_total(self) -> int:
-        """Updates handed to client circuits by every PV (serverPostRate's counter)."""
-        return sum(pv._posted for pv in self.pvs.values()) + int(self.fanout.posted.sum())
-
-    def refresh_stats(self, by: dict[str, int] | None = None, posted: int | None = None) -> None:
+    def refresh_stats(self, by: dict[str, int], posted: int) -> None:
+        """Statistics PVs: ``by`` PVs per state, ``posted`` updates handed to clients."""
         self.stats.set_counts(self.counts(by))
         self.stats.update_rates(
             {
@@ -470,7 +463,7 @@ class Gateway:
                 "existTestRate": self.exist_tests,
                 "loopRate": self.loops,
                 "serverEventRate": self.server.requests,
-                "serverPostRate": self.posted_total() if posted is None else posted,
+                "serverPostRate": posted,
             }
         )
 

@@ -101,8 +101,6 @@ class FanOutTable:
         self.dirty_np = np.frombuffer(dirty, np.uint8)
         self.stale_np = np.frombuffer(stale, np.uint8)
         self.ok = grow(getattr(self, "ok", None), (cap,), bool)
-        self.dtype = grow(getattr(self, "dtype", None), (cap,), np.int64)
-        self.count = grow(getattr(self, "count", None), (cap,), np.int64)
         self.kind = grow(getattr(self, "kind", None), (cap,), np.int64)  # dtype << 16 | count
         self.length = grow(getattr(self, "length", None), (cap,), np.int64)
         self.value_mask = grow(getattr(self, "value_mask", None), (cap,), np.int64)
@@ -110,7 +108,6 @@ class FanOutTable:
         self.posted = grow(getattr(self, "posted", None), (cap,), np.int64)
         self.subscribers = grow(getattr(self, "subscribers", None), (cap,), np.int64)
         self.mark = grow(getattr(self, "mark", None), (cap,), np.int64)  # scratch: repeats
-        self.value_bytes = grow(getattr(self, "value_bytes", None), (cap, WIDTH), bool)
         self.value_start = grow(getattr(self, "value_start", None), (cap,), np.int64)
         self.value_end = grow(getattr(self, "value_end", None), (cap,), np.int64)
         self.last = grow(getattr(self, "last", None), (cap, WIDTH), np.uint8)
@@ -128,14 +125,9 @@ class FanOutTable:
         size = head + count * dbr.element_size(native)
         self._drop_plans()
         self.handlers[bid] = handler
-        self.dtype[bid] = dbr.time_type(native)
-        self.count[bid] = count
         self.kind[bid] = dbr.time_type(native) << 16 | count
         self.length[bid] = 16 + ((size + 7) & ~7)
         self.value_mask[bid] = value_mask
-        self.value_bytes[bid] = False
-        if 16 + size <= WIDTH:
-            self.value_bytes[bid, 16 + head : 16 + size] = True
         self.value_start[bid], self.value_end[bid] = 16 + head, 16 + size
         self.events[bid] = self.posted[bid] = 0
         self.dirty[bid] = 0
@@ -167,7 +159,7 @@ class FanOutTable:
             return
         self._drop_plans()  # the subscribers (or rights) changed: every plan may be wrong
         pv = handler.pv
-        dt, cnt = int(self.dtype[bid]), int(self.count[bid])
+        dt, cnt = divmod(int(self.kind[bid]), 1 << 16)
         if not pv._groups:  # no readable subscriber: the update only changes the state
             subs_ok = True
         else:
@@ -183,7 +175,7 @@ class FanOutTable:
         if handler is None:
             return
         pv = handler.pv
-        cnt = int(self.count[bid])
+        cnt = int(self.kind[bid]) & 0xFFFF
         payload = self.last[bid, 16 : 16 + handler.head + cnt * handler.elem].tobytes()
         old = pv._state
         pv._state = PVState(handler.native, cnt, payload, old.meta if old is not None else None)
@@ -287,7 +279,8 @@ class FanOutTable:
         if (v0 == first).all() and (v1 == end).all():  # one record type: one value column range
             value = differ[:, first:end].any(axis=1)
         else:
-            value = (differ & self.value_bytes[bids, :stride]).any(axis=1)
+            column = np.arange(stride)
+            value = (differ & (column >= v0[:, None]) & (column < v1[:, None])).any(axis=1)
         vmask = self.value_mask[bids]
         masks = np.where(alarm, P.DBE_ALARM | np.where(value, vmask, 0), vmask)
         gw = self.gw
