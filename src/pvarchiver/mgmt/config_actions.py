@@ -124,22 +124,6 @@ async def import_config(ctx: BPLContext) -> Response:
 
 
 # ---------------------------------------------------------------------- consolidate
-async def _flush(ctx: BPLContext, name: str) -> None:
-    """Write what the engine still buffers for the PV (pausing stops new events; the last
-    ones may not have reached the STS yet), so that consolidation moves everything."""
-    eng = ctx.mgmt.link.engine
-    while eng.is_in_flight(name):
-        await asyncio.sleep(0.05)
-    taken = eng.take_one(name)
-    if taken:
-        _written, failed = await asyncio.to_thread(eng.write_buffers, taken)
-        eng.finish(taken, failed)
-        if failed:
-            raise BPLError(500, f"Could not write the buffered samples of {name}: {failed[name]}")
-    while eng.is_in_flight(name):
-        await asyncio.sleep(0.05)
-
-
 @action("consolidateDataForPV", {"pv", "storage"}, mutating=True)
 async def consolidate_pv(ctx: BPLContext) -> Response:
     m = ctx.mgmt
@@ -162,7 +146,10 @@ async def consolidate_pv(ctx: BPLContext) -> Response:
     m.manager.busy.add(name)
     t0 = time.monotonic()
     try:
-        await _flush(ctx, name)
+        try:  # what the engine still buffers (pausing stops new events only) moves too
+            await ctx.mgmt.link.flush(name)
+        except OSError as exc:
+            raise BPLError(500, f"Could not write the buffered samples of {name}: {exc}") from exc
         stats: list[ETLStats] = await asyncio.to_thread(consolidate, stores, storage, [name])
     finally:
         m.manager.busy.discard(name)

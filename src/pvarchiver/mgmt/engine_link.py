@@ -95,12 +95,11 @@ class EngineLink:
         if self.archiver is not None:
             self.archiver.add_fields(name, fields)
 
-    async def flush_and_remove(self, name: str) -> None:
-        """Write what the engine still holds for ``name`` and drop the PV from the engine
-        (delete/rename). A failed write (disk full) keeps the samples in the engine and
-        raises, so that nothing is lost silently."""
-        if self.archiver is not None:
-            self.archiver.forget(name)
+    async def flush(self, name: str) -> None:
+        """Write what the engine still buffers for ``name`` (consolidation, delete, rename).
+
+        A failed write (disk full) keeps the samples in the engine and raises OSError, so
+        that nothing is lost silently."""
         eng = self.engine
         while eng.is_in_flight(name):  # the write loop is writing it: let it finish
             await asyncio.sleep(0.05)
@@ -112,7 +111,13 @@ class EngineLink:
                 raise OSError(f"could not write the last samples of {name}: {failed[name]}")
         while eng.is_in_flight(name):
             await asyncio.sleep(0.05)
-        eng.remove_pv(name)
+
+    async def flush_and_remove(self, name: str) -> None:
+        """Stop archiving ``name``, write what the engine holds, drop it (delete/rename)."""
+        if self.archiver is not None:
+            self.archiver.forget(name)
+        await self.flush(name)
+        self.engine.remove_pv(name)
 
     def delete_data(self, name: str) -> int:
         """Remove every file of the PV from every store (worker thread); returns how many."""
