@@ -78,26 +78,29 @@ def test_default_stores_under_one_root(tmp_path: Path, monkeypatch: pytest.Monke
     assert cs[0].consolidate_on_shutdown and (cs[1].hold, cs[1].gather) == (2, 1)
 
 
-def test_windows_names_map_ntfs_reserved_characters() -> None:
-    from pvarchiver.storage.paths import file_terminator
-
-    key = pv_name_to_key("EIOC:LI30:MP01:HEART?BEAT", windows=True)
+def test_portable_names_map_ntfs_reserved_characters() -> None:
+    key = pv_name_to_key("EIOC:LI30:MP01:HEART?BEAT", portable=True)
     assert key == "EIOC/LI30/MP01/HEART\uf03fBEAT\uf03a"
     assert not any(c in key for c in ':"*<>?|')
-    assert file_terminator(windows=True) == "\uf03a"
-    assert pv_name_to_key("A:B", windows=False) == "A/B:"
+    assert pv_name_to_key("A:B", portable=False) == "A/B:"
 
 
 def test_store_and_etl_work_with_windows_names(tmp_path, monkeypatch) -> None:
     """The whole store path (append, list, read, ETL) with the NTFS-safe names."""
     from pvarchiver.pb import PayloadType, Sample
-    from pvarchiver.storage import paths
     from pvarchiver.storage.etl import run_etl
-    from tests.conftest import make_store
+    from pvarchiver.storage.naming import KeyNaming
+    from pvarchiver.storage.store import PlainPBStore
 
-    monkeypatch.setattr(paths, "WINDOWS_NAMES", True)
-    sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
-    mts = make_store(tmp_path, "MTS", "PARTITION_DAY")
+    def store(name: str, gran: str) -> PlainPBStore:
+        url = f"pb://localhost?name={name}&rootFolder={tmp_path / name.lower()}"
+        return PlainPBStore(
+            parse_store_url(url + f"&partitionGranularity={gran}"),
+            naming=KeyNaming(portable=True),
+        )
+
+    sts = store("STS", "PARTITION_HOUR")
+    mts = store("MTS", "PARTITION_DAY")
     t0 = 1_700_000_000
     samples = [Sample(t0 + i * 600, 0, float(i)) for i in range(12)]
     sts.append("X:Y-Z", PayloadType.SCALAR_DOUBLE, samples)

@@ -10,7 +10,11 @@ from pathlib import Path
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..storage.url import default_store_urls, parse_store_url
+    from ..properties import PropertiesError, archappl_properties
+    from ..storage.naming import NamingSettings
+    from ..storage.probe import StoreFolderError
+    from ..storage.store import open_store
+    from ..storage.url import StoreURLError, default_store_urls, parse_store_url
     from ..web.server import run
 
     logging.basicConfig(
@@ -18,9 +22,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     root = Path(args.storage).resolve()
     print(f"pvarchiver storage root: {root}")
-    for url in default_store_urls(root):
-        st = parse_store_url(url)
-        print(f"  {st.name}: {st.to_url()}")
+    try:
+        props, props_file = archappl_properties()
+        naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
+        # every store is probed before anything starts: one that cannot hold its files
+        # stops the archiver here, with the reason, instead of losing every sample later
+        for url in default_store_urls(root):
+            st = open_store(parse_store_url(url), naming)
+            print(f"  {st.name}: {st.config.to_url()} ({st.naming.describe()})")
+    except (PropertiesError, StoreFolderError, StoreURLError, ValueError) as e:
+        print(f"pvarchiver serve: {e}", file=sys.stderr)
+        return 2
     print(
         f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval and the "
         f"management API on http://{args.host}:{args.port}/mgmt/bpl "
@@ -29,8 +41,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + (", ".join(args.archive) if args.archive else "none (use archivePV or --archive NAME)")
     )
     if args.check:
-        for url in default_store_urls(root):
-            parse_store_url(url).root_folder.mkdir(parents=True, exist_ok=True)
         return 0
     demo = None
     if args.demo:  # a demo IOC beside the archiver, its PVs archived like --archive ones
@@ -45,8 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..mgmt.registry import RegistryError
 
     try:
-        run(root, args.host, args.port, args.archive, args.initial_sampling)
-    except RegistryError as e:  # left as it is: the user decides (restore a backup, move it)
+        run(root, args.host, args.port, args.archive, args.initial_sampling, naming)
+    except (RegistryError, StoreFolderError) as e:  # the user decides (restore a backup, move it)
         print(f"pvarchiver serve: {e}", file=sys.stderr)
         return 2
     finally:

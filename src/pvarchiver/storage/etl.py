@@ -25,7 +25,7 @@ import numpy as np
 from ..pb import PBDecodeError, Sample, fast
 from ..pb.escape import EscapeError
 from .partitions import parse_partition_name, partition_start, shift_partition
-from .paths import file_terminator
+from .paths import PB_EXTENSION
 from .pbfile import PBFile, PBFileError
 from .store import PartitionFile, PlainPBStore, StoreError, fsync_dir, iter_pb_files
 
@@ -60,10 +60,11 @@ def _pv_files(src: PlainPBStore, pvs: list[str] | None) -> dict[str, list[Partit
     by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
     for path in iter_pb_files(src.root):
         name = path.name
-        cut = name.rfind(file_terminator(src.config.extra.get("terminator", ":")))
+        term = src.naming.file_terminator
+        cut = name.rfind(term)
         if cut < 0:
             continue
-        start = parse_partition_name(name[cut + 1 : -3], src.granularity)
+        start = parse_partition_name(name[cut + len(term) : -len(PB_EXTENSION)], src.granularity)
         if start is None:
             continue
         pv = _header_pv(path)

@@ -23,6 +23,7 @@ import numpy as np
 from ..pb import PayloadInfo, PayloadType, Sample, header_line, sample_line, year_of, year_start
 from ..pb.escape import EscapeError
 from ..pb.sample import PBDecodeError
+from .naming import KeyNaming, NamingSettings
 from .partitions import (
     Granularity,
     parse_partition_name,
@@ -30,7 +31,7 @@ from .partitions import (
     partition_start,
     shift_partition,
 )
-from .paths import PB_EXTENSION, key_folder_and_prefix, partition_path, pv_name_to_key
+from .paths import PB_EXTENSION, key_folder_and_prefix, long_path, partition_path
 from .pbfile import Instant, PBFile, PBFileError, open_or_log
 from .url import StoreConfig
 
@@ -137,10 +138,17 @@ class PlainPBStore:
     before it deletes the source.
     """
 
-    def __init__(self, config: StoreConfig, fsync: bool = False) -> None:
+    def __init__(
+        self, config: StoreConfig, fsync: bool = False, naming: KeyNaming | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
-        self.root = Path(config.root_folder)
+        self.root = long_path(Path(config.root_folder))
+        #: how PV names become file names here; :func:`open_store` probes the folder for it,
+        #: without it the AA's (or the URL's) terminator and this platform's rules apply
+        self.naming = naming or KeyNaming(
+            terminator=config.extra.get("terminator", ":"), portable=os.name == "nt"
+        )
         self.granularity: Granularity = config.granularity
         self.fsync = fsync
         self._last_known: dict[str, Instant] = {}
@@ -159,7 +167,8 @@ class PlainPBStore:
 
     # ------------------------------------------------------------------ naming
     def key(self, pvname: str) -> str:
-        return pv_name_to_key(pvname, terminator=self.config.extra.get("terminator", ":"))
+        """The PV's file key here; :class:`UnmappableName` (a ValueError) if it has none."""
+        return self.naming.key(pvname)
 
     def lock(self, pvname: str) -> threading.RLock:
         lk = self._locks.get(pvname)  # atomic under the GIL; the guard is for creating one
@@ -199,8 +208,11 @@ class PlainPBStore:
         except FileNotFoundError:
             return []
         out = []
+        fold = self.naming.case_insensitive
+        if fold:  # such folders may list names in another case than they were written
+            prefix = prefix.casefold()
         for n in names:
-            if not (n.startswith(prefix) and n.endswith(PB_EXTENSION)):
+            if not ((n.casefold() if fold else n).startswith(prefix) and n.endswith(PB_EXTENSION)):
                 continue
             pname = n[len(prefix) : -len(PB_EXTENSION)]
             start = parse_partition_name(pname, self.granularity)
@@ -233,15 +245,16 @@ class PlainPBStore:
             except ValueError:
                 continue
             folder, prefix = key_folder_and_prefix(self.root, key)
-            by_folder.setdefault(folder, {})[prefix] = pv
+            by_folder.setdefault(folder, {})[self.naming.match_key(prefix)] = pv
         tail = len(partition_for(0, self.granularity)) + len(PB_EXTENSION)
+        match = self.naming.match_key
         for folder, prefixes in by_folder.items():
             try:
                 names = os.listdir(folder)
             except FileNotFoundError:
                 continue
             for n in names:
-                pv = prefixes.get(n[:-tail])
+                pv = prefixes.get(match(n[:-tail]))
                 if pv is None or not n.endswith(PB_EXTENSION):
                     continue
                 start = parse_partition_name(n[-tail : -len(PB_EXTENSION)], self.granularity)
@@ -945,3 +958,17 @@ def iter_pb_files(root: Path) -> Iterator[Path]:
         for n in files:
             if n.endswith(PB_EXTENSION):
                 yield Path(dirpath) / n
+
+
+def open_store(
+    config: StoreConfig, settings: NamingSettings | None = None, fsync: bool = False
+) -> PlainPBStore:
+    """A store whose naming fits its folder: probed, created if missing, checked writable.
+
+    Raises :class:`~.probe.StoreFolderError` (one line for the user) when the folder cannot
+    hold the store's files; see :func:`~.probe.choose_naming`.
+    """
+    from .probe import open_naming, remove_stale_probes
+
+    remove_stale_probes(Path(config.root_folder))
+    return PlainPBStore(config, fsync=fsync, naming=open_naming(config, settings))

@@ -13,18 +13,21 @@ import uvicorn
 from starlette.applications import Starlette
 
 from ..retrieval.service import Retrieval
+from ..storage.naming import NamingSettings
 from ..storage.schedule import ETLScheduler
-from ..storage.store import PlainPBStore
+from ..storage.store import PlainPBStore, open_store
 from ..storage.url import default_store_urls, parse_store_url
 from .app import build_app
 
 log = logging.getLogger(__name__)
 
 
-def open_stores(root: Path) -> list[PlainPBStore]:
-    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(root)]
+def open_stores(root: Path, naming: NamingSettings | None = None) -> list[PlainPBStore]:
+    """The default STS/MTS/LTS under ``root``, each probed: raises
+    :class:`~pvarchiver.storage.probe.StoreFolderError` for a folder that cannot hold them."""
+    stores = [open_store(parse_store_url(u), naming) for u in default_store_urls(root)]
     for st in stores:
-        st.root.mkdir(parents=True, exist_ok=True)
+        log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
     return stores
 
 
@@ -53,7 +56,10 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
 
 
 def build_server_app(
-    root: Path, archive: list[str] | None = None, measure_seconds: float | None = None
+    root: Path,
+    archive: list[str] | None = None,
+    measure_seconds: float | None = None,
+    naming: NamingSettings | None = None,
 ) -> Starlette:
     """The whole archiver process: CA engine, PV registry and archive workflow (``archive``
     names are archivePV requests), retrieval, ETL. ``measure_seconds`` is the initial
@@ -66,7 +72,7 @@ def build_server_app(
     from ..mgmt.pvinput import ArchiveSpec
     from ..mgmt.service import Mgmt
 
-    stores = open_stores(root)
+    stores = open_stores(root, naming)
     engine = Engine(stores[0])
     holder: dict[str, CAArchiver] = {}
 
@@ -133,6 +139,7 @@ def run(
     port: int,
     archive: list[str] | None = None,
     measure_seconds: float | None = None,
+    naming: NamingSettings | None = None,
 ) -> None:
-    app = build_server_app(root, archive, measure_seconds)
+    app = build_server_app(root, archive, measure_seconds, naming)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
