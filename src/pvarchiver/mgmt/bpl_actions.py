@@ -72,6 +72,7 @@ async def archive_pv(ctx: BPLContext) -> Response:
         archive_target(s.pv, [])
         if s.alias:
             archive_target(s.alias, [])
+    ctx.mgmt.manager.check_storable([s.pv for s in specs])
     return JSONResponse(ctx.mgmt.manager.submit(specs))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..ca import CAClient
 from .engine_link import EngineLink
+from .file_keys import FileKeyConflict, FileKeyIndex
 from .metaget import MetaGet
 from .policies import Policies, PolicyError
 from .pvinput import ArchiveSpec, InputError, archive_target
@@ -93,6 +94,31 @@ class Manager:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.started_epoch = time.time()
+        #: who owns which data files: refuses a PV whose files would be another PV's
+        self.file_keys = FileKeyIndex(link.stores, self._exists)
+
+    def _exists(self, name: str) -> bool:
+        return self.registry.has_typeinfo(name) or name in self.pending
+
+    def _all_names(self) -> list[str]:
+        return [*self.registry.names(), *self.pending]
+
+    def check_storable(self, requested: list[str]) -> None:
+        """Raise :class:`InputError` if a new PV among ``requested`` has no file name in a
+        store, or would share data files with an archived PV or another requested one."""
+        stream_fields = self.policies.fields_archived_as_part_of_stream()
+        among = FileKeyIndex(self.link.stores, lambda _pv: True)
+        among.load([])
+        for r in requested:
+            name = self.registry.real_name(archive_target(r, stream_fields).pv)
+            if self._exists(name):
+                continue
+            try:
+                self.file_keys.check(name, self._all_names)
+                among.check(name, list)
+            except FileKeyConflict as e:
+                raise InputError(f"Invalid PV name {r!r}: {e}") from None
+            among.add(name)
 
     # ------------------------------------------------------------------ start / stop
     async def start(self, client: CAClient) -> None:
@@ -255,6 +281,14 @@ class Manager:
                         b.put_request(name, req.to_params())
                     rows.append({"pvName": name, "status": "Already submitted"})
                     continue
+                try:
+                    self.file_keys.check(name, self._all_names)
+                except FileKeyConflict as e:
+                    rows.append(
+                        {"pvName": name, "status": "Exception occured", "validation": str(e)}
+                    )
+                    continue
+                self.file_keys.add(name)
                 req = ArchiveRequest(
                     pvName=name,
                     samplingMethod=spec.samplingmethod,
@@ -472,6 +506,10 @@ class Manager:
             raise OperationError(
                 400, f"While renaming PV {name} to {new_name}, the new name already exists"
             )
+        try:
+            self.file_keys.check(new_name, self._all_names)
+        except FileKeyConflict as e:
+            raise OperationError(400, f"Cannot rename PV {name} to {new_name}: {e}") from None
         if name in self.busy or new_name in self.busy:
             raise OperationError(409, f"Another operation on {name} is in progress; try again")
         self.busy.update((name, new_name))
@@ -488,6 +526,7 @@ class Manager:
             await asyncio.to_thread(work)
         finally:
             self.busy.difference_update((name, new_name))
+        self.file_keys.add(new_name)
         self.link.start(new_info)
         return f"Successfully renamed PV {name} to {new_name}"
 
