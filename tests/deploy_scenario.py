@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url
+from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
 from .deploy_harness import ROOT, SRC, Proc, forwarded, free_port, wait_port
 from .ioc import IOC, wait_for
@@ -105,13 +105,32 @@ class HostSide:
 
     def _start_gateway(self, ioc: IOC) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-        env.update(PYTHONPATH=str(SRC), EPICS_CA_REPEATER_PORT=str(ioc.repeater_port),
-                   EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO", EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1")
-        cmd = [sys.executable, "-m", "pvarchiver", "gateway",
-               "-pvlist", str(ROOT / "deploy" / "gwcontainer.pvlist"),
-               "-access", str(ROOT / "deploy" / "gwcontainer.acf"),
-               "-cip", "127.0.0.1", "-cport", str(ioc.port),
-               "-sip", "127.0.0.1", "-sport", str(self.port), "-prefix", GW_PREFIX]
+        env.update(
+            PYTHONPATH=str(SRC),
+            EPICS_CA_REPEATER_PORT=str(ioc.repeater_port),
+            EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
+            EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "pvarchiver",
+            "gateway",
+            "-pvlist",
+            str(ROOT / "deploy" / "gwcontainer.pvlist"),
+            "-access",
+            str(ROOT / "deploy" / "gwcontainer.acf"),
+            "-cip",
+            "127.0.0.1",
+            "-cport",
+            str(ioc.port),
+            "-sip",
+            "127.0.0.1",
+            "-sport",
+            str(self.port),
+            "-prefix",
+            GW_PREFIX,
+        ]
         gw = Proc(cmd, self.workdir / "gateway.log", env=env)
         wait_port("127.0.0.1", self.port, 30, gw)
         return gw
@@ -121,10 +140,13 @@ class HostSide:
         reached, so whatever the archiver gets came through the forwarded gateway port."""
         if self.gateway is None or self.ioc is None:
             return
-        probe = ("import socket, sys; s = socket.socket(); s.settimeout(3); "
-                 f"sys.exit(7 if s.connect_ex(('{self.edge}', {self.ioc.port})) == 0 else 0)")
-        res = subprocess.run([*inside, "python3", "-c", probe], capture_output=True, text=True,
-                             env=env)
+        probe = (
+            "import socket, sys; s = socket.socket(); s.settimeout(3); "
+            f"sys.exit(7 if s.connect_ex(('{self.edge}', {self.ioc.port})) == 0 else 0)"
+        )
+        res = subprocess.run(
+            [*inside, "python3", "-c", probe], capture_output=True, text=True, env=env
+        )
         assert res.returncode == 0, f"the IOC port is reachable from inside: {res}"
 
     def __exit__(self, *exc: object) -> None:
@@ -186,8 +208,10 @@ class ArchiverAPI:
 
     def values(self, pv: str) -> list[float]:
         now = time.time()
-        r = self.http.get("/retrieval/data/getData.json", params={
-            "pv": pv, "from": _iso(now - 3600), "to": _iso(now + 60)})
+        r = self.http.get(
+            "/retrieval/data/getData.json",
+            params={"pv": pv, "from": _iso(now - 3600), "to": _iso(now + 60)},
+        )
         if r.status_code != 200:
             return []
         return [d["val"] for d in r.json()[0]["data"]]
@@ -204,7 +228,7 @@ def sts_files(storage: Path, pv: str) -> list[Path]:
 
 def stored_values(storage: Path, pv: str) -> list[float]:
     """What is on disk for ``pv`` across STS, MTS and LTS, oldest first."""
-    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(storage)]
+    stores = [open_store(parse_store_url(u)) for u in default_store_urls(storage)]
     rows = [(s.secs, s.nanos, s.val) for st in stores for s in st.read_all(pv)]
     return [v for _, _, v in sorted(rows)]
 
@@ -229,8 +253,16 @@ def browser(artifacts: Path) -> Iterator[Any]:
 
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+            ],
+        )
         page = b.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(30_000)
         try:
@@ -249,15 +281,16 @@ def archive_pvs(api: ArchiverAPI, notes: Notes, artifacts: Path) -> list[str]:
             page.fill("#archstatpVNames", "\n".join(PVS))
             page.screenshot(path=str(artifacts / "01-typed.png"))
             page.click("#archstatArchive")
-            page.wait_for_selector(
-                '#archstatsTable tr[data-status="Initial sampling"]')
+            page.wait_for_selector('#archstatsTable tr[data-status="Initial sampling"]')
             seen.append("Initial sampling")
             page.screenshot(path=str(artifacts / "02-initial-sampling.png"))
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 rows = page.locator("#archstatsTable tbody tr")
-                got = {rows.nth(i).get_attribute("data-pv"): rows.nth(i).get_attribute(
-                    "data-status") for i in range(rows.count())}
+                got = {
+                    rows.nth(i).get_attribute("data-pv"): rows.nth(i).get_attribute("data-status")
+                    for i in range(rows.count())
+                }
                 if all(got.get(p) == "Being archived" for p in PVS):
                     seen.append("Being archived")
                     break
@@ -285,17 +318,20 @@ def check_archiving(api: ArchiverAPI, storage: Path, notes: Notes, artifacts: Pa
     seen = archive_pvs(api, notes, artifacts)
     assert "Initial sampling" in seen and seen[-1] == "Being archived", seen
     assert wait_for(lambda: all(len(api.values(p)) >= 20 for p in PVS), timeout=90), {
-        p: api.values(p)[-5:] for p in PVS}
+        p: api.values(p)[-5:] for p in PVS
+    }
     for p in PVS:
         vals = api.values(p)
         assert all(b - a == 1.0 for a, b in itertools.pairwise(vals)), (p, vals)
     # the engine writes on its period (10 s): files appear in the mapped folder on the host
     assert wait_for(lambda: all(sts_files(storage, p) for p in PVS), timeout=60), sorted(
-        str(f.relative_to(storage)) for f in storage.rglob("*"))
+        str(f.relative_to(storage)) for f in storage.rglob("*")
+    )
 
 
-def check_restart(api: ArchiverAPI, storage: Path, notes: Notes, restart: Callable[[], None],
-                  hard: bool) -> None:
+def check_restart(
+    api: ArchiverAPI, storage: Path, notes: Notes, restart: Callable[[], None], hard: bool
+) -> None:
     """Restart (``hard``: after ``kill -9``) and check every PV is archived again, nothing lost.
 
     Soft (SIGTERM): everything the archiver served before is on disk afterwards. Hard: what
@@ -315,8 +351,9 @@ def check_restart(api: ArchiverAPI, storage: Path, notes: Notes, restart: Callab
     t = api.wait_up(90)
     notes.numbers[f"ready after {'kill -9' if hard else 'stop'}/start (s)"] = round(t, 2)
     # no request from anyone: the registry alone brings every PV back
-    assert wait_for(lambda: api.statuses(PVS) == dict.fromkeys(PVS, "Being archived"),
-                    timeout=60), api.statuses(PVS)
+    assert wait_for(
+        lambda: api.statuses(PVS) == dict.fromkeys(PVS, "Being archived"), timeout=60
+    ), api.statuses(PVS)
 
     def resumed() -> bool:
         return all(api.values(p) and api.values(p)[-1] > max(before[p]) + 5 for p in PVS)

@@ -122,7 +122,12 @@ def test_repair_drops_bad_lines_keeps_a_backup_and_all_good_samples(sts: PlainPB
     assert path.with_name(path.name + ".bak").read_bytes() == original
     rep = validate_file(path)
     assert rep.ok and rep.samples == 4
-    assert [s.val for s in PlainPBStore(sts.config).read_all(PV)] == [1.0, 2.0, 3.0, 5.0]
+    assert [s.val for s in PlainPBStore(sts.config, naming=sts.naming).read_all(PV)] == [
+        1.0,
+        2.0,
+        3.0,
+        5.0,
+    ]
 
 
 def test_bad_header_is_reported_not_repaired(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pvarchiver.pb import PayloadType, Sample
-from pvarchiver.storage import PlainPBStore, parse_store_url, run_etl
+from pvarchiver.storage import PlainPBStore, open_store, parse_store_url, run_etl
 from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.store import iter_pb_files
 from pvarchiver.storage.validate import validate_file
@@ -65,10 +65,10 @@ import random
 import sys
 
 from pvarchiver.pb import PayloadType
-from pvarchiver.storage import PlainPBStore, parse_store_url
+from pvarchiver.storage import open_store, parse_store_url
 
 url, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-store = PlainPBStore(parse_store_url(url))
+store = open_store(parse_store_url(url))
 rng = random.Random(seed)
 if mode == "scalar":
     pv, ptype, make, step = "CRASH:SCALAR", PayloadType.SCALAR_DOUBLE, scalar_sample, SCALAR_STEP
@@ -91,9 +91,9 @@ while True:
 ETL_LOOP = """
 import sys
 
-from pvarchiver.storage import PlainPBStore, parse_store_url, run_etl
+from pvarchiver.storage import open_store, parse_store_url, run_etl
 
-sts, mts, lts = (PlainPBStore(parse_store_url(u)) for u in sys.argv[1:4])
+sts, mts, lts = (open_store(parse_store_url(u)) for u in sys.argv[1:4])
 now = int(sys.argv[4])
 print("ready", flush=True)
 while True:
@@ -254,9 +254,9 @@ def append_rounds(tmp_path: Path, mode: str, rounds: int, rng: random.Random) ->
             (int(x.split()[1]) for x in child.lines() if x.startswith("committed")), default=-1
         )
         checker.check(root)
-        count = check_appended(PlainPBStore(parse_store_url(url)), pv, mode, committed, count)
+        count = check_appended(open_store(parse_store_url(url)), pv, mode, committed, count)
     # a restarted writer appends through every partition that a kill left damaged
-    store = PlainPBStore(parse_store_url(url))
+    store = open_store(parse_store_url(url))
     newest_end = max(store.files_for_pv(pv)).end
     step = SCALAR_STEP if mode == "scalar" else WAVE_STEP
     make = scalar_sample if mode == "scalar" else _ns["wave_sample"]
@@ -269,7 +269,7 @@ def append_rounds(tmp_path: Path, mode: str, rounds: int, rng: random.Random) ->
         "partial-tail": 0,
         "zero-byte": 0,
     }
-    total = check_appended(PlainPBStore(parse_store_url(url)), pv, mode, count + len(extra) - 1, 0)
+    total = check_appended(open_store(parse_store_url(url)), pv, mode, count + len(extra) - 1, 0)
     assert total == count + len(extra)
     return checker.damage
 
@@ -386,7 +386,7 @@ def test_kill_during_etl_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     ]
 
     def open_stores() -> list[PlainPBStore]:
-        return [PlainPBStore(parse_store_url(u)) for u in urls]
+        return [open_store(parse_store_url(u)) for u in urls]
 
     writer = open_stores()[0]
     mts_root, lts_root = tmp_path / "mts", tmp_path / "lts"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pvarchiver.pb import PayloadType
-from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url
+from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
 from .http_server import running_server
 
@@ -31,7 +31,7 @@ def rss_kib(pid: int) -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_server_memory_stays_flat_for_a_long_json_query(tmp_path: Path) -> None:
     root = tmp_path / "storage"
-    sts = PlainPBStore(parse_store_url(default_store_urls(root)[2]))  # all of it in LTS
+    sts = open_store(parse_store_url(default_store_urls(root)[2]))  # all of it in LTS
     secs = T0 + np.arange(N, dtype=np.int64)
     sts.append_columns(
         "MEM:PV",

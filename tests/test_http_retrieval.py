@@ -13,7 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvarchiver.pb import PayloadType, Sample, decode_header, decode_line, unescape
-from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url, run_etl
+from pvarchiver.storage import (
+    default_store_urls,
+    open_store,
+    parse_store_url,
+    run_etl,
+)
 
 from .http_server import running_server
 
@@ -36,7 +41,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "ARCHAPPL_MEDIUM_TERM_FOLDER": str(root / "mts"),
         "ARCHAPPL_LONG_TERM_FOLDER": str(root / "lts"),
     }
-    sts, mts, lts = (PlainPBStore(parse_store_url(u, env=env)) for u in default_store_urls(root))
+    sts, mts, lts = (open_store(parse_store_url(u, env=env)) for u in default_store_urls(root))
     # 4 h of 1 Hz data; the first 2 h moved to MTS/LTS, so a query spans all three stores
     sts.append(PV, D, [Sample(T0 + i, 0, float(i)) for i in range(4 * 3600)])
     run_etl(sts, mts, now=T0 + 2 * 3600 + 1)

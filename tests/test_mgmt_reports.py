@@ -25,7 +25,7 @@ from pvarchiver.mgmt import reports as rp
 from pvarchiver.mgmt.prometheus import Family, etl_families, render
 from pvarchiver.mgmt.storage_usage import UsageCache
 from pvarchiver.storage.schedule import ETLScheduler
-from pvarchiver.storage.store import PlainPBStore
+from pvarchiver.storage.store import open_store
 from pvarchiver.storage.url import default_store_urls, parse_store_url
 
 from .http_server import Server, running_server
@@ -134,7 +134,7 @@ def test_render_escapes_and_declares_every_family() -> None:
 
 
 def test_etl_timings_from_a_real_scheduler(tmp_path: Path) -> None:
-    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(tmp_path)]
+    stores = [open_store(parse_store_url(u)) for u in default_store_urls(tmp_path)]
     sched = ETLScheduler(stores, 0.0)
     sched.run_due(time.time())
     fams = {f.name: f for f in etl_families(sched.stages, [])}
@@ -148,7 +148,7 @@ def test_etl_timings_from_a_real_scheduler(tmp_path: Path) -> None:
 
 
 def test_usage_cache_reuses_a_scan_until_invalidated(tmp_path: Path) -> None:
-    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(tmp_path)]
+    stores = [open_store(parse_store_url(u)) for u in default_store_urls(tmp_path)]
 
     async def run() -> None:
         cache = UsageCache(stores, lambda: ["A:B"], ttl=3600)

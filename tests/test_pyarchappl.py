@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pvarchiver.pb import PayloadType, Sample
-from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url
+from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
 from .http_server import running_server
 
@@ -42,7 +42,7 @@ def client_python() -> Path:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("pyarchappl") / "storage"
-    sts = PlainPBStore(parse_store_url(default_store_urls(root)[0]))
+    sts = open_store(parse_store_url(default_store_urls(root)[0]))
     sts.append(
         PV,
         PayloadType.SCALAR_DOUBLE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pvarchiver.storage import PlainPBStore, default_store_urls, parse_store_url
+from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
 from .http_server import running_server
 from .ioc import IOC
@@ -56,7 +56,7 @@ def test_serve_archives_and_sigterm_flushes_everything(tmp_path: Path) -> None:
             assert r.json() == ["S:CNT"]
             assert all(b - a == 1.0 for a, b in itertools.pairwise(seen))
         # the server got SIGTERM when the block ended; everything it had must be on disk
-    stores = [PlainPBStore(parse_store_url(u)) for u in default_store_urls(root)]
+    stores = [open_store(parse_store_url(u)) for u in default_store_urls(root)]
     stored = [s.val for st in reversed(stores) for s in st.read_all("S:CNT")]
     # every value served before SIGTERM is on disk, in order, and nothing is missing after
     assert stored[: len(seen)] == seen

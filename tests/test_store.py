@@ -51,7 +51,7 @@ def test_older_or_equal_samples_are_dropped_and_counted(sts: PlainPBStore) -> No
 
 def test_state_survives_a_new_store_object(sts: PlainPBStore) -> None:
     sts.append(PV, D, samples(10))
-    fresh = PlainPBStore(sts.config)
+    fresh = PlainPBStore(sts.config, naming=sts.naming)
     r = fresh.append(PV, D, samples(12))
     assert (r.written, r.dropped_not_increasing) == (2, 10)
 
@@ -108,7 +108,7 @@ def test_partial_last_line_is_truncated_before_append(sts: PlainPBStore) -> None
     partial = sample_line(D, 2012, Sample(T0 + 5, 0, 5.0))[:7]
     with open(path, "ab") as fh:
         fh.write(partial)
-    fresh = PlainPBStore(sts.config)
+    fresh = PlainPBStore(sts.config, naming=sts.naming)
     # readers ignore the partial tail
     assert len(list(fresh.read_all(PV))) == 5
     fresh.append(PV, D, [Sample(T0 + 6, 0, 6.0)])
@@ -118,11 +118,11 @@ def test_partial_last_line_is_truncated_before_append(sts: PlainPBStore) -> None
 def test_header_is_checked_before_appending(sts: PlainPBStore) -> None:
     sts.append(PV, D, samples(2))
     path = sts.files_for_pv(PV)[0].path
-    fresh = PlainPBStore(sts.config)
+    fresh = PlainPBStore(sts.config, naming=sts.naming)
     with pytest.raises(TypeMismatchError):
         fresh.append(PV, PayloadType.SCALAR_INT, [Sample(T0 + 10, 0, 3)])
     path.write_bytes(header_line(PayloadInfo(D, "OTHER:PV", 2012)))
-    fresh = PlainPBStore(sts.config)
+    fresh = PlainPBStore(sts.config, naming=sts.naming)
     with pytest.raises(StoreError, match="belongs to PV"):
         fresh.append(PV, D, [Sample(T0 + 10, 0, 3.0)])
     assert path.read_bytes() == header_line(PayloadInfo(D, "OTHER:PV", 2012))
@@ -187,7 +187,7 @@ def test_nan_and_corrupt_lines_do_not_stop_a_read(sts: PlainPBStore) -> None:
     with open(path, "ab") as fh:
         fh.write(b"\x08garbage\x1b\n")
         fh.write(sample_line(D, 2012, Sample(T0 + 2, 0, 2.0)))
-    got = list(PlainPBStore(sts.config).read_all(PV))
+    got = list(PlainPBStore(sts.config, naming=sts.naming).read_all(PV))
     assert math.isnan(got[0].val) and [x.val for x in got[1:]] == [1.0, 2.0]
 
 
@@ -205,7 +205,10 @@ def test_unreadable_file_is_skipped_not_fatal(sts: PlainPBStore) -> None:
     sts.append(PV, D, samples(2, T0 + 7200))
     first = sts.files_for_pv(PV)[0].path
     first.write_bytes(b"\x1b")  # bad header
-    assert [x.secs for x in PlainPBStore(sts.config).read_all(PV)] == [T0 + 7200, T0 + 7201]
+    assert [x.secs for x in PlainPBStore(sts.config, naming=sts.naming).read_all(PV)] == [
+        T0 + 7200,
+        T0 + 7201,
+    ]
 
 
 def test_all_types_append_and_read(tmp_path: Path) -> None:
