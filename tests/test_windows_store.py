@@ -23,8 +23,9 @@ from pvarchiver.storage.store import open_store
 from .http_server import running_server
 from .ioc import IOC
 
-# PV names with every kind of character Windows refuses in a file name
-PVS = ["WIN:DEMO:CNT", "CON:TEMP", "WIN:A<1>", "WIN:Q|R"]
+# PV names (valid EPICS record names) with characters and components Windows refuses in a
+# file name: ``:`` everywhere, ``<>``, a device name as a folder
+PVS = ["WIN:DEMO:CNT", "CON:TEMP", "WIN:A<1>", "AUX:Q>R"]
 
 
 def _counter_db(names: list[str]) -> str:
@@ -125,8 +126,9 @@ def test_serve_on_ntfs_archives_and_reads_back_after_restart(
                 time.sleep(0.2)
             assert all(row["status"] == "Being archived" for row in r.json()), r.json()
             time.sleep(2)
-        # SIGTERM flushed the engine: the files are on the NTFS folder, with legal names
-        files = [p.relative_to(root) for p in (root / "sts").rglob("*.pb")]
+        # SIGTERM flushed the engine (and consolidateOnShutdown moved STS on): the files are
+        # on the NTFS folder, with portable names
+        files = [p.relative_to(root) for p in root.rglob("*.pb")]
         assert len(files) == len(PVS), files
         assert all(":" not in str(f) and "\uf03a" in f.name for f in files)
         first: dict[str, list[float]] = {}
