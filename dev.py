@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -62,7 +63,22 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
     # --demo runs the C softIoc from the epicscorelibs wheel (the `demo` extra)
     py = ensure_venv("demo" if "--demo" in rest else "")
-    return subprocess.call([str(py), "-m", "pvarchiver", "serve", *rest], cwd=ROOT)
+    return run_to_the_end([str(py), "-m", "pvarchiver", "serve", *rest])
+
+
+def run_to_the_end(cmd: list[str]) -> int:
+    """Run the archiver and wait for it, however long its shutdown takes.
+
+    Why not subprocess.call: on Ctrl+C it kills the child 0.25 s later, in the middle of the
+    archiver's flush of buffered samples. The terminal (or the Windows console) sends Ctrl+C
+    to the child itself, so here it is ignored while the child runs.
+    """
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 if __name__ == "__main__":

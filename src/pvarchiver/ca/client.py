@@ -38,6 +38,7 @@ from . import dbr
 from . import protocol as P
 from .names import validate_pv_name
 from .search import SearchScheduler, SearchStats
+from .sockets import udp_ignore_connreset
 
 __all__ = [
     "CAClient",
@@ -528,10 +529,14 @@ class CAClient:
     async def start(self) -> None:
         """Open the search socket and the beacon listener, start the background tasks."""
         loop = asyncio.get_running_loop()
+        search = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if self.config.auto_addr_list:
+            search.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        udp_ignore_connreset(search)
+        search.bind(("0.0.0.0", 0))
+        search.setblocking(False)
         self._search_transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagram(self._on_search_datagram),
-            local_addr=("0.0.0.0", 0),
-            allow_broadcast=self.config.auto_addr_list,
+            lambda: _Datagram(self._on_search_datagram), sock=search
         )
         await self._start_beacon_listener(loop)
         self._tasks.append(loop.create_task(self._search_loop()))
@@ -550,6 +555,7 @@ class CAClient:
             if exc.errno != errno.EADDRINUSE:
                 log.warning("cannot bind CA repeater port %d: %s", port, exc)
             sock.bind(("0.0.0.0", 0))
+        udp_ignore_connreset(sock)
         sock.setblocking(False)
         self._beacon_transport, _ = await loop.create_datagram_endpoint(
             lambda: _Datagram(self._on_beacon_datagram), sock=sock

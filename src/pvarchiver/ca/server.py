@@ -33,6 +33,7 @@ from . import protocol as P
 from .server_circuit import MAX_NAME, ServerChannel, _ServerCircuit
 from .server_config import ServerConfig
 from .server_pv import CAServerError, DictProvider, Provider, ServedPV
+from .sockets import udp_ignore_connreset
 
 __all__ = [
     "CAServer",
@@ -72,9 +73,7 @@ def _udp_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    if hasattr(socket, "SIO_UDP_CONNRESET"):  # Windows: ignore ICMP port-unreachable resets
-        with contextlib.suppress(OSError):
-            sock.ioctl(socket.SIO_UDP_CONNRESET, False)  # type: ignore[attr-defined]
+    udp_ignore_connreset(sock)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
