@@ -18,6 +18,7 @@ from pvarchiver.storage.naming import (
     portable,
     unportable,
 )
+from pvarchiver.storage.partitions import Granularity
 from pvarchiver.storage.probe import FolderProbe, StoreFolderError, choose_naming, probe_folder
 from pvarchiver.storage.url import parse_store_url
 
@@ -157,12 +158,15 @@ def test_choose_naming_refuses_with_one_line_saying_what_to_change() -> None:
 
 
 def test_probe_of_an_ordinary_linux_folder(tmp_path: Path) -> None:
-    p = probe_folder(tmp_path / "new" / "lts", partition_len=4)
+    year = Granularity.PARTITION_YEAR
+    p = probe_folder(tmp_path / "new" / "lts", year)
     assert p.refused == frozenset() and not p.case_insensitive
     assert p.existing_terminator is None
     assert [x.name for x in (tmp_path / "new" / "lts").iterdir()] == []  # no scratch left
+    (tmp_path / "new" / "lts" / "notes-v2.pb").write_bytes(b"")  # not a data file's name
+    assert probe_folder(tmp_path / "new" / "lts", year).existing_terminator is None
     f = tmp_path / "new" / "lts" / "A" / "B" / "HEART;2012.pb"
     f.parent.mkdir(parents=True)
     f.write_bytes(b"")
-    p = probe_folder(tmp_path / "new" / "lts", partition_len=4)
+    p = probe_folder(tmp_path / "new" / "lts", year)
     assert p.existing_terminator == ";" and p.existing_example == "A/B/HEART;2012.pb"

@@ -1,4 +1,5 @@
-"""``pvarchiver pb dump|validate|repair FILE``: the AA's pbutils, for one PlainPB file.
+"""``pvarchiver pb dump|validate|repair FILE``: the AA's pbutils, for one PlainPB file;
+``pvarchiver pb rekey SRC DST``: copy a store tree to the other file naming (AA <-> Windows).
 
 ``dump`` writes JSON lines: ``{"header": {...}}`` first, then one object per sample. NaN and
 infinities are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` so that every
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import math
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 from ..pb import PayloadType, PBDecodeError, Sample
 from ..pb.escape import EscapeError
 from ..storage.pbfile import PBFile, PBFileError
+from ..storage.rekey import RekeyError, RekeyReport, rekey
 from ..storage.validate import repair_file, validate_file
 
 
@@ -138,6 +141,95 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return status
 
 
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    x = float(n)
+    for unit in ("kB", "MB", "GB", "TB"):
+        x /= 1000
+        if x < 1000 or unit == "TB":
+            break
+    return f"{x:.1f} {unit}"
+
+
+def _show(rel: str | None) -> str:
+    """A store path for the terminal: portable characters (U+F000 block) as ``\\uf03a``, so
+    that any console encoding can print them and the user can tell them from ASCII."""
+    if rel is None:
+        return "-"
+    return "".join(f"\\u{ord(c):04x}" if "\uf000" <= c <= "\uf0ff" else c for c in rel)
+
+
+def _print_rekey(rep: RekeyReport) -> None:
+    print(f"{rep.src} -> {rep.dst}: {rep.describe_naming()}")
+    if rep.source_terminator is not None:
+        print(f"source terminator '{_show(rep.source_terminator)}'")
+    for note in rep.notes:
+        print(f"note: {_show(note)}")
+    if rep.temps_removed:
+        verb = "would remove" if rep.dry_run else "removed"
+        print(f"{verb} {rep.temps_removed} temporary file(s) left by an interrupted run")
+    for it in rep.skipped:
+        print(f"skipped: {_show(it.src)}: {it.reason}")
+    for it in rep.conflicts:
+        print(f"CONFLICT: {_show(it.src)} -> {_show(it.dst)}: {_show(it.reason)}")
+    for it in rep.errors:
+        print(f"ERROR: {_show(it.src)}: {_show(it.reason)}")
+    verb = "would copy" if rep.dry_run else "copied and verified"
+    print(
+        f"{verb} {len(rep.copied)} file(s) ({_size(rep.bytes_copied)}), "
+        f"already there {len(rep.already)}, skipped {len(rep.skipped)}, "
+        f"conflicts {len(rep.conflicts)}, errors {len(rep.errors)}"
+    )
+    if not rep.ok:
+        print(
+            "not complete: nothing in DST was overwritten; resolve the conflicts and errors "
+            "above and run the same command again (files already copied are kept)"
+        )
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    names = "portable" if args.portable else "aa" if args.aa_names else "auto"
+    progress = None
+    if sys.stderr.isatty() and not args.dry_run:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        progress = Progress(
+            TextColumn("rekey"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    task = None
+
+    def on_progress(done: int, total: int, nbytes: int) -> None:
+        nonlocal task
+        if progress is None:
+            return
+        if task is None:
+            task = progress.add_task("rekey", total=total)
+        progress.update(task, completed=done)
+
+    try:
+        with progress if progress is not None else contextlib.nullcontext():
+            rep = rekey(
+                Path(args.src),
+                Path(args.dst),
+                terminator=args.terminator,
+                from_terminator=args.from_terminator,
+                names=names,
+                dry_run=args.dry_run,
+                on_progress=on_progress,
+            )
+    except RekeyError as e:
+        print(f"error: {_show(str(e))}", file=sys.stderr)
+        return 2
+    _print_rekey(rep)
+    return 0 if rep.ok else 1
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pb = sub.add_parser("pb", help="inspect, check and repair PlainPB (.pb) files")
     pbsub = pb.add_subparsers(dest="pb_command", required=True)
@@ -151,3 +243,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = pbsub.add_parser("repair", help="fix what can be fixed and report what was dropped")
     r.add_argument("files", nargs="+")
     r.set_defaults(func=cmd_repair)
+    k = pbsub.add_parser(
+        "rekey",
+        help="copy a store tree to another file naming (Java AA names <-> Windows names)",
+        description=(
+            "Copy the store tree SRC (e.g. a Java AA's lts/ folder) to DST, renaming every "
+            "data file to DST's naming: the terminator before the partition name becomes "
+            "--terminator, and where DST needs it (Windows, or a folder that refuses ':') "
+            "the characters Windows forbids are written as U+F000+c, as WSL and Cygwin do. "
+            "Every copy is read back and compared with the source (size and SHA-256); .pb "
+            "copies must have a readable header. SRC is only read. Existing files in DST are "
+            "never overwritten: identical ones count as already there, different ones as "
+            "conflicts. Safe to interrupt and run again."
+        ),
+        epilog=(
+            "Exit status: 0 when every data file is in DST, 1 on conflicts or errors, "
+            "2 when the copy could not start."
+        ),
+    )
+    k.add_argument("src", metavar="SRC", help="the store tree to copy (not modified)")
+    k.add_argument("dst", metavar="DST", help="where to copy it (created if missing)")
+    k.add_argument(
+        "--terminator",
+        default=":",
+        metavar="C",
+        help="key terminator of the copies (default ':', the AA's; written as U+F03A where "
+        "names are portable)",
+    )
+    k.add_argument(
+        "--from-terminator",
+        metavar="C",
+        help="key terminator of SRC's files (default: read from the file names)",
+    )
+    form = k.add_mutually_exclusive_group()
+    form.add_argument(
+        "--portable",
+        action="store_true",
+        help="write portable (Windows) names even if DST accepts AA names",
+    )
+    form.add_argument(
+        "--aa-names",
+        action="store_true",
+        help="write the AA's names as they are; fail if DST refuses them",
+    )
+    k.add_argument(
+        "--dry-run", action="store_true", help="report what would be done, write nothing"
+    )
+    k.set_defaults(func=cmd_rekey)

@@ -44,7 +44,9 @@ _PRIVATE_BASE = 0xF000
 #: characters Windows refuses anywhere in a file name (``/`` never reaches a component)
 WINDOWS_FORBIDDEN = frozenset('"*:<>?|\\') | frozenset(chr(c) for c in range(32))
 _RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(10)] + [f"LPT{i}" for i in range(10)]
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"COM{i}" for i in range(10)]
+    + [f"LPT{i}" for i in range(10)]
 )
 #: room kept in the last component for terminator, partition name and the longest extension
 #: we write (``.pbappend``, post-processor caches such as ``.firstSample_86400``)

@@ -30,6 +30,7 @@ from .naming import (
     NamingSettings,
     unportable,
 )
+from .partitions import Granularity, parse_partition_name, partition_for
 from .url import StoreConfig
 
 #: characters a file name of ours may contain under AA names (besides letters and digits)
@@ -65,11 +66,13 @@ def _try_create(folder: Path, name: str) -> bool:
     return True
 
 
-def probe_folder(root: Path, partition_len: int = 0, ext: str = ".pb") -> FolderProbe:
+def probe_folder(
+    root: Path, granularity: Granularity | None = None, ext: str = ".pb"
+) -> FolderProbe:
     """Create ``root`` if needed and try what file names it takes.
 
-    ``partition_len`` is the length of this store's partition names; with it, the first data
-    file found tells which terminator the files already there use. Raises
+    With the store's ``granularity``, the first data file found (a name ending in a partition
+    name of that granularity) tells which terminator the files already there use. Raises
     :class:`StoreFolderError` when the folder cannot be created or written at all.
     """
     try:
@@ -93,13 +96,15 @@ def probe_folder(root: Path, partition_len: int = 0, ext: str = ".pb") -> Folder
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     term, example = (None, "")
-    if partition_len:
-        term, example = _existing_terminator(root, partition_len + len(ext), ext)
+    if granularity is not None:
+        term, example = _existing_terminator(root, granularity, ext)
     return FolderProbe(root, refused, case_insensitive, term, example)
 
 
-def _existing_terminator(root: Path, tail: int, ext: str) -> tuple[str | None, str]:
-    """The character before the partition name in the first data file under ``root``."""
+def _existing_terminator(root: Path, granularity: Granularity, ext: str) -> tuple[str | None, str]:
+    """The character before the partition name in the first data file under ``root``
+    (stray files whose names do not end in a partition name are passed over)."""
+    tail = len(partition_for(0, granularity)) + len(ext)
     seen = 0
     stack = [root]
     while stack and seen < _SCAN_LIMIT:
@@ -110,11 +115,17 @@ def _existing_terminator(root: Path, tail: int, ext: str) -> tuple[str | None, s
             continue
         seen += len(entries)
         for e in entries:
-            if e.name.startswith(".pvarchiver-probe-"):
+            name = e.name
+            if not name.endswith(ext) or len(name) <= tail or e.is_dir():
                 continue
-            if e.name.endswith(ext) and len(e.name) > tail and not e.is_dir():
-                return e.name[-tail - 1], str(Path(e.path).relative_to(root))
-        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+            if parse_partition_name(name[-tail : -len(ext)], granularity) is None:
+                continue
+            return name[-tail - 1], str(Path(e.path).relative_to(root))
+        stack.extend(
+            Path(e.path)
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".pvarchiver-probe-")
+        )
     return None, ""
 
 
@@ -160,9 +171,7 @@ def choose_naming(config: StoreConfig, settings: NamingSettings, probe: FolderPr
 
 def open_naming(config: StoreConfig, settings: NamingSettings | None = None) -> KeyNaming:
     """Probe a store's folder and choose its naming (see :func:`choose_naming`)."""
-    from .partitions import partition_for
-
-    probe = probe_folder(Path(config.root_folder), len(partition_for(0, config.granularity)))
+    probe = probe_folder(Path(config.root_folder), config.granularity)
     return choose_naming(config, settings or NamingSettings(), probe)
 
 
