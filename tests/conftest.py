@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pvarchiver.storage import PlainPBStore, parse_store_url
+from pvarchiver.storage import PlainPBStore, open_store, parse_store_url
 
 from .requirements import require, strict
 from .winfs import VARIANTS, MountUnavailable, SessionMounts, fresh_folder
@@ -17,7 +17,7 @@ def make_store(root: Path, name: str, granularity: str, extra: str = "") -> Plai
         f"pb://localhost?name={name}&rootFolder={root / name.lower()}"
         f"&partitionGranularity={granularity}{extra}"
     )
-    return PlainPBStore(parse_store_url(url))
+    return open_store(parse_store_url(url))  # probed, as serve opens its stores
 
 
 @pytest.fixture

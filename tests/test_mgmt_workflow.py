@@ -6,8 +6,10 @@ registered PV again and resumes requests that were still being sampled."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +67,15 @@ def wait_status(base: str, names: list[str], want: str, timeout: float = 30) -> 
             return got
         time.sleep(0.2)
     raise AssertionError(f"wanted {want} for {names}, got {got}")
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i/-i (root, on ext4/xfs/btrfs); False where the file system has no such flag."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        return False
+    flag = "+i" if on else "-i"
+    return subprocess.run([chattr, flag, str(path)], capture_output=True).returncode == 0
 
 
 def sts_files(root: Path, key_part: str) -> list[Path]:
@@ -164,6 +175,18 @@ def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
             headers={"content-type": "text/plain"},
         ).json()
         assert [r["status"] for r in rows] == ["ok", "ok"]
+        # A data file that cannot be removed (on Windows: held open by a reader; here made
+        # immutable) keeps the PV registered and paused, with a 409 saying why.
+        held = sts_files(root, "WF/AI1")
+        assert held
+        if _immutable(held[0], True):
+            try:
+                r = bpl(base, "deletePV", params={"pv": "WF:AI1", "deleteData": "true"})
+                assert r.status_code == 409, r.text
+                assert "could not be removed" in r.json()["validation"], r.text
+                assert statuses(base, ["WF:AI1"])["WF:AI1"] == "Paused"
+            finally:
+                _immutable(held[0], False)
         r = bpl(base, "deletePV", params={"pv": "WF:AI1", "deleteData": "true"})
         assert r.status_code == 200 and r.json()["status"] == "ok", r.text
         assert sts_files(root, "WF/AI1") == []

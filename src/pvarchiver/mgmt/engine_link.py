@@ -112,16 +112,27 @@ class EngineLink:
         while eng.is_in_flight(name):
             await asyncio.sleep(0.05)
 
-    async def flush_and_remove(self, name: str) -> None:
-        """Stop archiving ``name``, write what the engine holds, drop it (delete/rename)."""
+    async def flush_and_remove(self, name: str, keep: bool = True) -> None:
+        """Stop archiving ``name``, write what the engine holds (unless ``keep`` is False:
+        its data is about to be deleted), drop it (delete/rename). An OSError from the
+        write leaves the samples in the engine, so the caller may ask again."""
         if self.archiver is not None:
             self.archiver.forget(name)
-        await self.flush(name)
+        if keep:
+            await self.flush(name)
+        while self.engine.is_in_flight(name):  # a write cycle still holds it
+            await asyncio.sleep(0.05)
         self.engine.remove_pv(name)
 
-    def delete_data(self, name: str) -> int:
-        """Remove every file of the PV from every store (worker thread); returns how many."""
+    def delete_data(self, name: str) -> tuple[int, list[str]]:
+        """Remove every file of the PV from every store (worker thread).
+
+        Returns how many were removed and, for each file that could not be, its path and
+        why: on Windows a file that a reader (a retrieval, a virus scanner) holds open
+        cannot be deleted, and the caller must be able to say so rather than fail.
+        """
         removed = 0
+        failed: list[str] = []
         with contextlib.ExitStack() as locks:
             # all stores at once, in ETL order: no ETL step of this PV runs in between
             for store in self.stores:
@@ -133,8 +144,10 @@ class EngineLink:
                         removed += 1
                     except FileNotFoundError:
                         pass
+                    except OSError as e:
+                        failed.append(f"{pf.path}: {e.strerror or e}")
                 store.forget(name)
-        return removed
+        return removed, failed
 
     # ------------------------------------------------------------------ status
     def snapshot(self, name: str, full: bool = True) -> EngineStatus | None:

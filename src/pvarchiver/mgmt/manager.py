@@ -471,19 +471,36 @@ class Manager:
             raise OperationError(409, f"Another operation on {name} is in progress; try again")
         self.busy.add(name)
         try:
-            await self.link.flush_and_remove(name)
+            try:
+                await self.link.flush_and_remove(name, keep=not delete_data)
+            except OSError as e:
+                raise OperationError(
+                    409, f"PV {name} is not deleted: {e}; it stays paused, ask again"
+                ) from None
             aliases = [a for a, r in self.registry.aliases().items() if r == name]
 
-            def drop() -> int:
+            def drop() -> tuple[int, list[str]]:
+                # files first: a PV whose files could not all be deleted stays registered
+                # (paused), so deletePV can be asked again once they are free
+                removed, failed = self.link.delete_data(name) if delete_data else (0, [])
+                if failed:
+                    return removed, failed
                 with self.registry.batch() as b:
                     b.delete_typeinfo(name)
                     for a in aliases:
                         b.remove_alias(a)
-                return self.link.delete_data(name) if delete_data else 0
+                return removed, failed
 
-            removed = await asyncio.to_thread(drop)
+            removed, failed = await asyncio.to_thread(drop)
         finally:
             self.busy.discard(name)
+        if failed:
+            raise OperationError(
+                409,
+                f"PV {name} is not deleted: {len(failed)} of its data files could not be "
+                f"removed ({failed[0]}{', ...' if len(failed) > 1 else ''}); {removed} were. "
+                "It stays paused; ask again when the files are no longer in use",
+            )
         what = f" and {removed} data files" if delete_data else ""
         return f"Deleted PV {name}{what}"
 
@@ -514,7 +531,12 @@ class Manager:
             raise OperationError(409, f"Another operation on {name} is in progress; try again")
         self.busy.update((name, new_name))
         try:
-            await self.link.flush_and_remove(name)
+            try:
+                await self.link.flush_and_remove(name)
+            except OSError as e:
+                raise OperationError(
+                    409, f"PV {name} is not renamed: {e}; it stays paused, ask again"
+                ) from None
             new_info = info.copy()
             new_info.pvName = new_name
             new_info.touch()
