@@ -39,7 +39,9 @@ def _counter_db(names: list[str]) -> str:
 def _store(root: Path, name: str, gran: str):
     folder = root / name.lower()
     return open_store(
-        parse_store_url(f"pb://localhost?name={name}&rootFolder={folder}&partitionGranularity={gran}")
+        parse_store_url(
+            f"pb://localhost?name={name}&rootFolder={folder}&partitionGranularity={gran}"
+        )
     )
 
 
