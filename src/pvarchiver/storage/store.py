@@ -144,11 +144,8 @@ class PlainPBStore:
         self.config = config
         self.name = config.name
         self.root = long_path(Path(config.root_folder))
-        #: how PV names become file names here; :func:`open_store` probes the folder for it,
-        #: without it the AA's (or the URL's) terminator and this platform's rules apply
-        self.naming = naming or KeyNaming(
-            terminator=config.extra.get("terminator", ":"), portable=os.name == "nt"
-        )
+        #: how PV names become file names here (see :mod:`.probe`)
+        self.naming = naming or self._probed_naming(config)
         self.granularity: Granularity = config.granularity
         self.fsync = fsync
         self._last_known: dict[str, Instant] = {}
@@ -164,6 +161,22 @@ class PlainPBStore:
 
     def __repr__(self) -> str:
         return f"PlainPBStore({self.name}, {self.root}, {self.granularity.name})"
+
+    @staticmethod
+    def _probed_naming(config: StoreConfig) -> KeyNaming:
+        """The folder's naming, found by trying it; where it cannot be tried (read-only,
+        missing rights) the URL's or the AA's terminator with this platform's rules, so that
+        reading works (writing then fails with the folder's own error). :func:`open_store`
+        is the strict form that ``serve`` uses."""
+        from .probe import StoreFolderError, open_naming
+
+        try:
+            return open_naming(config)
+        except StoreFolderError as e:
+            log.warning("%s", e)
+            return KeyNaming(
+                terminator=config.extra.get("terminator", ":"), portable=os.name == "nt"
+            )
 
     # ------------------------------------------------------------------ naming
     def key(self, pvname: str) -> str:
