@@ -10,13 +10,16 @@ import struct
 from collections.abc import Callable, Mapping, Set
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..pb import PayloadType, Sample
 from .budget import ARRAY_ROW_BYTES, MemoryBudget, event_cost
 from .metrics import DropReason, PVMetrics
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 NS = 1_000_000_000
 EPOCH_1991 = 662688000  # 1991-01-01T00:00:00Z
@@ -221,6 +224,10 @@ class ArchivedPV:
         "_field_values",
         "_fixed_cost",
         "_held",
+        "_jid",
+        "_jid4",
+        "_journal",
+        "_jrows",
         "_last_ns",
         "_pending",
         "_pending_cnx_fields",
@@ -287,6 +294,21 @@ class ArchivedPV:
         # one fewer object per PV, most of the time
         self._changed_fields: dict[str, str] | None = None
         self._started = True  # the next sample gets startup=true
+        # write-ahead journal (see journal.py): None until attach_journal
+        self._journal: Journal | None = None
+        self._jid = 0
+        self._jid4 = b""
+        self._jrows: bytearray | None = None  # numeric scalars: the journal's shared rows
+
+    def attach_journal(self, journal: Journal) -> None:
+        """Journal every sample stored from now on (numeric scalars: one bytearray append
+        of the packed row per event, in the hot path)."""
+        self._journal = journal
+        self._jid, self._jid4, self._jrows = journal.register(self.name, self.ptype, self._typecode)
+
+    @property
+    def journal_id(self) -> int:
+        return self._jid
 
     # ------------------------------------------------------------------ configuration
     def set_sampling(self, method: SamplingMethod, period: float) -> None:
@@ -418,9 +440,15 @@ class ArchivedPV:
         b = self.buffer
         try:
             if b.objs is None:  # numeric scalar: the whole row in one pack
-                b.data += b.struct.pack(secs, nanos, val, sev, stat)
+                row = b.struct.pack(secs, nanos, val, sev, stat)
+                b.data += row
+                jr = self._jrows
+                if jr is not None:
+                    jr += self._jid4 + row
             else:
                 b.append(secs, nanos, val, sev, stat)
+                if self._journal is not None:
+                    self._journal.add_obj(self._jid, secs, nanos, val, sev, stat)
         except (struct.error, TypeError, OverflowError, ValueError):
             m.dropped(DropReason.BAD_VALUE)
             return False
@@ -434,7 +462,12 @@ class ArchivedPV:
         return True
 
     def _attach_cnx(self, b: Buffer) -> None:
-        b.set_fields(len(b) - 1, self._pending_cnx_fields)  # type: ignore[arg-type]
+        fields = self._pending_cnx_fields
+        assert fields is not None
+        b.set_fields(len(b) - 1, fields)
+        if self._journal is not None:
+            secs, nanos = b.row(len(b) - 1)[:2]
+            self._journal.add_fields(self._jid, secs, nanos, fields)
         self._pending_cnx_fields = None
         self._started = False
 
@@ -458,6 +491,10 @@ class ArchivedPV:
             self.budget.give_back(cost)
             self.metrics.dropped(DropReason.BAD_VALUE)
             return False
+        if self._jrows is not None:
+            self._jrows += self._jid4 + b.data[-b.size :]
+        elif self._journal is not None:
+            self._journal.add_obj(self._jid, secs, nanos, val, sev, stat)
         b.cost += cost
         if self._pending_cnx_fields is not None:
             self._attach_cnx(b)

@@ -13,6 +13,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
 from .archived_pv import ROW_DTYPES, VALUE_TYPECODES, ArchivedPV, Buffer, SamplingMethod
 from .budget import MemoryBudget
+from .journal import Journal
 from .metrics import WriteTimer
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ def _short_gil_switches() -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
+def sync_filesystems() -> None:
+    """Flush written file data to disk (where the platform has a call for it: on Windows the
+    journal's power-cut bound is then the STS's own, see docs/explanation.md)."""
+    sync = getattr(os, "sync", None)
+    if sync is not None:
+        sync()
+
+
 def _chunks(names: list[str], taken: dict[str, Buffer]) -> Iterator[list[str]]:
     """Split PVs into batches of about BATCH_ROWS rows (a PV is never split)."""
     chunk: list[str] = []
@@ -80,8 +90,13 @@ class Engine:
         memory_limit_bytes: int = 512 << 20,
         seconds_to_buffer: float = 10.0,
         clock: Callable[[], float] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.sts = sts
+        #: write-ahead journal of every stored sample (None: off); see journal.py
+        self.journal = journal
+        self._sealed: int | None = None  # journal segment sealed by the last take_all
+        self._held: list[str] = []  # paused PVs whose samples stay in memory
         self.budget = MemoryBudget(memory_limit_bytes)
         self.seconds_to_buffer = max(1.0, seconds_to_buffer)
         self.clock = clock or time.time
@@ -99,6 +114,8 @@ class Engine:
         period: float = 1.0,
     ) -> ArchivedPV:
         pv = ArchivedPV(name, ptype, self.budget, method, period, self.clock)
+        if self.journal is not None:
+            pv.attach_journal(self.journal)
         self.pvs[name] = pv
         return pv
 
@@ -111,9 +128,16 @@ class Engine:
         """Swap out every PV's buffer (event-loop side) and mark it in flight for readers."""
         now = self.clock()
         taken: dict[str, Buffer] = {}
+        held: list[str] = []
+        if self.journal is not None:
+            # everything journaled so far is in the buffers taken now (or held): the
+            # segment can go once they are written
+            self._sealed = self.journal.rotate()
         # on the event loop: nothing adds or removes PVs meanwhile, so no copy of the items
         for name, pv in self.pvs.items():
             if pv.paused:
+                if len(pv.buffer):
+                    held.append(name)
                 continue  # its samples stay in memory; the store would refuse them
             daily = None
             if now - self._last_daily.get(name, 0) >= DAY and pv.field_values:
@@ -125,6 +149,7 @@ class Engine:
                 self._last_daily[name] = now
             self._in_flight[name] = buf
             taken[name] = buf
+        self._held = held
         return taken
 
     def write_buffers(self, taken: dict[str, Buffer]) -> tuple[int, dict[str, Exception]]:
@@ -225,6 +250,8 @@ class Engine:
                 continue
             pv.metrics.write_errors += 1
             pv.metrics.last_write_error = str(e)
+            if self.journal is not None:  # not in a .pb file: keep it journaled
+                self.journal.carry(pv.journal_id, buf)
             if isinstance(e, TypeMismatchError):
                 pv.paused = True
                 pv.status_message = str(e)
@@ -241,7 +268,32 @@ class Engine:
         taken = self.take_all()
         written, failed = self.write_buffers(taken)
         self.finish(taken, failed)
+        if self.journal is not None:
+            sync_filesystems()
+            self.journal_done(durable=True)
         return written
+
+    def journal_done(self, durable: bool) -> None:
+        """After a write cycle: carry the held PVs' samples into the current journal segment
+        and drop the sealed ones. ``durable``: the written ``.pb`` data has been synced (or
+        only a process crash, not a power cut, is to be survived)."""
+        j, sealed = self.journal, self._sealed
+        if j is None or sealed is None:
+            return
+        self._sealed = None
+        for name in self._held:
+            pv = self.pvs.get(name)
+            if pv is not None:
+                j.carry(pv.journal_id, pv.buffer)
+        self._held = []
+        if durable:
+            j.drop_through(sealed)
+
+    def unwritten(self) -> int:
+        """Samples still only in memory (buffers, held PVs)."""
+        return sum(len(pv.buffer) for pv in self.pvs.values()) + sum(
+            len(b) for b in self._in_flight.values()
+        )
 
     def _write(self, pv: ArchivedPV, buf: Buffer) -> int:
         """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
@@ -287,6 +339,10 @@ class Engine:
                 self.finish(taken, dict.fromkeys(taken, RuntimeError("write cycle aborted")))
                 raise
             self.finish(taken, failed)
+            if self.journal is not None:
+                # the journal may only forget what a power cut cannot take from the .pb files
+                await asyncio.to_thread(sync_filesystems)
+                self.journal_done(durable=True)
 
     # ------------------------------------------------------------------ mgmt hooks
     # Delete/rename flush one PV and then drop it. These run on the event loop, like
@@ -311,6 +367,8 @@ class Engine:
             raise RuntimeError(f"{name}: a write of this PV is in progress")
         pv = self.pvs.pop(name, None)
         if pv is not None:
+            if self.journal is not None and pv.journal_id:
+                self.journal.forget(pv.journal_id)
             pv.release(pv.buffer)
             pv.buffer = Buffer()
         self._last_daily.pop(name, None)
