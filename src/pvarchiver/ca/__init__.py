@@ -1,7 +1,12 @@
-"""Channel Access client for the archiver engine.
+"""Channel Access: the wire protocol, a client (engine, gateway, tools) and a server (gateway).
 
-``protocol`` and ``dbr`` are pure (bytes in, values out); ``client`` is the
-asyncio layer.  See docs/ca.md for the API and the measured throughput.
+Pure modules, bytes in and values out: ``protocol`` (headers, message builders,
+the stream framer), ``dbr`` (payload layouts and decoders), ``dbr_encode``
+(payloads a server sends), ``search`` (the search scheduler), ``names``,
+``env`` (``EPICS_*`` variable parsing).  The asyncio layers: ``client``
+(``CAClient``) and ``server`` with ``server_circuit``, ``server_pv`` and
+``server_config`` (``CAServer``, ``ServedPV``); ``sockets`` and ``tasks`` serve
+both.  See docs/ca.md for the client and docs/gateway.md for the server.
 """
 
 from . import dbr, protocol

@@ -36,6 +36,7 @@ from typing import Any
 
 from . import dbr
 from . import protocol as P
+from .env import addr_list, yes
 from .names import validate_pv_name
 from .search import SearchScheduler, SearchStats
 from .sockets import udp_ignore_connreset
@@ -81,25 +82,6 @@ class DisconnectedError(CAError):
     """The channel is not connected (or lost its circuit while a request was pending)."""
 
 
-def _parse_addr_list(text: str, default_port: int) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for item in text.split():
-        host, _, port = item.partition(":")
-        try:
-            addr = socket.gethostbyname(host)
-        except OSError:
-            log.warning("CA address list: cannot resolve %r, ignored", host)
-            continue
-        entry = (addr, int(port) if port else default_port)
-        if entry not in out:
-            out.append(entry)
-    return out
-
-
-def _yes(value: str) -> bool:
-    return value.strip().upper() not in ("NO", "N", "FALSE", "0")
-
-
 @dataclass
 class CAConfig:
     """Client settings, normally read from the ``EPICS_CA_*`` environment variables."""
@@ -130,14 +112,14 @@ class CAConfig:
         except Exception:
             user = "unknown"
         return cls(
-            addr_list=_parse_addr_list(env.get("EPICS_CA_ADDR_LIST", ""), port),
-            auto_addr_list=_yes(env.get("EPICS_CA_AUTO_ADDR_LIST", "YES")),
+            addr_list=addr_list(env.get("EPICS_CA_ADDR_LIST", ""), port),
+            auto_addr_list=yes(env.get("EPICS_CA_AUTO_ADDR_LIST", "YES")),
             server_port=port,
             repeater_port=int(env.get("EPICS_CA_REPEATER_PORT", "5065") or 5065),
             max_array_bytes=int(env.get("EPICS_CA_MAX_ARRAY_BYTES", "16384") or 16384),
             conn_tmo=float(env.get("EPICS_CA_CONN_TMO", "30") or 30),
             max_search_period=max(1.0, float(env.get("EPICS_CA_MAX_SEARCH_PERIOD", "300"))),
-            name_servers=_parse_addr_list(env.get("EPICS_CA_NAME_SERVERS", ""), port),
+            name_servers=addr_list(env.get("EPICS_CA_NAME_SERVERS", ""), port),
             user=user,
             host=socket.gethostname(),
         )

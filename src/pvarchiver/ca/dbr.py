@@ -27,6 +27,8 @@ import numpy as np
 
 from pvarchiver.pb import PayloadType
 
+from .protocol import cstring
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -150,18 +152,10 @@ def payload_type(native: int, count: int) -> PayloadType:
     return scalar if count == 1 else PayloadType(scalar + 7)
 
 
-def _decode_string(raw: bytes) -> str:
-    raw = raw.split(b"\0", 1)[0]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def _values(native: int, buf: bytes, off: int, count: int, as_array: bool) -> Any:
     """Value(s) at ``off``: a scalar when not an array, else numpy / bytes / list[str]."""
     if native == STRING:
-        strings = [_decode_string(buf[off + i * 40 : off + i * 40 + 40]) for i in range(count)]
+        strings = [cstring(buf[off + i * 40 : off + i * 40 + 40], utf8=True) for i in range(count)]
         return strings if as_array else (strings[0] if strings else "")
     if not as_array:
         return struct.unpack_from(">" + _ELEM_FMT[native], buf, off)[0]
@@ -293,7 +287,7 @@ def decode(dbr_type: int, buf: bytes, count: int, as_array: bool | None = None) 
         if native == ENUM:
             (nstr,) = struct.unpack_from(">h", buf, 4)
             rd.enum_strings = [
-                _decode_string(buf[6 + i * 26 : 6 + i * 26 + 26])
+                cstring(buf[6 + i * 26 : 6 + i * 26 + 26], utf8=True)
                 for i in range(max(0, min(nstr, MAX_ENUM_STATES)))
             ]
         else:
@@ -301,7 +295,7 @@ def decode(dbr_type: int, buf: bytes, count: int, as_array: bool | None = None) 
             if native in (FLOAT, DOUBLE):
                 rd.precision = struct.unpack_from(">h", buf, pos)[0]
                 pos += 4
-            rd.units = _decode_string(buf[pos : pos + MAX_UNITS_SIZE])
+            rd.units = cstring(buf[pos : pos + MAX_UNITS_SIZE], utf8=True)
             pos += MAX_UNITS_SIZE
             nlim = 8 if ctrl else 6
             lims = struct.unpack_from(f">{nlim}{_LIMIT_FMT[native]}", buf, pos)

@@ -38,6 +38,7 @@ from .dbr import (
     data_size,
     element_size,
 )
+from .protocol import cstring
 
 __all__ = [
     "CLASS_NAME",
@@ -178,18 +179,10 @@ class PVState:
         """The value as Python (scalar for count 1, else list/array); for tests and logs."""
         raw = self.raw_values
         if self.native == STRING:
-            items = [_cstr(raw[i * 40 : i * 40 + 40]) for i in range(self.count)]
+            items = [cstring(raw[i * 40 : i * 40 + 40], utf8=True) for i in range(self.count)]
             return items[0] if self.count == 1 else items
         arr = np.frombuffer(raw, dtype=_BE[self.native], count=self.count)
         return arr[0].item() if self.count == 1 else arr
-
-
-def _cstr(raw: bytes) -> str:
-    raw = raw.split(b"\0", 1)[0]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 def _str40(text: str) -> bytes:
@@ -250,7 +243,7 @@ def convert_values(src_native: int, raw: bytes, count: int, dst_native: int, met
         nums = np.frombuffer(raw, dtype=_BE[src_native], count=count).tolist()
         return b"".join(_str40(_format_number(v, src_native, meta.precision)) for v in nums)
     if src_native == STRING:
-        texts = [_cstr(raw[i * 40 : i * 40 + 40]) for i in range(count)]
+        texts = [cstring(raw[i * 40 : i * 40 + 40], utf8=True) for i in range(count)]
         if dst_native == ENUM:
             names = meta.enum_strings
             nums = [names.index(t) if t in names else _parse_number(t) for t in texts]

@@ -33,13 +33,24 @@ __all__ = [
     "DBE_VALUE",
     "DONT_REPLY",
     "DO_REPLY",
+    "ECA_BADCHID",
+    "ECA_BADCOUNT",
+    "ECA_BADTYPE",
+    "ECA_DISCONN",
+    "ECA_GETFAIL",
+    "ECA_NORDACCESS",
     "ECA_NORMAL",
+    "ECA_NOWTACCESS",
+    "ECA_PUTFAIL",
+    "ECA_TIMEOUT",
+    "ECA_TOLARGE",
     "ECHO",
     "ERROR",
     "EVENTS_OFF",
     "EVENTS_ON",
     "EVENT_ADD",
     "EVENT_CANCEL",
+    "EXT_HEADER",
     "HEADER",
     "HOST_NAME",
     "NOT_FOUND",
@@ -61,6 +72,7 @@ __all__ = [
     "create_ch_fail",
     "create_chan",
     "create_chan_reply",
+    "cstring",
     "echo",
     "error",
     "event_add",
@@ -118,7 +130,19 @@ SERVER_DISCONN = 27
 CA_MINOR_VERSION = 13
 DO_REPLY = 10
 DONT_REPLY = 5
+
+# Status codes (caerr.h): (message number << 3) | severity (0 warning, 1 success, 2 error).
 ECA_NORMAL = 1
+ECA_TOLARGE = 72
+ECA_TIMEOUT = 80
+ECA_BADTYPE = 114
+ECA_GETFAIL = 152
+ECA_PUTFAIL = 160
+ECA_BADCOUNT = 176
+ECA_DISCONN = 192
+ECA_BADCHID = 410
+ECA_NORDACCESS = 368
+ECA_NOWTACCESS = 376
 
 # Monitor masks for EVENT_ADD.
 DBE_VALUE = 1
@@ -127,7 +151,7 @@ DBE_ALARM = 4
 DBE_PROPERTY = 8
 
 HEADER = struct.Struct(">HHHHII")
-_EXT = struct.Struct(">II")
+EXT_HEADER = struct.Struct(">II")  # payload size and count of an extended header
 _EVENT_REQ = struct.Struct(">fffHxx")
 _U16 = struct.Struct(">H")
 _IPV4 = struct.Struct(">I")
@@ -146,6 +170,22 @@ class Message(NamedTuple):
     payload: bytes
 
 
+def cstring(raw: bytes, utf8: bool = False) -> str:
+    """The text before the first NUL of a C string (a name, a DBR string, an error message).
+
+    Names and protocol text are Latin-1, one character per byte, so every name a client
+    sends comes back byte for byte; DBR string values (``utf8=True``: values, units, enum
+    strings) are UTF-8 where they can be, else Latin-1, as IOCs hold either.
+    """
+    raw = raw.split(b"\0", 1)[0]
+    if utf8:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")
+
+
 def pad(payload: bytes) -> bytes:
     """Pad to a multiple of 8 bytes, as every CA peer expects (and rsrv checks)."""
     rem = len(payload) & 7
@@ -161,7 +201,7 @@ def string_payload(text: str | bytes) -> bytes:
 def pack_header(cmd: int, size: int, data_type: int, count: int, p1: int, p2: int) -> bytes:
     """Pack a header, switching to the extended form when size or count do not fit in 16 bits."""
     if size >= 0xFFFF or count > 0xFFFF:
-        return HEADER.pack(cmd, 0xFFFF, data_type, 0, p1, p2) + _EXT.pack(size, count)
+        return HEADER.pack(cmd, 0xFFFF, data_type, 0, p1, p2) + EXT_HEADER.pack(size, count)
     return HEADER.pack(cmd, size, data_type, count, p1, p2)
 
 
@@ -340,8 +380,7 @@ def parse_error_payload(payload: bytes) -> tuple[Message | None, str]:
     if len(payload) >= 16:
         cmd, _size, dt, cnt, p1, p2 = HEADER.unpack_from(payload)
         req = Message(cmd, dt, cnt, p1, p2, b"")
-    text = payload[16:].split(b"\0", 1)[0].decode("latin-1")
-    return req, text
+    return req, cstring(payload[16:])
 
 
 # ---------------------------------------------------------------- decoding
@@ -362,7 +401,7 @@ def iter_messages(data: bytes) -> Iterator[Message]:
         if size == 0xFFFF and cnt == 0:
             if end_all - off < 24:
                 return
-            size, cnt = _EXT.unpack_from(data, start)
+            size, cnt = EXT_HEADER.unpack_from(data, start)
             start += 8
         end = start + size
         if end > end_all:
@@ -442,7 +481,7 @@ class Framer:
             if size == 0xFFFF and cnt == 0:
                 if end_all - off < 24:
                     break
-                size, cnt = _EXT.unpack_from(data, start)
+                size, cnt = EXT_HEADER.unpack_from(data, start)
                 start += 8
             end = start + size
             if end > end_all:
@@ -477,7 +516,7 @@ class Framer:
             if size == 0xFFFF and cnt == 0:
                 if end_all - off < 24:
                     break
-                size, cnt = _EXT.unpack_from(data, start)
+                size, cnt = EXT_HEADER.unpack_from(data, start)
                 start += 8
             elif cmd == 1 and size:
                 tag = batched.get(p2)

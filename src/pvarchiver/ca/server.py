@@ -34,6 +34,7 @@ from .server_circuit import MAX_NAME, ServerChannel, _ServerCircuit
 from .server_config import ServerConfig
 from .server_pv import CAServerError, DictProvider, Provider, ServedPV
 from .sockets import udp_ignore_connreset
+from .tasks import TaskSet
 
 __all__ = [
     "CAServer",
@@ -45,10 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _cstr(payload: bytes) -> str:
-    return payload.split(b"\0", 1)[0].decode("latin-1")
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):
@@ -97,7 +94,7 @@ class CAServer:
         self._beacon_wake = asyncio.Event()
         self._beacon_delay = 0.02
         self._beacon_id = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._closed = False
         self.max_request = max(16384, self.config.max_array_bytes) + 4096
 
@@ -148,21 +145,15 @@ class CAServer:
         self._beacon_tr, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, sock=bsock
         )
-        self._spawn(self._beacon_loop())
+        self._tasks.spawn(self._beacon_loop())
         log.info("CA server on %s port %d (TCP %d)", cfg.interfaces, cfg.port, self.tcp_port)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """Stop listening, close every circuit and socket."""
         if self._closed:
             return
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for srv in self._servers:
             srv.close()
         for circuit in list(self.circuits):
@@ -184,7 +175,7 @@ class CAServer:
         replies: list[bytes] = []
         for msg in P.iter_messages(data):
             if msg.cmd == P.SEARCH:
-                name = _cstr(msg.payload)[:MAX_NAME]
+                name = P.cstring(msg.payload)[:MAX_NAME]
                 self.answer_search(
                     name,
                     msg.p1,
@@ -232,7 +223,7 @@ class CAServer:
                 elif reply_flag == P.DO_REPLY:
                     later(P.not_found(cid))
 
-            self._spawn(wait())
+            self._tasks.spawn(wait())
         elif found:
             send(P.search_reply(self.port, cid))
         elif reply_flag == P.DO_REPLY:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .dbr_encode import CLASS_NAME, STSACK_STRING, empty_payload, payload_size
-from .server_config import (
+from .protocol import (
     ECA_BADCHID,
     ECA_BADTYPE,
     ECA_GETFAIL,
@@ -32,10 +32,10 @@ from .server_config import (
     ECA_NORMAL,
     ECA_NOWTACCESS,
     ECA_PUTFAIL,
-    RIGHT_READ,
-    RIGHT_WRITE,
 )
+from .server_config import RIGHT_READ, RIGHT_WRITE
 from .server_pv import CAServerError, EventParts, ServedPV, Subscriber, event_parts
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
     from .server import CAServer
@@ -55,10 +55,6 @@ PUT_ACKS = 36  # DBR_PUT_ACKS
 
 def _valid_type(dbr_type: int) -> bool:
     return 0 <= dbr_type <= 34 or dbr_type in (STSACK_STRING, CLASS_NAME)
-
-
-def _cstr(payload: bytes) -> str:
-    return payload.split(b"\0", 1)[0].decode("latin-1")
 
 
 class ServerChannel:
@@ -109,7 +105,7 @@ class _ServerCircuit(asyncio.Protocol):
         self._held: dict[int, tuple[Subscriber, EventParts]] = {}
         self.dropped = 0
         self.closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,8 +130,7 @@ class _ServerCircuit(asyncio.Protocol):
         self.channels.clear()
         self._held.clear()
         self.out.clear()
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
 
     def pause_writing(self) -> None:
         self._paused = self.hold = True
@@ -245,7 +240,7 @@ class _ServerCircuit(asyncio.Protocol):
                 self._held.pop(p2, None)
                 self.send(P.pack_header(P.EVENT_ADD, 0, sub.dbr_type, sub.count, p1, p2))
         elif cmd == P.CREATE_CHAN:
-            self._create(p1, _cstr(body)[:MAX_NAME])
+            self._create(p1, P.cstring(body)[:MAX_NAME])
         elif cmd == P.CLEAR_CHANNEL:
             ch = self.channels.pop(p1, None)
             if ch is not None:
@@ -257,7 +252,7 @@ class _ServerCircuit(asyncio.Protocol):
         elif cmd == P.ECHO:
             self.send(P.echo())
         elif cmd in (P.CLIENT_NAME, P.HOST_NAME):
-            text = _cstr(body)
+            text = P.cstring(body)
             if cmd == P.CLIENT_NAME:
                 self.user = text
             else:
@@ -272,7 +267,7 @@ class _ServerCircuit(asyncio.Protocol):
             if not self.hold:
                 self._release_held()
         elif cmd == P.SEARCH:  # name-server use (EPICS_CA_NAME_SERVERS)
-            self.server.answer_search(_cstr(body)[:MAX_NAME], p1, dt, self.peer, self.send)
+            self.server.answer_search(P.cstring(body)[:MAX_NAME], p1, dt, self.peer, self.send)
         else:
             log.debug("CA client %s:%d: ignored command %d", *self.peer, cmd)
 
@@ -287,9 +282,7 @@ class _ServerCircuit(asyncio.Protocol):
             else:
                 done(result, None)
 
-        task = self.loop.create_task(wrapper())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(wrapper())
 
     def _create(self, cid: int, name: str) -> None:
         server = self.server

@@ -6,11 +6,25 @@ config (``-sip``, ``-sport``, ``-signore``) without touching sockets.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .env import addr_list, yes
+from .protocol import (  # the status codes a server sends, defined with the protocol
+    ECA_BADCHID,
+    ECA_BADCOUNT,
+    ECA_BADTYPE,
+    ECA_DISCONN,
+    ECA_GETFAIL,
+    ECA_NORDACCESS,
+    ECA_NORMAL,
+    ECA_NOWTACCESS,
+    ECA_PUTFAIL,
+    ECA_TIMEOUT,
+    ECA_TOLARGE,
+)
 
 __all__ = [
     "ECA_BADCHID",
@@ -29,42 +43,8 @@ __all__ = [
     "ServerConfig",
 ]
 
-log = logging.getLogger(__name__)
-
-# caerr.h: (message number << 3) | severity (0 warning, 1 success, 2 error)
-ECA_NORMAL = 1
-ECA_TOLARGE = 72
-ECA_TIMEOUT = 80
-ECA_BADTYPE = 114
-ECA_GETFAIL = 152
-ECA_PUTFAIL = 160
-ECA_BADCOUNT = 176
-ECA_DISCONN = 192
-ECA_BADCHID = 410
-ECA_NORDACCESS = 368
-ECA_NOWTACCESS = 376
-
 RIGHT_READ = 1
 RIGHT_WRITE = 2
-
-
-def _yes(value: str) -> bool:
-    return value.strip().upper() not in ("NO", "N", "FALSE", "0")
-
-
-def _addr_list(text: str, default_port: int) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for item in text.replace(",", " ").split():
-        host, _, port = item.partition(":")
-        try:
-            addr = socket.gethostbyname(host)
-        except OSError:
-            log.warning("CA server address list: cannot resolve %r, ignored", host)
-            continue
-        entry = (addr, int(port) if port else default_port)
-        if entry not in out:
-            out.append(entry)
-    return out
 
 
 @dataclass
@@ -107,8 +87,8 @@ class ServerConfig:
         if beacon_text is None:  # rsrv's fallback; ports there are search ports, not beacon
             hosts = env.get("EPICS_CA_ADDR_LIST", "").replace(",", " ").split()
             beacon_text = " ".join(h.partition(":")[0] for h in hosts)
-        beacons = _addr_list(beacon_text, beacon_port)
-        auto = _yes(
+        beacons = addr_list(beacon_text, beacon_port, commas=True, what="CA server address list")
+        auto = yes(
             env.get("EPICS_CAS_AUTO_BEACON_ADDR_LIST")
             or env.get("EPICS_CA_AUTO_ADDR_LIST")
             or "YES"

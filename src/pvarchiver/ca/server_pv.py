@@ -30,8 +30,8 @@ import numpy as np
 
 from . import dbr
 from .dbr_encode import PVState, convert_values, encode, payload_size
-from .protocol import DBE_ALARM, DBE_LOG, DBE_VALUE, EVENT_ADD, pad
-from .server_config import ECA_BADTYPE, ECA_NORMAL, RIGHT_READ, RIGHT_WRITE
+from .protocol import DBE_ALARM, DBE_LOG, DBE_VALUE, ECA_BADTYPE, ECA_NORMAL, EVENT_ADD, pad
+from .server_config import RIGHT_READ, RIGHT_WRITE
 
 if TYPE_CHECKING:
     from .server_circuit import ServerChannel

@@ -39,6 +39,7 @@ from ..ca.client import CAClient, Channel, Subscription
 from ..ca.dbr_encode import CLASS_NAME, Meta, PVState, encode, meta_from_reading
 from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL, RIGHT_READ
 from ..ca.server_pv import CAServerError, ServedPV, post_batch
+from ..ca.tasks import TaskSet
 from .fanout import FanOutTable
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class UpstreamPV(ServedPV):
         self._stale = False
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._ever_connected = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         # the state holds a value read with read access (False: none yet, or the IOC
         # withdrew our read access); downstream channels get no read right meanwhile
         self.valid = False
@@ -225,9 +226,7 @@ class UpstreamPV(ServedPV):
 
     def _on_rtyp_connection(self, ch: Channel, up: bool) -> None:
         if up:
-            task = asyncio.get_running_loop().create_task(self._read_rtyp(ch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._read_rtyp(ch))
 
     async def _read_rtyp(self, ch: Channel) -> None:
         """Read the record type once per connect (an IOC restart may change it)."""
@@ -433,8 +432,7 @@ class UpstreamPV(ServedPV):
         """Drop the upstream channel (purge after a timeout, or gateway shutdown)."""
         self._cancel_subs()
         self._resolve(False)
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
         self.client.clear_channel(self._rtyp)
         self.client.clear_channel(self.channel)
 
