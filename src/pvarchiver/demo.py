@@ -226,15 +226,14 @@ class DemoIOC:
         self.stop()
 
 
-def start_demo(port: int = 17665) -> DemoIOC:
-    """Start the demo IOC, point this process's CA client at it and tell the user where to look.
+def start_demo(port: int = 17665, count: int = 0) -> DemoIOC:
+    """Start the demo IOC with ``count`` extra counters and tell the user where to look.
 
-    Changes ``os.environ`` (``EPICS_CA_ADDR_LIST``) because the archiver reads its CA settings
-    from the environment when it starts, right after this.
+    The caller points the archiver's CA client at it (:func:`with_demo_address` on the CA
+    settings) and archives :attr:`DemoIOC.pv_names`.
     """
-    demo = DemoIOC(demo_count(os.environ))
+    demo = DemoIOC(count)
     demo.start()
-    os.environ.update(with_demo_address(os.environ, demo.port))
     first = demo.pv_names[1]
     print(
         f"Demo IOC running on 127.0.0.1:{demo.port} with {len(demo.pv_names)} PVs "

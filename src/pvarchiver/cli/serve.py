@@ -1,4 +1,9 @@
-"""``pvarchiver serve``: the archiver process (HTTP retrieval and ETL; the engine comes later)."""
+"""``pvarchiver serve``: the archiver process (CA engine, management, retrieval, ETL, HTTP).
+
+The command line, the environment and ``archappl.properties`` become one
+:class:`~pvarchiver.settings.Settings` here (:func:`~pvarchiver.settings.load_settings`);
+:func:`~pvarchiver.appliance.build_appliance` builds the process from it.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +11,101 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..storage.store import PlainPBStore
+
+
+def _fail(message: object, what: str = "pvarchiver serve") -> int:
+    print(f"{what}: {message}", file=sys.stderr)
+    return 2
+
+
+def _describe(settings: Settings) -> str:
+    http = settings.http
+    archive = settings.archive
+    return (
+        f"Serving the AA retrieval API on http://{http.host}:{http.port}/retrieval and the "
+        f"management API on http://{http.host}:{http.port}/mgmt/bpl "
+        "(ETL runs on the AA's schedule); PVs registered in "
+        f"{settings.storage.root / 'registry.sqlite'} are archived again; new requests: "
+        + (", ".join(archive) if archive else "none (use archivePV or --archive NAME)")
+    )
+
+
+@contextmanager
+def _demo(settings: Settings) -> Iterator[Settings]:
+    """With ``--demo``: the demo IOC running, and settings that find and archive its PVs.
+    Raises :class:`~pvarchiver.demo.DemoUnavailable`."""
+    from ..demo import demo_count, start_demo, with_demo_address
+
+    demo = start_demo(settings.http.port, demo_count(os.environ))
+    try:
+        ca = with_demo_address(settings.ca.env, demo.port)
+        yield settings.with_ca_env(ca).with_archive(demo.pv_names)
+    finally:
+        demo.stop()
+
+
+def _run(settings: Settings, stores: Sequence[PlainPBStore]) -> int:
+    from ..appliance import build_appliance
+    from ..mgmt.registry import RegistryError
+    from ..storage.probe import StoreFolderError
+    from ..web.server import run
+
+    try:
+        appliance = build_appliance(settings, stores)
+    except (RegistryError, StoreFolderError, ValueError) as e:
+        # the user decides (restore a backup, move it, fix the setting)
+        return _fail(e)
+    run(appliance.app, settings.http)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..properties import PropertiesError, archappl_properties
-    from ..storage.naming import NamingSettings
+    from ..appliance import open_stores
+    from ..properties import PropertiesError
+    from ..settings import load_settings
     from ..storage.probe import StoreFolderError
-    from ..storage.store import open_store
-    from ..storage.url import StoreURLError, default_store_urls, parse_store_url
-    from ..web.server import run
+    from ..storage.url import StoreURLError
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    root = Path(args.storage).resolve()
-    print(f"pvarchiver storage root: {root}")
     try:
-        props, props_file = archappl_properties()
-        naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
+        settings = load_settings(
+            os.environ,
+            storage=args.storage,
+            host=args.host,
+            port=args.port,
+            initial_sampling=args.initial_sampling,
+            archive=args.archive,
+        )
+        print(f"pvarchiver storage root: {settings.storage.root}")
         # every store is probed before anything starts: one that cannot hold its files
         # stops the archiver here, with the reason, instead of losing every sample later
-        for url in default_store_urls(root):
-            st = open_store(parse_store_url(url), naming)
+        stores = open_stores(settings.storage)
+        for st in stores:
             print(f"  {st.name}: {st.config.to_url()} ({st.naming.describe()})")
     except (PropertiesError, StoreFolderError, StoreURLError, ValueError) as e:
-        print(f"pvarchiver serve: {e}", file=sys.stderr)
-        return 2
-    print(
-        f"Serving the AA retrieval API on http://{args.host}:{args.port}/retrieval and the "
-        f"management API on http://{args.host}:{args.port}/mgmt/bpl "
-        "(ETL runs on the AA's schedule); PVs registered in "
-        f"{root / 'registry.sqlite'} are archived again; new requests: "
-        + (", ".join(args.archive) if args.archive else "none (use archivePV or --archive NAME)")
-    )
+        return _fail(e)
+    print(_describe(settings))
     if args.check:
         return 0
-    demo = None
-    if args.demo:  # a demo IOC beside the archiver, its PVs archived like --archive ones
-        from ..demo import DemoUnavailable, start_demo
-
-        try:
-            demo = start_demo(args.port)
-        except DemoUnavailable as e:
-            print(f"pvarchiver serve --demo: {e}", file=sys.stderr)
-            return 2
-        args.archive = [*args.archive, *demo.pv_names]
-    from ..mgmt.registry import RegistryError
+    if not args.demo:
+        return _run(settings, stores)
+    from ..demo import DemoUnavailable
 
     try:
-        run(root, args.host, args.port, args.archive, args.initial_sampling, naming)
-    except (RegistryError, StoreFolderError) as e:  # the user decides (restore a backup, move it)
-        print(f"pvarchiver serve: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if demo is not None:
-            demo.stop()
-    return 0
+        with _demo(settings) as with_demo:
+            return _run(with_demo, stores)
+    except DemoUnavailable as e:
+        return _fail(e, "pvarchiver serve --demo")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=17665)
     p.add_argument(
         "--storage",
-        default=os.environ.get("PVARCHIVER_STORAGE", "storage"),
+        default=None,
         help="storage root holding sts/ mts/ lts/ (default ./storage or $PVARCHIVER_STORAGE)",
     )
     p.add_argument(

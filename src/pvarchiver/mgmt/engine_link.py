@@ -52,12 +52,18 @@ class EngineStatus:
 
 
 class EngineLink:
-    """Start/stop/flush PVs in the engine; ``archiver`` is set once CA has started."""
+    """Start/stop/flush PVs in the engine; without an ``archiver`` (no Channel Access) PVs
+    are registered but not archived."""
 
-    def __init__(self, engine: Engine, stores: Sequence[PlainPBStore]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        stores: Sequence[PlainPBStore],
+        archiver: CAArchiver | None = None,
+    ) -> None:
         self.engine = engine
         self.stores = list(stores)
-        self.archiver: CAArchiver | None = None
+        self.archiver = archiver
 
     @property
     def ready(self) -> bool:

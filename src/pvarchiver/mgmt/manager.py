@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..ca import CAClient
@@ -34,31 +33,22 @@ log = logging.getLogger(__name__)
 META_FIELDS = ("NAME", "RTYP", "MDEL", "ADEL", "SCAN")
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        log.error("%s is not a number; using %s", name, default)
-        return default
-
-
 @dataclass
 class MgmtConfig:
-    """Settings of the management service (environment variables in parentheses)."""
+    """Settings of the management service (made from :class:`pvarchiver.settings.Settings`
+    by the appliance builder; the defaults are the AA's or ours)."""
 
-    identity: str = field(
-        default_factory=lambda: os.environ.get("ARCHAPPL_MYIDENTITY", "appliance0")
-    )
-    #: initial sampling window (PVARCHIVER_INITIAL_SAMPLING_SECONDS), the AA's 60 s
-    measure_seconds: float = field(
-        default_factory=lambda: _env_float("PVARCHIVER_INITIAL_SAMPLING_SECONDS", 3.0)
-    )
+    identity: str = "appliance0"
+    #: initial sampling window (the AA's 60 s; ours 3 s)
+    measure_seconds: float = 3.0
     #: never-connecting requests are aborted after this (abortArchiveRequestInMins; <0 never)
-    abort_minutes: float = field(
-        default_factory=lambda: _env_float("PVARCHIVER_ABORT_REQUEST_MINUTES", 1440.0)
-    )
+    abort_minutes: float = 1440.0
     tick_seconds: float = 0.25
     storage_root: Path = Path("storage")
+    #: a site policies.py (None: the built-in policies)
+    policies_file: Path | None = None
+    #: how long a storage scan is reused by reports and /metrics (0: scan on every call)
+    storage_scan_seconds: float = 60.0
 
 
 class OperationError(Exception):

@@ -11,7 +11,6 @@ PVs already archived keep theirs).
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,8 @@ class Policies:
     """A loaded policies file."""
 
     def __init__(self, path: Path | str | None = None) -> None:
-        env = os.environ.get("ARCHAPPL_POLICIES")
-        self.path = Path(path) if path else Path(env) if env else DEFAULT_POLICIES
+        """``path``: a site's policies.py (the ARCHAPPL_POLICIES setting); None: built-in."""
+        self.path = Path(path) if path else DEFAULT_POLICIES
         self._lock = threading.RLock()
         self._ns: dict[str, Any] | None = None
         self._mtime: float | None = None

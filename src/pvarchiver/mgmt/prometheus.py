@@ -1,4 +1,4 @@
-"""``GET /metrics``: the appliance's numbers in the Prometheus text exposition format (0.0.4).
+"""The appliance's numbers for ``GET /metrics``, in the Prometheus text exposition format (0.0.4).
 
 Written by hand (a dozen families do not justify a dependency). Every family has HELP and
 TYPE lines and a ``pvarchiver_`` prefix. Counters come from the engine's per-PV counters, so
@@ -6,8 +6,9 @@ they reset when the process restarts or a PV is deleted, which Prometheus' ``rat
 handles as a counter reset. Store sizes come from the cached storage scan
 (:mod:`storage_usage`), so a scrape never walks the disk more often than that cache allows.
 
-ETL stage timings are exported when the app state holds the server's ``ETLScheduler`` as
-``etl_scheduler``; consolidateDataForPV runs are always exported.
+ETL stage timings are exported when the caller passes the appliance's ``ETLScheduler``;
+consolidateDataForPV runs are always exported. No HTTP here: ``pvarchiver.web.metrics_routes``
+serves the text at ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ..engine.metrics import DropReason
 from ..storage.etl import ETLStats
@@ -228,14 +225,3 @@ async def metrics_text(mgmt: Mgmt, scheduler: ETLScheduler | None) -> str:
     fams += store_families(usage, now)
     fams += etl_families(stages, mgmt.consolidations)
     return render(fams)
-
-
-def make_metrics_routes(mgmt: Mgmt) -> list[Route]:
-    """The ``/metrics`` route."""
-
-    async def metrics(request: Request) -> Response:
-        scheduler = getattr(request.app.state, "etl_scheduler", None)
-        text = await metrics_text(mgmt, scheduler)
-        return Response(text, media_type=CONTENT_TYPE)
-
-    return [Route("/metrics", metrics, methods=["GET"])]

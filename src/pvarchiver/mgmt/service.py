@@ -1,8 +1,8 @@
 """The management service object: registry + engine link + policies + workflow, and the
 read-side answers (getPVStatus objects, getPVDetails rows, name lookups) built from them.
 
-No HTTP here: :mod:`bpl_routes` turns these into responses; reports (another module) read
-:attr:`Mgmt.registry` and :meth:`EngineLink.snapshots` the same way.
+No HTTP here: :mod:`pvarchiver.web.mgmt_routes` turns these into responses; reports (another
+module) read :attr:`Mgmt.registry` and :meth:`EngineLink.snapshots` the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .manager import Manager, MgmtConfig
 from .policies import Policies
 from .pvinput import is_glob, lookup_name, split_field
 from .registry import REGISTRY_FILENAME, Registry
-from .storage_usage import UsageCache, scan_ttl
+from .storage_usage import UsageCache
 from .typeinfo import aa_time, report_time
 
 
@@ -59,9 +59,9 @@ class Mgmt:
     ) -> Mgmt:
         config = config or MgmtConfig(storage_root=storage_root)
         registry = Registry(storage_root / REGISTRY_FILENAME)
-        policies = Policies()
+        policies = Policies(config.policies_file)
         manager = Manager(registry, link, policies, config, default_stores)
-        usage = UsageCache(link.stores, registry.names, scan_ttl())
+        usage = UsageCache(link.stores, registry.names, config.storage_scan_seconds)
         return cls(registry, link, policies, config, manager, link.stores, usage)
 
     # ------------------------------------------------------------------ names

@@ -3,7 +3,8 @@
 
 Why a cache: with 10,000 PVs a scan stats tens of thousands of files; the reports page and a
 Prometheus scraper may ask every few seconds. A scan runs in a worker thread, at most one at
-a time, and its result is reused for ``PVARCHIVER_STORAGE_SCAN_SECONDS`` (default 60 s).
+a time, and its result is reused for the cache's ``ttl`` seconds (the setting
+``PVARCHIVER_STORAGE_SCAN_SECONDS``, default 60 s).
 Numbers are therefore up to that old; every answer that uses them says when they were taken.
 """
 
@@ -23,7 +24,6 @@ from ..storage.store import PlainPBStore
 log = logging.getLogger(__name__)
 
 PB_SUFFIX = ".pb"
-DEFAULT_TTL = 60.0
 
 
 @dataclass
@@ -112,13 +112,6 @@ def scan(stores: Sequence[PlainPBStore], pvs: Iterable[str]) -> Usage:
                 su.pv_bytes[pv] = n
         out.append(su)
     return Usage(out, time.time(), time.monotonic() - t0)
-
-
-def scan_ttl() -> float:
-    try:
-        return max(0.0, float(os.environ.get("PVARCHIVER_STORAGE_SCAN_SECONDS", DEFAULT_TTL)))
-    except ValueError:
-        return DEFAULT_TTL
 
 
 class UsageCache:

@@ -1,13 +1,13 @@
 """Store URLs: ``pb://localhost?name=STS&rootFolder=${ARCHAPPL_SHORT_TERM_FOLDER}&...``.
 
-Parsed into a :class:`StoreConfig`; ``${VAR}`` macros are expanded from the environment and
-left as they are (with a warning) when undefined, like the AA's StoragePluginURLParser.
+Parsed into a :class:`StoreConfig`; ``${VAR}`` macros are expanded from the variables the
+caller passes (the CLI passes the process environment) and left as they are (with a warning)
+when undefined, like the AA's StoragePluginURLParser. Nothing here reads ``os.environ``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,13 +30,21 @@ DEFAULT_STORE_URLS = (
     "&partitionGranularity=PARTITION_YEAR",
 )
 
+#: the variables naming the default stores' folders, and each one's folder under the root
+FOLDER_VARIABLES = {
+    "ARCHAPPL_SHORT_TERM_FOLDER": "sts",
+    "ARCHAPPL_MEDIUM_TERM_FOLDER": "mts",
+    "ARCHAPPL_LONG_TERM_FOLDER": "lts",
+}
+
 
 class StoreURLError(ValueError):
     """A store URL that cannot be used."""
 
 
 def expand_macros(text: str, env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
+    """``${VAR}`` replaced from ``env`` (None: no variables)."""
+    env = {} if env is None else env
 
     def repl(m: re.Match[str]) -> str:
         name = m.group(1)
@@ -91,7 +99,8 @@ class StoreConfig:
 
 
 def parse_store_url(url: str, env: Mapping[str, str] | None = None) -> StoreConfig:
-    """Parse a ``pb://`` store URL; other schemes are recognised but not supported yet."""
+    """Parse a ``pb://`` store URL; other schemes are recognised but not supported yet.
+    ``env`` holds the variables of ``${VAR}`` macros (None: none)."""
     parts = urlsplit(url.strip())
     if parts.scheme != "pb":
         raise StoreURLError(f"unsupported store scheme {parts.scheme!r} in {url!r} (only pb://)")
@@ -134,13 +143,9 @@ def parse_store_url(url: str, env: Mapping[str, str] | None = None) -> StoreConf
     )
 
 
-def default_store_urls(storage_root: Path) -> list[str]:
-    """The AA's default STS/MTS/LTS under one storage root, macros already resolved."""
-    env = {
-        "ARCHAPPL_SHORT_TERM_FOLDER": str(storage_root / "sts"),
-        "ARCHAPPL_MEDIUM_TERM_FOLDER": str(storage_root / "mts"),
-        "ARCHAPPL_LONG_TERM_FOLDER": str(storage_root / "lts"),
-    }
-    for k in env:
-        env[k] = os.environ.get(k, env[k])
+def default_store_urls(storage_root: Path, folders: Mapping[str, str] | None = None) -> list[str]:
+    """The AA's default STS/MTS/LTS under one storage root, macros already resolved;
+    ``folders`` may name another folder for any of them (``ARCHAPPL_SHORT_TERM_FOLDER``...)."""
+    env = {k: str(storage_root / sub) for k, sub in FOLDER_VARIABLES.items()}
+    env.update({k: v for k, v in (folders or {}).items() if k in FOLDER_VARIABLES})
     return [expand_macros(u, env) for u in DEFAULT_STORE_URLS]

@@ -1,4 +1,8 @@
-"""The ASGI application serving the AA's paths on one port (the AA's single-Tomcat layout)."""
+"""The ASGI application serving the AA's paths on one port (the AA's single-Tomcat layout).
+
+Every HTTP route of the archiver is listed here; the services behind them
+(:mod:`pvarchiver.retrieval`, :mod:`pvarchiver.mgmt`) know nothing of HTTP.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..retrieval.service import Retrieval
+from ..settings import HTTPSettings
 from .retrieval_routes import make_routes
+from .ui_routes import make_ui_routes
 
 if TYPE_CHECKING:
     from ..mgmt.service import Mgmt
+    from ..storage.schedule import ETLScheduler
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +36,23 @@ async def _to_ui(_request: Request) -> Response:
     return RedirectResponse("/mgmt/ui/index.html", status_code=302)
 
 
-def _ui_routes() -> list[BaseRoute]:
-    """The management UI (``web/ui_routes.py``), when that module is present."""
-    try:
-        from .ui_routes import make_ui_routes
-    except ImportError:
-        return []
-    return list(make_ui_routes())
-
-
-def build_app(retrieval: Retrieval, mgmt: Mgmt | None = None) -> Starlette:
+def build_app(
+    retrieval: Retrieval,
+    mgmt: Mgmt | None = None,
+    http: HTTPSettings | None = None,
+    etl: ETLScheduler | None = None,
+) -> Starlette:
+    """``/retrieval/...`` for ``retrieval``; with ``mgmt`` also ``/mgmt/bpl/...`` (limits and
+    access from ``http``) and ``/metrics`` (ETL timings when ``etl`` is given); the UI."""
     routes: list[BaseRoute] = list(make_routes(retrieval))
     if mgmt is not None:
-        from ..mgmt.bpl_routes import make_mgmt_routes
+        from .metrics_routes import make_metrics_routes
+        from .mgmt_routes import make_mgmt_routes
 
-        routes += make_mgmt_routes(mgmt)
-        from ..mgmt.prometheus import make_metrics_routes
-
-        routes += make_metrics_routes(mgmt)  # GET /metrics (Prometheus text format)
-    ui = _ui_routes()
-    if ui:
-        routes += [Route("/mgmt", _to_ui), Route("/mgmt/", _to_ui)]
-        routes += ui
+        routes += make_mgmt_routes(mgmt, http)
+        routes += make_metrics_routes(mgmt, etl)  # GET /metrics (Prometheus text format)
+    routes += [Route("/mgmt", _to_ui), Route("/mgmt/", _to_ui)]
+    routes += make_ui_routes()
     app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
     app.state.retrieval = retrieval
     app.state.mgmt = mgmt

@@ -1,8 +1,9 @@
-"""The BPL actions of the management core (PV lifecycle, queries, a few reports).
+"""``/mgmt/bpl``: the actions of the management core (PV lifecycle, queries, a few reports).
 
 Each function answers one ``/mgmt/bpl/<action>`` with the AA's parameter names and JSON
-shapes (see ``reference/aa.md`` §4). Refusals raise :class:`BPLError`/``OperationError``,
-which the dispatcher turns into a 4xx JSON message.
+shapes (see ``reference/aa.md`` §4), over the management service (:mod:`pvarchiver.mgmt`).
+Refusals raise :class:`~.bpl.BPLError`/``OperationError``, which the dispatcher turns into
+a 4xx JSON message.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import asyncio
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import __version__
-from ..pb import PayloadType
-from .bpl_routes import BPLContext, BPLError, action, typeinfo_from_body
-from .pvinput import (
+from ..mgmt.pvinput import (
     ArchiveSpec,
     archive_specs_from_json,
     archive_target,
@@ -22,7 +21,14 @@ from .pvinput import (
     parse_method,
     parse_period,
 )
-from .typeinfo import aa_time, report_time
+from ..mgmt.typeinfo import aa_time, report_time
+from ..pb import PayloadType
+from .bpl import Actions, BPLError
+from .mgmt_context import MgmtContext, typeinfo_from_body
+
+#: the actions of this module (listed in :data:`pvarchiver.web.mgmt_routes.MGMT_ACTION_MODULES`)
+ACTIONS = Actions()
+action = ACTIONS.action
 
 ARCHIVE_PARAMS = {
     "pv",
@@ -35,7 +41,7 @@ ARCHIVE_PARAMS = {
 }
 
 
-def _is_json(ctx: BPLContext) -> bool:
+def _is_json(ctx: MgmtContext) -> bool:
     return ctx.content_type.split(";")[0].strip().lower() == "application/json" or (
         ctx.body.lstrip()[:1] == b"[" and "text/plain" not in ctx.content_type
     )
@@ -43,7 +49,7 @@ def _is_json(ctx: BPLContext) -> bool:
 
 # ---------------------------------------------------------------------- lifecycle
 @action("archivePV", ARCHIVE_PARAMS, mutating=True)
-async def archive_pv(ctx: BPLContext) -> Response:
+async def archive_pv(ctx: MgmtContext) -> Response:
     if ctx.request.method == "POST" and ctx.body and _is_json(ctx):
         specs = archive_specs_from_json(ctx.body)
     else:
@@ -77,7 +83,7 @@ async def archive_pv(ctx: BPLContext) -> Response:
 
 
 @action("getPVStatus", {"pv"})
-async def get_pv_status(ctx: BPLContext) -> Response:
+async def get_pv_status(ctx: MgmtContext) -> Response:
     names = ctx.mgmt.expand(ctx.pv_names())
     if not names and not ctx.pv_names():
         raise BPLError(400, "No PV names given (pv=NAME or a POST body)")
@@ -85,7 +91,7 @@ async def get_pv_status(ctx: BPLContext) -> Response:
     return JSONResponse([m.status(n) for n in names])
 
 
-async def _pause_resume(ctx: BPLContext, pause: bool) -> Response:
+async def _pause_resume(ctx: MgmtContext, pause: bool) -> Response:
     given = ctx.pv_names()
     if not given:
         raise BPLError(400, "No PV names given (pv=NAME or a POST body)")
@@ -101,17 +107,17 @@ async def _pause_resume(ctx: BPLContext, pause: bool) -> Response:
 
 
 @action("pauseArchivingPV", {"pv"}, mutating=True)
-async def pause_pv(ctx: BPLContext) -> Response:
+async def pause_pv(ctx: MgmtContext) -> Response:
     return await _pause_resume(ctx, True)
 
 
 @action("resumeArchivingPV", {"pv"}, mutating=True)
-async def resume_pv(ctx: BPLContext) -> Response:
+async def resume_pv(ctx: MgmtContext) -> Response:
     return await _pause_resume(ctx, False)
 
 
 @action("abortArchivingPV", {"pv"}, mutating=True)
-async def abort_pv(ctx: BPLContext) -> Response:
+async def abort_pv(ctx: MgmtContext) -> Response:
     rows = []
     for name in ctx.pv_names() or [ctx.one_pv()]:
         if ctx.mgmt.manager.abort(name):
@@ -122,7 +128,7 @@ async def abort_pv(ctx: BPLContext) -> Response:
 
 
 @action("deletePV", {"pv", "deleteData"}, mutating=True)
-async def delete_pv(ctx: BPLContext) -> Response:
+async def delete_pv(ctx: MgmtContext) -> Response:
     given = ctx.pv_names()
     if not given:
         raise BPLError(400, "Missing parameter pv")
@@ -148,7 +154,7 @@ async def delete_pv(ctx: BPLContext) -> Response:
 
 
 @action("changeArchivalParameters", {"pv", "samplingperiod", "samplingmethod"}, mutating=True)
-async def change_params(ctx: BPLContext) -> Response:
+async def change_params(ctx: MgmtContext) -> Response:
     name = ctx.one_pv()
     period = parse_period(ctx.required("samplingperiod"))
     info = ctx.mgmt.registry.typeinfo(ctx.mgmt.resolve(name))
@@ -161,7 +167,7 @@ async def change_params(ctx: BPLContext) -> Response:
 
 
 @action("renamePV", {"pv", "newname"}, mutating=True)
-async def rename_pv(ctx: BPLContext) -> Response:
+async def rename_pv(ctx: MgmtContext) -> Response:
     try:
         desc = await ctx.mgmt.manager.rename(ctx.one_pv(), ctx.required("newname"))
     finally:
@@ -171,7 +177,7 @@ async def rename_pv(ctx: BPLContext) -> Response:
 
 # ---------------------------------------------------------------------- typeinfo
 @action("getPVTypeInfo", {"pv"})
-async def get_typeinfo(ctx: BPLContext) -> Response:
+async def get_typeinfo(ctx: MgmtContext) -> Response:
     name = ctx.mgmt.resolve(ctx.one_pv())
     info = ctx.mgmt.registry.typeinfo_view(name)
     if info is None:
@@ -180,7 +186,7 @@ async def get_typeinfo(ctx: BPLContext) -> Response:
 
 
 @action("putPVTypeInfo", {"pv", "override", "createnew"}, mutating=True)
-async def put_typeinfo(ctx: BPLContext) -> Response:
+async def put_typeinfo(ctx: MgmtContext) -> Response:
     if ctx.request.method != "POST":
         raise BPLError(405, "putPVTypeInfo needs a POST with the typeinfo JSON as the body")
     name = ctx.one_pv()
@@ -219,18 +225,18 @@ async def put_typeinfo(ctx: BPLContext) -> Response:
 
 
 @action("getStoresForPV", {"pv"})
-async def get_stores(ctx: BPLContext) -> Response:
+async def get_stores(ctx: MgmtContext) -> Response:
     name = ctx.mgmt.resolve(ctx.one_pv())
     info = ctx.mgmt.registry.typeinfo_view(name)
     if info is None:
         raise BPLError(404, f"Cannot find typeinfo for PV {name}")
-    from .service import store_name
+    from ..mgmt.service import store_name
 
     return JSONResponse({store_name(u): u for u in info.dataStores})
 
 
 @action("getPVDetails", {"pv"})
-async def get_details(ctx: BPLContext) -> Response:
+async def get_details(ctx: MgmtContext) -> Response:
     rows = ctx.mgmt.details(ctx.one_pv())
     if rows is None:
         raise BPLError(404, f"PV {ctx.one_pv()} is not being archived")
@@ -239,19 +245,19 @@ async def get_details(ctx: BPLContext) -> Response:
 
 # ---------------------------------------------------------------------- names
 @action("getAllPVs", {"pv", "regex", "limit"})
-async def get_all_pvs(ctx: BPLContext) -> Response:
+async def get_all_pvs(ctx: MgmtContext) -> Response:
     limit = ctx.int_param("limit", 500)
     return JSONResponse(ctx.mgmt.matching(ctx.one("pv"), ctx.one("regex"), limit))
 
 
 @action("getMatchingPVsForThisAppliance", {"pv", "regex", "limit"})
-async def get_matching_here(ctx: BPLContext) -> Response:
+async def get_matching_here(ctx: MgmtContext) -> Response:
     limit = ctx.int_param("limit", 500)
     return JSONResponse(ctx.mgmt.matching(ctx.one("pv"), ctx.one("regex"), limit))
 
 
 @action("getAllExpandedPVNames", set())
-async def get_expanded(ctx: BPLContext) -> Response:
+async def get_expanded(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     out: list[str] = []
     for info in m.registry.typeinfos():
@@ -265,7 +271,7 @@ async def get_expanded(ctx: BPLContext) -> Response:
 
 # ---------------------------------------------------------------------- aliases
 @action("addAlias", {"pv", "aliasname"}, mutating=True)
-async def add_alias(ctx: BPLContext) -> Response:
+async def add_alias(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     name = m.resolve(ctx.one_pv())
     alias = ctx.required("aliasname")
@@ -279,7 +285,7 @@ async def add_alias(ctx: BPLContext) -> Response:
 
 
 @action("removeAlias", {"pv", "aliasname"}, mutating=True)
-async def remove_alias(ctx: BPLContext) -> Response:
+async def remove_alias(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     name = ctx.one_pv()
     alias = ctx.required("aliasname")
@@ -290,7 +296,7 @@ async def remove_alias(ctx: BPLContext) -> Response:
 
 
 @action("getAllAliases", set())
-async def get_aliases(ctx: BPLContext) -> Response:
+async def get_aliases(ctx: MgmtContext) -> Response:
     rows = [
         {"aliasName": a, "srcPVName": r} for a, r in sorted(ctx.mgmt.registry.aliases().items())
     ]
@@ -299,7 +305,7 @@ async def get_aliases(ctx: BPLContext) -> Response:
 
 # ---------------------------------------------------------------------- appliance
 @action("getApplianceInfo", {"id"})
-async def get_appliance_info(ctx: BPLContext) -> Response:
+async def get_appliance_info(ctx: MgmtContext) -> Response:
     ident = ctx.one("id")
     if ident and ident != ctx.mgmt.config.identity:
         raise BPLError(404, f"Unknown appliance {ident}")
@@ -307,12 +313,12 @@ async def get_appliance_info(ctx: BPLContext) -> Response:
 
 
 @action("getAppliancesInCluster", set())
-async def get_appliances(ctx: BPLContext) -> Response:
+async def get_appliances(ctx: MgmtContext) -> Response:
     return JSONResponse([ctx.mgmt.appliance_info(ctx.base_url)])
 
 
 @action("getVersions", {"id"})
-async def get_versions(ctx: BPLContext) -> Response:
+async def get_versions(ctx: MgmtContext) -> Response:
     v = __version__
     return JSONResponse(
         {"mgmt_version": v, "engine_version": v, "etl_version": v, "retrieval_version": v}
@@ -320,18 +326,18 @@ async def get_versions(ctx: BPLContext) -> Response:
 
 
 @action("getPolicyList", set())
-async def get_policy_list(ctx: BPLContext) -> Response:
+async def get_policy_list(ctx: MgmtContext) -> Response:
     return JSONResponse(ctx.mgmt.policies.policy_list())
 
 
 @action("getPolicyText", set())
-async def get_policy_text(ctx: BPLContext) -> Response:
+async def get_policy_text(ctx: MgmtContext) -> Response:
     return PlainTextResponse(ctx.mgmt.policies.text)
 
 
 # ---------------------------------------------------------------------- reports
 @action("getNeverConnectedPVs", {"limit"})
-async def never_connected(ctx: BPLContext) -> Response:
+async def never_connected(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     limit = ctx.int_param("limit", -1)
     rows = []
@@ -352,7 +358,7 @@ async def never_connected(ctx: BPLContext) -> Response:
 
 
 @action("getCurrentlyDisconnectedPVs", {"limit"})
-async def currently_disconnected(ctx: BPLContext) -> Response:
+async def currently_disconnected(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     limit = ctx.int_param("limit", -1)
     rows = []
@@ -374,7 +380,7 @@ async def currently_disconnected(ctx: BPLContext) -> Response:
 
 
 @action("getPausedPVsReport", {"limit"})
-async def paused_report(ctx: BPLContext) -> Response:
+async def paused_report(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     limit = ctx.int_param("limit", -1)
     rows = [

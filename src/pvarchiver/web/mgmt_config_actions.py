@@ -18,20 +18,25 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
+from ..mgmt.pvinput import InputError, archive_target
+from ..mgmt.typeinfo import PVTypeInfo
 from ..pb import PayloadType
 from ..storage.etl import ETLStats, consolidate
-from .bpl_routes import BPLContext, BPLError, action
-from .pvinput import InputError, archive_target
-from .typeinfo import PVTypeInfo
+from .bpl import Actions, BPLError
+from .mgmt_context import MgmtContext
 
 log = logging.getLogger(__name__)
+
+#: the actions of this module (listed in :data:`pvarchiver.web.mgmt_routes.MGMT_ACTION_MODULES`)
+ACTIONS = Actions()
+action = ACTIONS.action
 
 METHODS = ("MONITOR", "SCAN", "DONT_ARCHIVE")
 
 
 # ---------------------------------------------------------------------- export
 @action("exportConfig", set())
-async def export_config(ctx: BPLContext) -> Response:
+async def export_config(ctx: MgmtContext) -> Response:
     infos = ctx.mgmt.registry.typeinfos()  # cached objects, read only
 
     def encode() -> bytes:
@@ -81,7 +86,7 @@ def validate_import(data: Any) -> list[PVTypeInfo]:
 
 
 @action("importConfig", set(), mutating=True)
-async def import_config(ctx: BPLContext) -> Response:
+async def import_config(ctx: MgmtContext) -> Response:
     if ctx.request.method != "POST":
         raise BPLError(405, "importConfig needs a POST with the exportConfig JSON as the body")
     try:
@@ -125,7 +130,7 @@ async def import_config(ctx: BPLContext) -> Response:
 
 # ---------------------------------------------------------------------- consolidate
 @action("consolidateDataForPV", {"pv", "storage"}, mutating=True)
-async def consolidate_pv(ctx: BPLContext) -> Response:
+async def consolidate_pv(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     requested = ctx.one_pv()
     storage = ctx.required("storage")

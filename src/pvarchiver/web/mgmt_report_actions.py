@@ -1,5 +1,5 @@
 """The AA's reports and metrics calls (``/mgmt/bpl/get...Report``, getApplianceMetrics,
-getStorageMetrics) over the pure row builders in :mod:`reports`.
+getStorageMetrics) over the pure row builders in :mod:`pvarchiver.mgmt.reports`.
 
 Each report takes the optional ``limit`` the UI always sends (max rows; absent or -1 means
 all, as the AA). Snapshots of 10,000 PVs take a few tens of milliseconds on the event loop;
@@ -13,20 +13,25 @@ from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse, Response
 
-from . import reports as rp
-from .appliance_metrics import (
+from ..mgmt import reports as rp
+from ..mgmt.appliance_metrics import (
     appliance_details,
     appliance_row,
     storage_rows,
     summarize,
 )
-from .bpl_routes import BPLContext, BPLError, action
-from .typeinfo import PVTypeInfo
+from ..mgmt.typeinfo import PVTypeInfo
+from .bpl import Actions, BPLError
+from .mgmt_context import MgmtContext
 
 LIMIT = {"limit"}
 
+#: the actions of this module (listed in :data:`pvarchiver.web.mgmt_routes.MGMT_ACTION_MODULES`)
+ACTIONS = Actions()
+action = ACTIONS.action
 
-def limit_param(ctx: BPLContext) -> int:
+
+def limit_param(ctx: MgmtContext) -> int:
     """``limit``: rows wanted; absent or -1 for all; anything else below 0 is refused
     (a typo such as ``-10`` should not silently mean "everything")."""
     n = ctx.int_param("limit", -1)
@@ -35,25 +40,25 @@ def limit_param(ctx: BPLContext) -> int:
     return n
 
 
-def _respond(ctx: BPLContext, rows: list[rp.Row]) -> Response:
+def _respond(ctx: MgmtContext, rows: list[rp.Row]) -> Response:
     return JSONResponse(rp.apply_limit(rows, limit_param(ctx)))
 
 
 def _engine_report(
-    build: Callable[[BPLContext], list[rp.Row]],
-) -> Callable[[BPLContext], Awaitable[Response]]:
-    async def handler(ctx: BPLContext) -> Response:
+    build: Callable[[MgmtContext], list[rp.Row]],
+) -> Callable[[MgmtContext], Awaitable[Response]]:
+    async def handler(ctx: MgmtContext) -> Response:
         limit_param(ctx)  # refuse a bad limit before doing the work
         return _respond(ctx, build(ctx))
 
     return handler
 
 
-def _infos(ctx: BPLContext) -> dict[str, PVTypeInfo]:
+def _infos(ctx: MgmtContext) -> dict[str, PVTypeInfo]:
     return {i.pvName: i for i in ctx.mgmt.registry.typeinfos()}
 
 
-def _ident(ctx: BPLContext) -> str:
+def _ident(ctx: MgmtContext) -> str:
     return ctx.mgmt.config.identity
 
 
@@ -105,7 +110,7 @@ for _name, _reasons in (
 
 # ---------------------------------------------------------------------- storage
 @action("getPVsByStorageConsumed", LIMIT)
-async def pvs_by_storage(ctx: BPLContext) -> Response:
+async def pvs_by_storage(ctx: MgmtContext) -> Response:
     limit_param(ctx)
     usage = await ctx.mgmt.usage.get()
     known = set(ctx.mgmt.registry.names())
@@ -114,34 +119,34 @@ async def pvs_by_storage(ctx: BPLContext) -> Response:
 
 
 @action("getStorageMetrics", set())
-async def storage_metrics(ctx: BPLContext) -> Response:
+async def storage_metrics(ctx: MgmtContext) -> Response:
     usage = await ctx.mgmt.usage.get()
     return JSONResponse(storage_rows(usage))
 
 
 @action("getStorageMetricsForAppliance", {"appliance"})
-async def storage_metrics_for(ctx: BPLContext) -> Response:
+async def storage_metrics_for(ctx: MgmtContext) -> Response:
     _check_appliance(ctx)
     usage = await ctx.mgmt.usage.get()
     return JSONResponse(storage_rows(usage))
 
 
 # ---------------------------------------------------------------------- appliance
-def _check_appliance(ctx: BPLContext) -> None:
+def _check_appliance(ctx: MgmtContext) -> None:
     want = ctx.one("appliance")
     if want and want != ctx.mgmt.config.identity:
         raise BPLError(404, f"Unknown appliance {want} (this is {ctx.mgmt.config.identity})")
 
 
 @action("getApplianceMetrics", set())
-async def appliance_metrics(ctx: BPLContext) -> Response:
+async def appliance_metrics(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
     s = summarize(m, m.link.snapshots(), time.time())
     return JSONResponse([appliance_row(m, s, m.link.engine.write_timer)])
 
 
 @action("getApplianceMetricsForAppliance", {"appliance"})
-async def appliance_metrics_for(ctx: BPLContext) -> Response:
+async def appliance_metrics_for(ctx: MgmtContext) -> Response:
     _check_appliance(ctx)
     m = ctx.mgmt
     s = summarize(m, m.link.snapshots(), time.time())

@@ -1,4 +1,5 @@
-"""``/retrieval/...``: the AA's DataRetrievalServlet and retrieval BPL, over Starlette.
+"""``/retrieval/...``: the AA's DataRetrievalServlet (``/retrieval/data``) and retrieval BPL
+(``/retrieval/bpl``, its actions declared in the modules of :data:`RETRIEVAL_ACTION_MODULES`).
 
 Bad input is answered with a 4xx and a one-line message before any body is streamed; the
 work of reading and formatting runs in Starlette's thread pool (sync iterators), so a big
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -20,11 +21,16 @@ from starlette.routing import Route
 from ..retrieval.model import Chunk, PVStream
 from ..retrieval.service import Retrieval, RetrievalError
 from ..retrieval.times import TimeParseError, parse_period, parse_time, resolve_range
+from . import retrieval_actions
+from .bpl import BPLStyle, action_table, bpl_route, in_thread
+from .retrieval_actions import RetrievalContext
 
 log = logging.getLogger(__name__)
 
 SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat")
 MULTI_PV_FORMATS = ("json", "raw", "qw")
+#: every module declaring ``/retrieval/bpl`` actions; a new module is added here
+RETRIEVAL_ACTION_MODULES = (retrieval_actions,)
 
 
 def error(status: int, message: str) -> PlainTextResponse:
@@ -63,7 +69,7 @@ async def _respond(streams: list[PVStream], ext: str, donotchunk: bool, what: st
         spool.seek(0)
         return spool, size
 
-    spool, size = await _in_thread(spool_all)
+    spool, size = await in_thread(spool_all)
 
     def drain() -> Iterator[bytes]:
         with spool:
@@ -98,144 +104,134 @@ def _time_ranges(params: list[tuple[str, str]]) -> list[tuple[tuple[int, int], t
     return [resolve_range(_one(params, "from"), _one(params, "to"))]
 
 
-def make_routes(retrieval: Retrieval) -> list[Route]:
-    async def get_data(request: Request) -> Response:
-        ext = request.path_params["ext"]
-        params = await _params(request)
-        if ext not in SINGLE_PV_FORMATS:
-            return error(
-                400, f"Unsupported format {ext!r}; use one of " + ", ".join(SINGLE_PV_FORMATS)
-            )
-        pv = _one(params, "pv")
-        if not pv:
-            return error(400, "PV name is null.")
-        try:
-            ranges = _time_ranges(params)
-            # usereduced=true without pp selects the AA's TwoWeekRaw default, which answers
-            # raw data for what we hold: nothing to do
-            pp = _one(params, "pp")
-            # resolving names lists folders and opens files: off the event loop
-            streams = await _in_thread(
-                lambda: [retrieval.stream(pv, start, end, pp) for start, end in ranges]
-            )
-            for st, (start, end) in zip(streams, ranges, strict=True):
-                st.extra.update({"from": start, "to": end})
-        except (TimeParseError, RetrievalError) as e:
-            return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
-        if len(streams) > 1:
-            streams = [_concat(streams)]
-        donot = _one(params, "donotchunk")
-        return await _respond(streams, ext, donot is not None and donot.lower() != "false", pv)
+def _donotchunk(params: list[tuple[str, str]]) -> bool:
+    donot = _one(params, "donotchunk")
+    return donot is not None and donot.lower() != "false"
 
-    async def get_data_for_pvs(request: Request) -> Response:
-        ext = request.path_params["ext"]
-        if ext not in MULTI_PV_FORMATS:
-            return error(400, f"getDataForPVs supports only {', '.join(MULTI_PV_FORMATS)}")
-        params = await _params(request)
-        names = [v for k, v in params if k == "pv"]
-        if request.method == "POST":
-            names += await _names_from_body(request)
-        names = [n for part in names for n in part.split(",") if n.strip()] if names else []
-        if not names:
-            return error(400, "PV name is null.")
-        try:
-            start, end = resolve_range(_one(params, "from"), _one(params, "to"))
-            pp = _one(params, "pp")
 
-            def open_streams() -> list[PVStream]:
-                out = []
-                for n in names:
-                    try:
-                        out.append(retrieval.stream(n, start, end, pp))
-                    except RetrievalError as e:
-                        if e.status != 404:
-                            raise
-                        log.info("getDataForPVs: skipping %s: %s", n, e.message)
-                return out
+def _failed(e: TimeParseError | RetrievalError) -> PlainTextResponse:
+    return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
 
-            streams = await _in_thread(open_streams)
-        except (TimeParseError, RetrievalError) as e:
-            return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
-        donot = _one(params, "donotchunk")
-        return await _respond(
-            streams, ext, donot is not None and donot.lower() != "false", f"{len(names)} PVs"
+
+async def get_data(request: Request, retrieval: Retrieval) -> Response:
+    ext = request.path_params["ext"]
+    params = await _params(request)
+    if ext not in SINGLE_PV_FORMATS:
+        return error(400, f"Unsupported format {ext!r}; use one of " + ", ".join(SINGLE_PV_FORMATS))
+    pv = _one(params, "pv")
+    if not pv:
+        return error(400, "PV name is null.")
+    try:
+        ranges = _time_ranges(params)
+        # usereduced=true without pp selects the AA's TwoWeekRaw default, which answers
+        # raw data for what we hold: nothing to do
+        pp = _one(params, "pp")
+        # resolving names lists folders and opens files: off the event loop
+        streams = await in_thread(
+            lambda: [retrieval.stream(pv, start, end, pp) for start, end in ranges]
         )
+        for st, (start, end) in zip(streams, ranges, strict=True):
+            st.extra.update({"from": start, "to": end})
+    except (TimeParseError, RetrievalError) as e:
+        return _failed(e)
+    if len(streams) > 1:
+        streams = [_concat(streams)]
+    return await _respond(streams, ext, _donotchunk(params), pv)
 
-    async def get_data_at_time(request: Request) -> Response:
-        params = await _params(request)
-        at_text = _one(params, "at")
-        try:
-            at = parse_time(at_text) if at_text else resolve_range(None, None)[1]
-            period = parse_period(_one(params, "searchPeriod") or "P1D")
-        except TimeParseError as e:
-            return error(400, str(e))
-        names = await _names_from_body(request) if request.method == "POST" else []
-        names += [v for k, v in params if k == "pv"]
-        if not names:
-            return error(400, "Send a JSON list of PV names in the body (or pv= parameters).")
-        result = await _in_thread(retrieval.data_at_time, names, at, period)
-        return JSONResponse(_json_safe(result))
 
-    async def ping(_request: Request) -> Response:
-        return PlainTextResponse("pong\n")
+async def get_data_for_pvs(request: Request, retrieval: Retrieval) -> Response:
+    ext = request.path_params["ext"]
+    if ext not in MULTI_PV_FORMATS:
+        return error(400, f"getDataForPVs supports only {', '.join(MULTI_PV_FORMATS)}")
+    params = await _params(request)
+    names = [v for k, v in params if k == "pv"]
+    if request.method == "POST":
+        names += await _names_from_body(request)
+    names = [n for part in names for n in part.split(",") if n.strip()] if names else []
+    if not names:
+        return error(400, "PV name is null.")
+    try:
+        start, end = resolve_range(_one(params, "from"), _one(params, "to"))
+        pp = _one(params, "pp")
 
-    async def bpl(request: Request) -> Response:
-        name = request.path_params["name"]
-        params = await _params(request)
-        try:
-            if name == "getVersion":
-                return JSONResponse(retrieval.version())
-            if name in ("getMatchingPVs", "searchForPVsRegex"):
-                limit_text = _one(params, "limit")
+        def open_streams() -> list[PVStream]:
+            out = []
+            for n in names:
                 try:
-                    limit = (
-                        int(limit_text) if limit_text else (500 if name == "getMatchingPVs" else -1)
-                    )
-                except ValueError:
-                    return error(400, f"limit must be an integer, not {limit_text!r}")
-                names = await _in_thread(
-                    retrieval.matching_pvs, _one(params, "pv"), _one(params, "regex"), limit
-                )
-                if name == "searchForPVsRegex":
-                    return PlainTextResponse("".join(n + "\n" for n in names))
-                return JSONResponse(names)
-            if name in ("areWeArchivingPV", "getMetadata"):
-                pv = _one(params, "pv")
-                if not pv:
-                    return error(400, "PV name is null.")
-                real = retrieval.resolve(pv)
-                ptype = await _in_thread(retrieval.pv_type, real)
-                if name == "areWeArchivingPV":
-                    return JSONResponse({"status": ptype is not None})
-                if ptype is None:
-                    return error(404, f"Unable to find typeinfo for pv {real}")
-                meta = retrieval.meta_for(pv, real)
-                meta.pop("name", None)
-                meta.update(
-                    {
-                        "pvName": real,
-                        "DBRType": ptype.arch_dbr_name,
-                        "scalar": "false" if ptype.is_vector else "true",
-                    }
-                )
-                return JSONResponse(meta)
-        except RetrievalError as e:
-            return error(e.status, e.message)
-        return error(400, f'"{name}" is not a valid API method.')
+                    out.append(retrieval.stream(n, start, end, pp))
+                except RetrievalError as e:
+                    if e.status != 404:
+                        raise
+                    log.info("getDataForPVs: skipping %s: %s", n, e.message)
+            return out
 
+        streams = await in_thread(open_streams)
+    except (TimeParseError, RetrievalError) as e:
+        return _failed(e)
+    return await _respond(streams, ext, _donotchunk(params), f"{len(names)} PVs")
+
+
+async def get_data_at_time(request: Request, retrieval: Retrieval) -> Response:
+    params = await _params(request)
+    at_text = _one(params, "at")
+    try:
+        at = parse_time(at_text) if at_text else resolve_range(None, None)[1]
+        period = parse_period(_one(params, "searchPeriod") or "P1D")
+    except TimeParseError as e:
+        return error(400, str(e))
+    names = await _names_from_body(request) if request.method == "POST" else []
+    names += [v for k, v in params if k == "pv"]
+    if not names:
+        return error(400, "Send a JSON list of PV names in the body (or pv= parameters).")
+    result = await in_thread(retrieval.data_at_time, names, at, period)
+    return JSONResponse(_json_safe(result))
+
+
+async def ping(_request: Request) -> Response:
+    return PlainTextResponse("pong\n")
+
+
+def _known_error(e: Exception) -> tuple[int, str] | None:
+    return (e.status, e.message) if isinstance(e, RetrievalError) else None
+
+
+#: how ``/retrieval/bpl`` answers: plain-text refusals, 400 for an unknown method, the
+#: body not read, unknown parameters ignored (as the AA's retrieval does)
+RETRIEVAL_STYLE = BPLStyle(
+    prefix="/retrieval/bpl",
+    error=error,
+    unknown_status=400,
+    context=RetrievalContext,
+    known_error=_known_error,
+)
+
+
+def _bound(
+    handler: Callable[[Request, Retrieval], Awaitable[Response]], retrieval: Retrieval
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, retrieval)
+
+    return endpoint
+
+
+def make_routes(retrieval: Retrieval) -> list[Route]:
+    table = action_table(m.ACTIONS for m in RETRIEVAL_ACTION_MODULES)
     return [
         Route("/retrieval/ping", ping, methods=["GET"]),
-        Route("/retrieval/data/getData.{ext}", get_data, methods=["GET"]),
-        Route("/retrieval/data/getDataForPVs.{ext}", get_data_for_pvs, methods=["GET", "POST"]),
-        Route("/retrieval/data/getDataAtTime", get_data_at_time, methods=["GET", "POST"]),
-        Route("/retrieval/bpl/{name}", bpl, methods=["GET", "POST"]),
+        Route("/retrieval/data/getData.{ext}", _bound(get_data, retrieval), methods=["GET"]),
+        Route(
+            "/retrieval/data/getDataForPVs.{ext}",
+            _bound(get_data_for_pvs, retrieval),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/retrieval/data/getDataAtTime",
+            _bound(get_data_at_time, retrieval),
+            methods=["GET", "POST"],
+        ),
+        bpl_route(RETRIEVAL_STYLE, table, retrieval),
     ]
-
-
-async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
 
 
 async def _names_from_body(request: Request) -> list[str]:

@@ -1,0 +1,167 @@
+"""Building the archiver process from one :class:`~pvarchiver.settings.Settings`.
+
+:func:`build_appliance` makes every part in dependency order (stores, CA client, engine,
+management, retrieval, ETL, HTTP app) and wires them by passing objects to constructors;
+:meth:`Appliance.lifespan` starts and stops them in the right order. Nothing here reads the
+environment: what varies comes in through the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+
+from .ca import CAClient
+from .engine.channels import CAArchiver
+from .engine.writer import Engine
+from .mgmt.engine_link import EngineLink
+from .mgmt.manager import MgmtConfig
+from .mgmt.pvinput import ArchiveSpec
+from .mgmt.service import Mgmt
+from .retrieval.service import Retrieval
+from .settings import Settings, StorageSettings
+from .storage.schedule import ETLScheduler
+from .storage.store import PlainPBStore, open_store
+from .storage.url import parse_store_url
+
+log = logging.getLogger(__name__)
+
+
+def open_stores(storage: StorageSettings) -> list[PlainPBStore]:
+    """The stores of ``storage.store_urls``, each probed: raises
+    :class:`~pvarchiver.storage.probe.StoreFolderError` for a folder that cannot hold them."""
+    return [open_store(parse_store_url(u), storage.naming) for u in storage.store_urls]
+
+
+async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
+    """Run due ETL stages in a worker thread so that HTTP and ingest keep going.
+
+    Stopped with ``stop`` rather than cancelled: a pass already running in its thread is
+    waited for, so the shutdown consolidation never runs alongside it.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(1.0, scheduler.seconds_until_next(time.time())))
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(scheduler.run_due, time.time())
+        except Exception:
+            log.exception("ETL pass failed")
+
+
+async def _logged(awaitable: Awaitable[object], what: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("shutdown: %s failed; carrying on", what)
+
+
+def mgmt_config(settings: Settings) -> MgmtConfig:
+    m = settings.mgmt
+    return MgmtConfig(
+        identity=m.identity,
+        measure_seconds=m.initial_sampling_seconds,
+        abort_minutes=m.abort_request_minutes,
+        storage_root=settings.storage.root,
+        policies_file=m.policies_file,
+        storage_scan_seconds=m.storage_scan_seconds,
+    )
+
+
+@dataclass
+class Appliance:
+    """One archiver: its parts, already wired; :meth:`lifespan` runs them."""
+
+    settings: Settings
+    stores: list[PlainPBStore]
+    engine: Engine
+    client: CAClient
+    archiver: CAArchiver
+    mgmt: Mgmt
+    retrieval: Retrieval
+    etl: ETLScheduler
+    app: Starlette = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    _stops: list[asyncio.Event] = field(default_factory=list, init=False)
+
+    async def start(self) -> None:
+        """CA, the archiver, the workflow (every registered PV is archived again, pending
+        requests resume), the ``--archive`` requests, the write loop and ETL."""
+        await self.client.start()
+        self.archiver.start()
+        await self.mgmt.manager.start(self.client)
+        if self.settings.archive:
+            specs = [ArchiveSpec(n) for n in self.settings.archive]
+            # ordinary archive requests: already archived ones answer "Already submitted"
+            for row in self.mgmt.manager.submit(specs):
+                why = row.get("validation", "")
+                log.info("--archive %s: %s %s", row["pvName"], row["status"], why)
+        write_stop, etl_stop = asyncio.Event(), asyncio.Event()
+        self._stops = [write_stop, etl_stop]
+        self._tasks = [
+            asyncio.create_task(self.engine.run(write_stop)),
+            asyncio.create_task(etl_loop(self.etl, etl_stop)),
+        ]
+
+    async def stop(self) -> None:
+        """Everything buffered is written and ``consolidateOnShutdown`` runs. Each step is
+        guarded so that a failure in one (a CA socket error, a failed write cycle) can never
+        skip the flush of buffered samples that follows."""
+        write_stop, etl_stop = self._stops
+        writer, etl = self._tasks
+        etl_stop.set()
+        await _logged(etl, "ETL loop")
+        await _logged(self.mgmt.manager.stop(), "archive workflow stop")
+        await _logged(self.archiver.stop(), "CA archiver stop")
+        await _logged(self.client.close(), "CA client close")
+        write_stop.set()
+        await _logged(writer, "write loop")
+        # no events arrive any more: whatever the last cycle could not write goes now
+        await asyncio.to_thread(self.engine.write_all)
+        stats = await asyncio.to_thread(self.etl.on_shutdown)
+        for s in stats:
+            log.info("consolidateOnShutdown %s->%s: %d files", s.source, s.dest, s.files_moved)
+        self.mgmt.registry.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = None) -> Appliance:
+    """The whole archiver process, not started yet. ``stores``: already opened ones
+    (``serve`` opens them first to report a bad folder before anything else starts)."""
+    from .web.app import build_app
+
+    opened = list(stores) if stores is not None else open_stores(settings.storage)
+    for st in opened:
+        log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
+    # settings.journal (folder, fsync_seconds) is for the engine's write-ahead journal,
+    # which is made here and handed to Engine once it exists
+    engine = Engine(opened[0])
+    client = CAClient(settings.ca.config())
+    archiver = CAArchiver(engine, client)
+    link = EngineLink(engine, opened, archiver)
+    mgmt = Mgmt.create(
+        settings.storage.root, link, list(settings.storage.store_urls), mgmt_config(settings)
+    )
+    retrieval = Retrieval(
+        opened, live=engine, metadata=archiver.metadata, resolve_alias=mgmt.registry.real_name
+    )
+    etl = ETLScheduler(opened, time.time())
+    appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl)
+    app = build_app(retrieval, mgmt, settings.http, etl)
+    app.router.lifespan_context = appliance.lifespan
+    appliance.app = app
+    return appliance

@@ -1,0 +1,235 @@
+"""Every setting of the archiver process, in one typed object.
+
+:func:`load_settings` is the only place that turns command-line arguments, environment
+variables and ``archappl.properties`` into values; the CLI calls it with ``os.environ`` and
+hands the result to :func:`pvarchiver.appliance.build_appliance`. Library code reads no
+environment variable: it gets what it needs from these objects. (EPICS' own ``EPICS_CA_*``
+variables are kept as they are in :attr:`CASettings.env` and parsed by the CA package.)
+
+Each field's sources, in order of precedence, and its default are listed in the settings
+table of ``docs/reference.md``; ``tests/test_settings.py`` checks that table against this
+module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .properties import archappl_properties
+from .storage.naming import NamingSettings
+from .storage.url import FOLDER_VARIABLES, default_store_urls
+
+if TYPE_CHECKING:
+    from .ca import CAConfig
+
+log = logging.getLogger(__name__)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PORT = 17665
+DEFAULT_MAX_BODY = 32 << 20
+DEFAULT_INITIAL_SAMPLING = 3.0
+DEFAULT_ABORT_MINUTES = 1440.0
+DEFAULT_SCAN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the data lives and how PV names become file names."""
+
+    root: Path
+    #: the STS, MTS and LTS store URLs (the AA's defaults under ``root``, folders resolved)
+    store_urls: tuple[str, ...]
+    naming: NamingSettings = field(default_factory=NamingSettings)
+    #: the archappl.properties file read ("" for none: the AA's defaults)
+    properties_file: str = ""
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """The listener and the limits of ``/mgmt/bpl``."""
+
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    mgmt_max_body: int = DEFAULT_MAX_BODY
+    #: clients allowed to call state-changing actions (empty: everyone)
+    mgmt_allow_hosts: tuple[IPNetwork, ...] = ()
+    #: bearer token state-changing actions need ("" for none)
+    mgmt_token: str = ""
+
+
+@dataclass(frozen=True)
+class MgmtSettings:
+    """The management service: identity, policies, archive workflow, storage reports."""
+
+    identity: str = "appliance0"
+    #: a site ``policies.py`` (None: the built-in policies)
+    policies_file: Path | None = None
+    initial_sampling_seconds: float = DEFAULT_INITIAL_SAMPLING
+    abort_request_minutes: float = DEFAULT_ABORT_MINUTES
+    storage_scan_seconds: float = DEFAULT_SCAN_SECONDS
+
+
+@dataclass(frozen=True)
+class CASettings:
+    """The ``EPICS_*`` variables the engine's Channel Access client is configured from."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def config(self) -> CAConfig:
+        from .ca import CAConfig
+
+        return CAConfig.from_env(self.env)
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    """The engine's write-ahead journal (reserved: not used yet)."""
+
+    #: folder of the journal files (None: no journal)
+    folder: Path | None = None
+    fsync_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Batching knobs of ``pvarchiver gateway`` (reserved: the gateway still reads its
+    variables itself; :func:`load_gateway_settings` is where that moves to)."""
+
+    #: updates per run sent to downstream clients (PVARCHIVER_GW_RUN_BATCH)
+    run_batch: int = 1024
+    #: upstream events collected before they are fanned out (PVARCHIVER_GW_BATCH)
+    upstream_batch: int = 256
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything :func:`pvarchiver.appliance.build_appliance` needs."""
+
+    storage: StorageSettings
+    http: HTTPSettings = field(default_factory=HTTPSettings)
+    mgmt: MgmtSettings = field(default_factory=MgmtSettings)
+    ca: CASettings = field(default_factory=CASettings)
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    #: PV names to request at start (``--archive``), as archivePV requests
+    archive: tuple[str, ...] = ()
+
+    def with_ca_env(self, updates: Mapping[str, str]) -> Settings:
+        """A copy whose CA variables have ``updates`` applied (``serve --demo``)."""
+        return replace(self, ca=CASettings({**self.ca.env, **updates}))
+
+    def with_archive(self, names: Sequence[str]) -> Settings:
+        """A copy that also requests ``names`` at start."""
+        return replace(self, archive=(*self.archive, *names))
+
+
+# ---------------------------------------------------------------------- parsing
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number from ``env``; a bad value is logged and the default used (a typo in a
+    tuning variable should not stop the archiver)."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        log.error("%s is not a number; using %s", name, default)
+        return default
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An integer from ``env``; ValueError names the variable."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
+
+
+def parse_networks(text: str, what: str) -> tuple[IPNetwork, ...]:
+    """Addresses and networks separated by commas or white space; a bad entry is logged
+    and skipped."""
+    nets = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        if part:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                log.error("%s: %r is not an address or network", what, part)
+    return tuple(nets)
+
+
+def _storage(env: Mapping[str, str], storage: str | None) -> StorageSettings:
+    root = Path(storage or env.get("PVARCHIVER_STORAGE") or "storage").resolve()
+    folders = {k: env[k] for k in FOLDER_VARIABLES if k in env}
+    props, props_file = archappl_properties(env)
+    naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
+    return StorageSettings(root, tuple(default_store_urls(root, folders)), naming, props_file)
+
+
+def _http(env: Mapping[str, str], host: str, port: int) -> HTTPSettings:
+    return HTTPSettings(
+        host=host,
+        port=port,
+        mgmt_max_body=_int(env, "PVARCHIVER_MGMT_MAX_BODY", DEFAULT_MAX_BODY),
+        mgmt_allow_hosts=parse_networks(
+            env.get("PVARCHIVER_MGMT_ALLOW_HOSTS", ""), "PVARCHIVER_MGMT_ALLOW_HOSTS"
+        ),
+        mgmt_token=env.get("PVARCHIVER_MGMT_TOKEN", ""),
+    )
+
+
+def _mgmt(env: Mapping[str, str], initial_sampling: float | None) -> MgmtSettings:
+    policies = env.get("ARCHAPPL_POLICIES")
+    scan = _float(env, "PVARCHIVER_STORAGE_SCAN_SECONDS", DEFAULT_SCAN_SECONDS)
+    abort = _float(env, "PVARCHIVER_ABORT_REQUEST_MINUTES", DEFAULT_ABORT_MINUTES)
+    if initial_sampling is None:
+        initial_sampling = _float(
+            env, "PVARCHIVER_INITIAL_SAMPLING_SECONDS", DEFAULT_INITIAL_SAMPLING
+        )
+    return MgmtSettings(
+        identity=env.get("ARCHAPPL_MYIDENTITY", "appliance0"),
+        policies_file=Path(policies) if policies else None,
+        initial_sampling_seconds=initial_sampling,
+        abort_request_minutes=abort,
+        storage_scan_seconds=max(0.0, scan),
+    )
+
+
+def load_settings(
+    env: Mapping[str, str],
+    *,
+    storage: str | None = None,
+    host: str = "0.0.0.0",
+    port: int = DEFAULT_PORT,
+    initial_sampling: float | None = None,
+    archive: Sequence[str] = (),
+) -> Settings:
+    """The settings of ``pvarchiver serve``: the keyword arguments are the command line's
+    (None: not given), ``env`` the process environment, and ``archappl.properties`` the file
+    ``env`` names. Raises :class:`~pvarchiver.properties.PropertiesError` or ValueError
+    with a message for the user."""
+    return Settings(
+        storage=_storage(env, storage),
+        http=_http(env, host, port),
+        mgmt=_mgmt(env, initial_sampling),
+        ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
+        archive=tuple(archive),
+    )
+
+
+def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
+    """The gateway's batching knobs from the environment."""
+    return GatewaySettings(
+        run_batch=_int(env, "PVARCHIVER_GW_RUN_BATCH", 1024),
+        upstream_batch=_int(env, "PVARCHIVER_GW_BATCH", 256),
+    )
