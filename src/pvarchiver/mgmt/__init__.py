@@ -1,2 +1,2 @@
-"""Management: the PV registry (SQLite, AA tables), policies, the archive workflow and the
-``/mgmt/bpl`` API. See ``docs/mgmt.md``."""
+"""Management: the PV registry (SQLite, AA tables), policies, the archive workflow, status and
+reports; no HTTP (``/mgmt/bpl`` is served by :mod:`pvarchiver.web`). See ``docs/mgmt.md``."""

@@ -1,1 +1,3 @@
-"""HTTP: the AA's web applications (retrieval now; mgmt, engine, etl later) on one port."""
+"""HTTP, and only here: the AA's web applications on one port (``/retrieval``, ``/mgmt`` and
+its UI, ``/metrics``) over the services in :mod:`pvarchiver.retrieval` and
+:mod:`pvarchiver.mgmt`. Every BPL action is declared the same way (:mod:`.bpl`)."""
