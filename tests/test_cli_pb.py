@@ -130,8 +130,16 @@ def test_repair_drops_bad_lines_keeps_a_backup_and_all_good_samples(sts: PlainPB
     ]
 
 
-def test_bad_header_is_reported_not_repaired(tmp_path: Path) -> None:
-    path = tmp_path / "X:2024.pb"
+def _store_file(sts: PlainPBStore, partition: str) -> Path:
+    """Where the store keeps PV's file of that partition, its folder created: named as the
+    store names files (the AA's ``TEST/CLI/PV:<partition>.pb`` on an ordinary folder)."""
+    path = sts.root / f"{sts.key(PV)}{partition}.pb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_bad_header_is_reported_not_repaired(sts: PlainPBStore, tmp_path: Path) -> None:
+    path = _store_file(sts, "2024")
     path.write_bytes(b"\x1b\x1b\x1b\n")
     assert run("pb", "validate", str(path)).returncode == 1
     r = run("pb", "repair", str(path))
@@ -149,8 +157,12 @@ def test_serve_creates_the_storage_root(tmp_path: Path) -> None:
     assert "PARTITION_HOUR" in r.stdout and "/mgmt/bpl" in r.stdout
 
 
-def test_zero_byte_file_is_reported_and_removed_by_repair(tmp_path: Path) -> None:
-    path = tmp_path / "X:2024_03_01_12.pb"
+def test_zero_byte_file_is_reported_and_removed_by_repair(sts: PlainPBStore) -> None:
+    path = _store_file(sts, "2024_03_01_12")
+    if not sts.naming.portable:  # an ordinary folder: the AA's own name, byte for byte
+        assert path == sts.root / "TEST/CLI/PV:2024_03_01_12.pb"
+    else:
+        assert path == sts.root / "TEST/CLI/PV\uf03a2024_03_01_12.pb"
     path.write_bytes(b"")
     v = run("pb", "validate", str(path))
     assert v.returncode == 1 and "empty-file" in v.stdout

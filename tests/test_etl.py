@@ -15,6 +15,7 @@ import pytest
 from pvarchiver.pb import PayloadInfo, PayloadType, Sample, header_line, sample_line
 from pvarchiver.storage import PlainPBStore, consolidate, run_etl
 from pvarchiver.storage.etl import move_file
+from pvarchiver.storage.naming import portable
 from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.store import PartitionFile, iter_pb_files
 from pvarchiver.storage.validate import validate_file
@@ -56,6 +57,13 @@ def files_of(store: PlainPBStore) -> list[Path]:
 
 def names_of(store: PlainPBStore, pv: str) -> list[str]:
     return [pf.path.name for pf in store.files_for_pv(pv)]
+
+
+def spelled(store: PlainPBStore, *aa_names: str) -> list[str]:
+    """File names (or relative paths) as the AA spells them, as ``store`` spells them: the
+    same bytes on an ordinary folder, the portable spelling (``:`` as U+F03A) where Windows'
+    naming rules apply (``--storage-fs=ntfs``)."""
+    return [portable(n) if store.naming.portable else n for n in aa_names]
 
 
 def read_pv(store: PlainPBStore, pv: str) -> list[Sample]:
@@ -101,8 +109,8 @@ def test_hold0_gather0_moves_everything_before_the_current_partition(tmp_path: P
     st = run_etl(sts, mts, now=now)
     assert (st.files_moved, st.files_skipped, st.errors) == (5, 0, [])
     assert st.samples_moved == 5 * 60
-    assert names_of(sts, PV) == ["X:2024_03_10_05.pb"]
-    assert names_of(mts, PV) == ["X:2024_03_10.pb"]
+    assert names_of(sts, PV) == spelled(sts, "X:2024_03_10_05.pb")
+    assert names_of(mts, PV) == spelled(mts, "X:2024_03_10.pb")
     assert read_pv(mts, PV) == data[: 5 * 60]
     assert read_pv(sts, PV) == data[5 * 60 :]
     # a second pass in the same hour has nothing to do
@@ -118,7 +126,7 @@ def test_current_partition_is_never_moved_unless_everything(tmp_path: Path) -> N
     for now in (T0 + 2 * HOUR, T0 + 2 * HOUR + 1, T0 + 3 * HOUR - 1):
         st = run_etl(sts, mts, now=now)
         assert st.files_moved == 0
-        assert names_of(sts, PV) == ["X:2024_03_10_02.pb"]
+        assert names_of(sts, PV) == spelled(sts, "X:2024_03_10_02.pb")
     # data "from the future" is never moved either
     st = run_etl(sts, mts, now=T0)
     assert st.files_moved == 0 and files_of(mts) == []
@@ -225,7 +233,7 @@ def test_sts_mts_lts_chain_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         # the last MTS pass ran at day 5 00:05: only day 4 (one completed day) is left
         assert [pf.start for pf in mts.files_for_pv(pv)] == [start + 4 * DAY]
     # year files in the LTS, one per year
-    assert names_of(lts, "SR-01:BPM:X") == ["X:2024.pb", "X:2025.pb"]
+    assert names_of(lts, "SR-01:BPM:X") == spelled(lts, "X:2024.pb", "X:2025.pb")
     consolidate(chain, "LTS")
     assert files_of(sts) == [] and files_of(mts) == []
     for pv in PVS:
@@ -241,9 +249,9 @@ def test_year_boundary_ends_in_two_year_files(tmp_path: Path) -> None:
     sts.append(PV, D, data)
     now = calendar.timegm((2025, 1, 5, 0, 5, 0))
     assert run_etl(sts, mts, now=now).files_moved == 8
-    assert names_of(mts, PV) == ["X:2024_12_31.pb", "X:2025_01_01.pb"]
+    assert names_of(mts, PV) == spelled(mts, "X:2024_12_31.pb", "X:2025_01_01.pb")
     assert run_etl(mts, lts, now=now).files_moved == 2
-    assert names_of(lts, PV) == ["X:2024.pb", "X:2025.pb"]
+    assert names_of(lts, PV) == spelled(lts, "X:2024.pb", "X:2025.pb")
     y2024, y2025 = (pf.path for pf in lts.files_for_pv(PV))
     with PBFile.open(y2024) as a, PBFile.open(y2025) as b:
         assert (a.header.year, b.header.year) == (2024, 2025)
@@ -267,8 +275,11 @@ def test_many_pvs_with_dashes_and_colons(tmp_path: Path) -> None:
     run_etl(mts, lts, now=now)
     assert files_of(sts) == [] and files_of(mts) == []
     assert lts.pv_names() == sorted(names)
-    assert (lts.root / "A/B/C:2024.pb").exists()
-    assert (lts.root / "X/Y_Z/1/VAL/SUB:2024.pb").exists()
+    for relpath in spelled(lts, "A/B/C:2024.pb", "X/Y_Z/1/VAL/SUB:2024.pb"):
+        assert (lts.root / relpath).exists()
+    if not lts.naming.portable:  # an ordinary folder: the AA's own names, byte for byte
+        assert (lts.root / "A/B/C:2024.pb").exists()
+        assert (lts.root / "X/Y_Z/1/VAL/SUB:2024.pb").exists()
     for pv, samples in data.items():
         assert read_pv(lts, pv) == samples
         with PBFile.open(lts.files_for_pv(pv)[0].path) as f:
@@ -387,12 +398,12 @@ def test_source_modified_during_a_run_etl_pass_is_kept(tmp_path: Path) -> None:
     mts.during = grow
     st = run_etl(sts, mts, now=T0 + 2 * HOUR + 300)
     assert st.files_moved == 2  # both copied; the changed one is kept
-    assert names_of(sts, PV) == ["X:2024_03_10_00.pb"]
+    assert names_of(sts, PV) == spelled(sts, "X:2024_03_10_00.pb")
     st = run_etl(sts, mts_store(tmp_path), now=T0 + 2 * HOUR + 300)
     # the extra line is older than what the destination holds by then: it cannot be appended
     # in order, so the file stays (reported), rather than being deleted with that sample
     assert st.samples_moved == 0 and st.files_skipped == 1 and "newer data" in st.errors[0]
-    assert names_of(sts, PV) == ["X:2024_03_10_00.pb"]
+    assert names_of(sts, PV) == spelled(sts, "X:2024_03_10_00.pb")
     assert read_pv(mts_store(tmp_path), PV) == data
     assert extra.secs in [s.secs for s in read_pv(sts, PV)]
     assert_all_files_valid(mts)
@@ -478,7 +489,7 @@ def test_corrupt_source_file_is_skipped_and_left_in_place(tmp_path: Path) -> Non
     assert len(st.errors) == 1 and str(bad) in st.errors[0]
     assert "corrupt" in st.errors[0]
     assert bad.read_bytes() == corrupt
-    assert names_of(sts, PV) == [bad.name, "X:2024_03_10_02.pb"]
+    assert names_of(sts, PV) == [bad.name, *spelled(sts, "X:2024_03_10_02.pb")]
     assert read_pv(mts, PV) == data[:120]
     # the next pass reports it again and still leaves it alone
     again = run_etl(sts, mts, now=T0 + 6 * HOUR)

@@ -25,7 +25,7 @@ from pvarchiver.mgmt import reports as rp
 from pvarchiver.mgmt.prometheus import Family, etl_families, render
 from pvarchiver.mgmt.storage_usage import UsageCache
 from pvarchiver.storage.schedule import ETLScheduler
-from pvarchiver.storage.store import open_store
+from pvarchiver.storage.store import PlainPBStore, open_store
 from pvarchiver.storage.url import default_store_urls, parse_store_url
 
 from .http_server import Server, running_server
@@ -75,9 +75,15 @@ def wait_status(base: str, names: list[str], want: str, timeout: float = 40) -> 
     )
 
 
-def pb_files(root: Path, store: str, pv: str) -> list[Path]:
-    key = pv.replace(":", "/")
-    return [p for p in (root / store).rglob("*.pb") if key + ":" in str(p)]
+def pb_files(store: PlainPBStore, pv: str) -> list[Path]:
+    """The files of ``pv`` in ``store``: those under its key (``RP/FAST:`` for RP:FAST, spelled
+    as the store spells it)."""
+    key = store.naming.match_key(store.key(pv))
+    return [
+        p
+        for p in store.root.rglob("*.pb")
+        if store.naming.match_key(p.relative_to(store.root).as_posix()).startswith(key)
+    ]
 
 
 def sample_count(base: str, pv: str) -> int:
@@ -91,8 +97,24 @@ def sample_count(base: str, pv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, IOC]]:
-    tmp = tmp_path_factory.mktemp("reports")
+def site_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def site_stores(site_tmp: Path) -> dict[str, PlainPBStore]:
+    """The server's STS, MTS and LTS by name, opened (probed) as serve opens them, before it
+    starts: the file names a test expects come from their naming (the AA's on an ordinary
+    folder, portable ones where Windows' rules apply)."""
+    stores = (open_store(parse_store_url(u)) for u in default_store_urls(site_tmp / "storage"))
+    return {s.name: s for s in stores}
+
+
+@pytest.fixture(scope="module")
+def site(
+    site_tmp: Path, site_stores: dict[str, PlainPBStore]
+) -> Iterator[tuple[Server, Path, IOC]]:
+    tmp = site_tmp
     with IOC(DB1, tmp / "ioc1") as ioc1, IOC(DB2_AI, tmp / "ioc2") as ioc2:
         env = {
             "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ioc1.port} 127.0.0.1:{ioc2.port}",
@@ -306,12 +328,19 @@ def test_bad_report_input_is_a_4xx(site: tuple[Server, Path, IOC]) -> None:
 
 
 @pytest.mark.slow
-def test_storage_and_appliance_metrics(site: tuple[Server, Path, IOC]) -> None:
-    base, root, _ = site
-    assert wait_for(lambda: pb_files(root, "sts", FAST), 40, 0.5)  # the engine writes every 10 s
+def test_storage_and_appliance_metrics(
+    site: tuple[Server, Path, IOC], site_stores: dict[str, PlainPBStore]
+) -> None:
+    base, _root, _ = site
+    sts_store = site_stores["STS"]
+    assert wait_for(lambda: pb_files(sts_store, FAST), 40, 0.5)  # the engine writes every 10 s
     # measured first: files only grow (or move on to the next store), so the report,
     # which sums every store, can only show more
-    on_disk = sum(p.stat().st_size for p in pb_files(root, "sts", FAST))
+    files = pb_files(sts_store, FAST)
+    on_disk = sum(p.stat().st_size for p in files)
+    if not sts_store.naming.portable:  # an ordinary folder: the AA's own names, byte for byte
+        names = [p.relative_to(sts_store.root).as_posix() for p in files]
+        assert all(re.fullmatch(r"RP/FAST:\d{4}(_\d\d){3}\.pb", n) for n in names), names
     rows = ok(base, "getPVsByStorageConsumed", limit="100")
     assert rows and set(rows[0]) == {"pvName", "instance", "storageConsumed", "storageConsumedInMB"}
     sizes = [int(r["storageConsumed"]) for r in rows]
@@ -380,8 +409,10 @@ def test_metrics_endpoint_parses(site: tuple[Server, Path, IOC]) -> None:
 
 # ---------------------------------------------------------------------- consolidation
 @pytest.mark.slow
-def test_consolidate_paused_pv_into_lts(site: tuple[Server, Path, IOC]) -> None:
-    base, root, _ = site
+def test_consolidate_paused_pv_into_lts(
+    site: tuple[Server, Path, IOC], site_stores: dict[str, PlainPBStore]
+) -> None:
+    base, _root, _ = site
     r = bpl(base, "consolidateDataForPV", params={"pv": SLOW, "storage": "LTS"})
     assert r.status_code == 400 and "not paused" in r.json()["validation"]
     assert bpl(base, "pauseArchivingPV", params={"pv": SLOW}).json()["status"] == "ok"
@@ -400,8 +431,8 @@ def test_consolidate_paused_pv_into_lts(site: tuple[Server, Path, IOC]) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok" and int(body["filesMoved"]) >= 1
-    assert pb_files(root, "sts", SLOW) == [] and pb_files(root, "mts", SLOW) == []
-    assert pb_files(root, "lts", SLOW)
+    assert pb_files(site_stores["STS"], SLOW) == [] and pb_files(site_stores["MTS"], SLOW) == []
+    assert pb_files(site_stores["LTS"], SLOW)
     assert sample_count(base, SLOW) == before  # nothing lost, nothing doubled
     # again: nothing left to move, still fine
     r = bpl(base, "consolidateDataForPV", params={"pv": SLOW, "storage": "LTS"})
@@ -412,8 +443,11 @@ def test_consolidate_paused_pv_into_lts(site: tuple[Server, Path, IOC]) -> None:
 
 # ---------------------------------------------------------------------- export / import
 @pytest.mark.slow
-def test_export_delete_import_round_trip(site: tuple[Server, Path, IOC]) -> None:
-    base, root, _ = site
+def test_export_delete_import_round_trip(
+    site: tuple[Server, Path, IOC], site_stores: dict[str, PlainPBStore]
+) -> None:
+    base, _root, _ = site
+    sts_store = site_stores["STS"]
     r = bpl(base, "exportConfig")
     assert r.status_code == 200
     exported = r.json()
@@ -428,7 +462,7 @@ def test_export_delete_import_round_trip(site: tuple[Server, Path, IOC]) -> None
     r = bpl(base, "deletePV", params={"pv": FAST, "deleteData": "true"})
     assert r.status_code == 200, r.text
     assert statuses(base, [FAST]) == {FAST: "Not being archived"}
-    assert not pb_files(root, "sts", FAST)
+    assert not pb_files(sts_store, FAST)
 
     # all or nothing: one bad entry refuses the whole body, the good one is not imported
     bad = [fast, {**fast, "pvName": "RP:OTHER", "samplingMethod": "SOMETIMES"}]
@@ -447,5 +481,5 @@ def test_export_delete_import_round_trip(site: tuple[Server, Path, IOC]) -> None
     assert result == {n: "Imported" if n == FAST else "Skipped" for n in ALL}
     assert bpl(base, "getPVTypeInfo", params={"pv": FAST}).json() == fast  # lossless
     wait_status(base, [FAST], "Being archived")
-    assert wait_for(lambda: pb_files(root, "sts", FAST), 40, 0.5)  # archived again, for real
+    assert wait_for(lambda: pb_files(sts_store, FAST), 40, 0.5)  # archived again, for real
     assert sample_count(base, FAST) > 0

@@ -6,6 +6,7 @@ registered PV again and resumes requests that were still being sampled."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
 
 from .http_server import Server, running_server
 from .ioc import IOC
@@ -78,8 +81,22 @@ def _immutable(path: Path, on: bool) -> bool:
     return subprocess.run([chattr, flag, str(path)], capture_output=True).returncode == 0
 
 
-def sts_files(root: Path, key_part: str) -> list[Path]:
-    return [p for p in (root / "sts").rglob("*.pb") if key_part in str(p)]
+def served_sts(root: Path) -> PlainPBStore:
+    """The STS of a server on ``root``, opened (probed) as serve opens it. Opened before the
+    server starts: the file names a test expects come from this store's naming (the AA's on an
+    ordinary folder, portable ones where Windows' rules apply)."""
+    (sts,) = (s for s in map(parse_store_url, default_store_urls(root)) if s.name == "STS")
+    return open_store(sts)
+
+
+def sts_files(sts: PlainPBStore, pv: str) -> list[Path]:
+    """The files of ``pv`` in the STS: those under its key (``WF/AI1:`` for WF:AI1)."""
+    key = sts.naming.match_key(sts.key(pv))
+    return [
+        p
+        for p in sts.root.rglob("*.pb")
+        if sts.naming.match_key(p.relative_to(sts.root).as_posix()).startswith(key)
+    ]
 
 
 @pytest.fixture
@@ -91,6 +108,7 @@ def ioc(tmp_path: Path) -> Iterator[IOC]:
 @pytest.mark.slow
 def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
     root = tmp_path / "storage"
+    sts = served_sts(root)
     with running_server(root, ca_env(ioc)) as base:
         r = bpl(
             base,
@@ -141,9 +159,9 @@ def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
         assert details["Is this PV currently connected?"] == "Yes"
         # data reaches the STS at the engine's first write (10 s)
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not sts_files(root, "WF/AI1"):
+        while time.monotonic() < deadline and not sts_files(sts, "WF:AI1"):
             time.sleep(0.5)
-        assert sts_files(root, "WF/AI1")
+        assert sts_files(sts, "WF:AI1")
         # retrieval knows the alias too
         got = httpx.get(
             base + "/retrieval/data/getData.json",
@@ -177,7 +195,7 @@ def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
         assert [r["status"] for r in rows] == ["ok", "ok"]
         # A data file that cannot be removed (on Windows: held open by a reader; here made
         # immutable) keeps the PV registered and paused, with a 409 saying why.
-        held = sts_files(root, "WF/AI1")
+        held = sts_files(sts, "WF:AI1")
         assert held
         if _immutable(held[0], True):
             try:
@@ -189,14 +207,20 @@ def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
                 _immutable(held[0], False)
         r = bpl(base, "deletePV", params={"pv": "WF:AI1", "deleteData": "true"})
         assert r.status_code == 200 and r.json()["status"] == "ok", r.text
-        assert sts_files(root, "WF/AI1") == []
+        assert sts_files(sts, "WF:AI1") == []
         assert statuses(base, ["WF:AI1"])["WF:AI1"] == "Not being archived"
         # rename: refused while archiving, then the data is copied under the new name
         r = bpl(base, "renamePV", params={"pv": "WF:AO", "newname": "WF:AO_NEW"})
         assert r.status_code == 400 and "Need to pause" in r.json()["validation"]
         r = bpl(base, "renamePV", params={"pv": "WF:AI2", "newname": "WF:AI2_NEW"})
         assert r.json() == {"status": "ok", "desc": "Successfully renamed PV WF:AI2 to WF:AI2_NEW"}
-        assert sts_files(root, "WF/AI2_NEW:")
+        renamed = sts_files(sts, "WF:AI2_NEW")
+        assert renamed
+        if not sts.naming.portable:  # an ordinary folder: the AA's own names, byte for byte
+            assert all(
+                re.fullmatch(r"WF/AI2_NEW:\d{4}(_\d\d){3}\.pb", p.relative_to(sts.root).as_posix())
+                for p in renamed
+            ), renamed
         # both stay paused, as the AA's rename (a copy); the new one is then resumed
         assert statuses(base, ["WF:AI2_NEW"])["WF:AI2_NEW"] == "Paused"
         bpl(base, "resumeArchivingPV", params={"pv": "WF:AI2_NEW"})

@@ -12,6 +12,7 @@ import pytest
 from pvarchiver.pb import PayloadType, Sample, header_line, sample_line
 from pvarchiver.pb.sample import PayloadInfo
 from pvarchiver.storage import PlainPBStore, StoreError, TypeMismatchError
+from pvarchiver.storage.naming import portable
 from pvarchiver.storage.pbfile import PBFile
 
 from .conftest import make_store
@@ -19,6 +20,12 @@ from .conftest import make_store
 PV = "EIOC:LI30:MP01:HEARTBEAT"
 T0 = calendar.timegm((2012, 8, 24, 16, 0, 0))
 D = PayloadType.SCALAR_DOUBLE
+
+
+def in_store(store: PlainPBStore, aa_relpath: str) -> str:
+    """A relative path as the AA spells it, as ``store`` spells it: byte for byte the AA's on
+    an ordinary folder, the portable spelling (``:`` as U+F03A) where Windows' rules apply."""
+    return portable(aa_relpath) if store.naming.portable else aa_relpath
 
 
 def samples(n: int, t0: int = T0, step: int = 1) -> list[Sample]:
@@ -29,8 +36,14 @@ def test_first_append_creates_the_aa_file(sts: PlainPBStore) -> None:
     s = samples(3)
     r = sts.append(PV, D, s)
     assert r.written == 3 and r.dropped_not_increasing == 0
-    path = sts.root / "EIOC/LI30/MP01/HEARTBEAT:2012_08_24_16.pb"
+    aa_name = "EIOC/LI30/MP01/HEARTBEAT:2012_08_24_16.pb"
+    path = sts.root / in_store(sts, aa_name)
     assert r.files == [path]
+    if sts.naming.portable:
+        assert path.name == "HEARTBEAT\uf03a2012_08_24_16.pb"
+    else:  # the AA's own file name, byte for byte
+        assert path.relative_to(sts.root).as_posix() == aa_name
+        assert os.fsencode(path.name) == b"HEARTBEAT:2012_08_24_16.pb"
     # header holds only type, pvname and year, as the AA's engine writes it
     expect = header_line(PayloadInfo(D, PV, 2012)) + b"".join(sample_line(D, 2012, x) for x in s)
     assert path.read_bytes() == expect
@@ -63,10 +76,13 @@ def test_clean_partitions_and_year_boundary(tmp_path: Path) -> None:
     store.append(PV, D, s)
     names = sorted(p.name for p in (store.root / "EIOC/LI30/MP01").iterdir())
     assert names == [
-        "HEARTBEAT:2024_12_31_22.pb",
-        "HEARTBEAT:2024_12_31_23.pb",
-        "HEARTBEAT:2025_01_01_00.pb",
-        "HEARTBEAT:2025_01_01_01.pb",
+        in_store(store, name)
+        for name in (
+            "HEARTBEAT:2024_12_31_22.pb",
+            "HEARTBEAT:2024_12_31_23.pb",
+            "HEARTBEAT:2025_01_01_00.pb",
+            "HEARTBEAT:2025_01_01_01.pb",
+        )
     ]
     for pf in store.files_for_pv(PV):
         with PBFile.open(pf.path) as f:
@@ -194,8 +210,9 @@ def test_nan_and_corrupt_lines_do_not_stop_a_read(sts: PlainPBStore) -> None:
 def test_files_with_foreign_partition_names_are_skipped(sts: PlainPBStore) -> None:
     sts.append(PV, D, samples(2))
     folder = sts.files_for_pv(PV)[0].path.parent
-    (folder / "HEARTBEAT:2012_08_24.pb").write_bytes(b"junk")  # a day name in an hourly store
-    (folder / "HEARTBEAT:2012_08_24_16.pb.bak").write_bytes(b"junk")
+    # a day name in an hourly store, and a backup copy, both spelled as the store spells names
+    (folder / in_store(sts, "HEARTBEAT:2012_08_24.pb")).write_bytes(b"junk")
+    (folder / in_store(sts, "HEARTBEAT:2012_08_24_16.pb.bak")).write_bytes(b"junk")
     assert len(sts.files_for_pv(PV)) == 1
     assert len(list(sts.read_all(PV))) == 2
 
