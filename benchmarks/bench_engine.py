@@ -43,6 +43,7 @@ from tests.ioc import IOC
 
 from pvarchiver.ca import CAClient
 from pvarchiver.engine.channels import DEFAULT_ARCHIVE_FIELDS, CAArchiver
+from pvarchiver.engine.journal import Journal, run_journal
 from pvarchiver.engine.writer import Engine
 from pvarchiver.storage import PlainPBStore, parse_store_url
 
@@ -93,13 +94,17 @@ async def measure(
     memory_mb: int,
     trace: bool = False,
     profile: bool = False,
+    journal_dir: Path | None = None,
 ) -> dict[str, Any]:
     sts = PlainPBStore(
         parse_store_url(
             f"pb://localhost?name=STS&rootFolder={root}&partitionGranularity=PARTITION_HOUR"
         )
     )
-    engine = Engine(sts, seconds_to_buffer=write, memory_limit_bytes=memory_mb << 20)
+    journal = Journal(journal_dir, fsync_seconds=1.0) if journal_dir is not None else None
+    engine = Engine(
+        sts, seconds_to_buffer=write, memory_limit_bytes=memory_mb << 20, journal=journal
+    )
     n = len(pvs)
     gc.collect()
     rss0 = rss_kib()
@@ -131,6 +136,9 @@ async def measure(
         stats = ca.search_stats
         stop = asyncio.Event()
         writer = asyncio.create_task(engine.run(stop))
+        journaling = (
+            asyncio.create_task(run_journal(journal, stop)) if journal is not None else None
+        )
         await asyncio.sleep(2.0)
         # the first write creates the files and looks for earlier data once per folder;
         # measure the steady state after it
@@ -151,6 +159,8 @@ async def measure(
             traced = tracemalloc.get_traced_memory()[0]
         stop.set()
         await writer
+        if journaling is not None:
+            await journaling
         w1, c1, i1 = time.monotonic(), time.process_time(), proc_cpu(ioc.proc.pid)
         gc.callbacks.remove(on_gc)
         if prof is not None:
@@ -195,6 +205,8 @@ async def measure(
         "kib_per_pv": (rss1 - rss0) / n,
         "written": written,
         "first_write_s": first_write_s,
+        "journal_bytes": journal.stats.bytes_written if journal is not None else 0,
+        "journal_fsyncs": journal.stats.fsyncs if journal is not None else 0,
     }
 
 
@@ -220,6 +232,13 @@ def main() -> None:
         action="store_true",
         help="cProfile the event-loop thread during the window (CPU figures invalid)",
     )
+    ap.add_argument(
+        "--journal",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the write-ahead journal (both: a run without, then one with, same IOC)",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each journal mode")
     args = ap.parse_args()
     n, scan, kind = SCENARIOS[args.scenario]
     n = args.pvs or n
@@ -227,30 +246,62 @@ def main() -> None:
     seconds = 3.0 if args.scenario == "connect" else args.seconds
     mab = 2_000_000 if kind == "wave" else 16384
     memory_mb = args.memory_mb or (4096 if kind == "wave" else 512)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.journal]
+    results: list[tuple[bool, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ioc = IOC(make_db(n, scan, kind), Path(tmp) / "ioc", fast_scan=True, max_array_bytes=mab)
         ioc.start(timeout=120)
         try:
-            res = asyncio.run(
-                measure(
-                    ioc,
-                    names(n, kind),
-                    Path(tmp) / "sts",
-                    seconds,
-                    args.write,
-                    fields,
-                    memory_mb,
-                    args.trace_memory,
-                    args.profile,
-                )
-            )
+            for k in range(args.repeat):
+                for journal in modes:
+                    run = Path(tmp) / f"run{k}-{'journal' if journal else 'plain'}"
+                    res = asyncio.run(
+                        measure(
+                            ioc,
+                            names(n, kind),
+                            run / "sts",
+                            seconds,
+                            args.write,
+                            fields,
+                            memory_mb,
+                            args.trace_memory,
+                            args.profile,
+                            run / "journal" if journal else None,
+                        )
+                    )
+                    results.append((journal, res))
+                    report(args, n, scan, seconds, fields, memory_mb, journal, res)
         finally:
             ioc.kill()
+    if len(modes) == 2:
+        off = [r["us_per_event"] for j, r in results if not j]
+        on = [r["us_per_event"] for j, r in results if j]
+        extra = [b - a for a, b in zip(off, on, strict=True)]
+
+        def fmt(xs: list[float], sign: str = "") -> str:
+            return ", ".join(f"{x:{sign}.2f}" for x in xs)
+
+        print(
+            f"journal cost per archived event: {fmt(extra, '+')} us "
+            f"(off {fmt(off)}; on {fmt(on)}; target <= +0.5 us)"
+        )
+
+
+def report(
+    args: argparse.Namespace,
+    n: int,
+    scan: str,
+    seconds: float,
+    fields: bool,
+    memory_mb: int,
+    journal: bool,
+    res: dict[str, Any],
+) -> None:
     load = os.getloadavg()
     print(
         f"scenario {args.scenario}: {n} PVs, SCAN '{scan}', {seconds:.0f} s, "
         f"write every {args.write} s, fields {'on' if fields else 'off'}, "
-        f"buffer bound {memory_mb} MB"
+        f"buffer bound {memory_mb} MB, journal {'on' if journal else 'off'}"
     )
     print(f"  load average before/after  {load[0]:.2f} (1 min), {load[1]:.2f} (5 min)")
     print(f"  connect all                {res['connect_s']:.2f} s")
@@ -269,6 +320,11 @@ def main() -> None:
     print(f"  dropped events             {res['drops']:,.0f} {res['drop_reasons'] or ''}")
     print(f"  EVENTS_OFF sent            {res['flow_offs']}")
     print(f"  RSS growth per PV          {res['kib_per_pv']:.2f} KiB (includes buffers)")
+    if journal:
+        print(
+            f"  journal                    {res['journal_bytes'] / max(res['written'], 1):.1f} "
+            f"B/event written, {res['journal_fsyncs']} fsyncs"
+        )
     print(
         f"  max RSS                    {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:,} KiB"
     )

@@ -29,6 +29,8 @@ worker thread, which bounds what a power cut can lose.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -48,6 +50,8 @@ HEADER = struct.Struct("<BII")  # type, payload length, crc32 of the payload
 _DEF = struct.Struct("<IH")
 _ID = struct.Struct("<I")
 SEGMENT_GLOB = "seg-*.jrn"
+#: how often the journal is written: the bound on what a killed process can lose
+TICK_SECONDS = 0.1
 #: a record longer than this is damage, not data (bounds what a corrupt length can cost)
 MAX_RECORD = 256 << 20
 
@@ -263,3 +267,21 @@ class Journal:
 
     def pending_bytes(self) -> int:
         return sum(len(r) for r in self._records) + sum(len(r) for r in self.rows.values())
+
+
+async def run_journal(journal: Journal, stop: asyncio.Event, period: float = TICK_SECONDS) -> None:
+    """Write the journal every ``period`` until ``stop``; fsyncs run in a worker thread
+    while the ticks go on (at most one at a time)."""
+    loop = asyncio.get_running_loop()
+    syncing: asyncio.Future[None] | None = None
+    last = loop.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+        now = loop.time()
+        due = journal.tick(now - last)
+        last = now
+        if due and (syncing is None or syncing.done()):
+            syncing = asyncio.ensure_future(asyncio.to_thread(journal.fsync))
+    if syncing is not None:
+        await syncing
