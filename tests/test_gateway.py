@@ -122,7 +122,7 @@ def test_one_upstream_subscription_fanned_out(ioc: IOC) -> None:
                 ca.subscribe(ch, lambda s, n, sev, st, v, sink=sink: sink.append(v))
             await until(lambda: all(len(g) >= 5 for g in got))
             pv = gw.pvs["G:CNT"]
-            assert len(pv._subs) == 2  # one value + one property subscription upstream
+            assert len(pv.channel.subscriptions) == 2  # value + property subscription upstream
             assert pv.downstream == 3 and len(pv.subscribers) == 3
             for ca in clients:
                 await ca.close()

@@ -202,6 +202,11 @@ class Channel:
         self._followers.append(ch)
 
     @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The channel's monitors that were not cancelled (they survive reconnects)."""
+        return tuple(self._subs.values())
+
+    @property
     def read_access(self) -> bool:
         """The server lets us read (and monitor) this channel."""
         return bool(self.access & 1)
@@ -787,6 +792,18 @@ class CAClient:
     def search_tries(self, ch: Channel) -> int:
         """Searches sent for ``ch`` since it last lost (or never had) its server."""
         return self._search.tries(ch.cid)
+
+    @property
+    def search_address(self) -> tuple[str, int] | None:
+        """Local address of the UDP socket searches go out from (None before :meth:`start`).
+
+        A CA server in the same process (a gateway) uses it to ignore its own searches.
+        """
+        tr = self._search_transport
+        if tr is None:
+            return None
+        host, port = tr.get_extra_info("sockname")[:2]
+        return host, port
 
     # ------------------------------------------------------------ internals
 

@@ -196,9 +196,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.client.start()
-        tr = self.client._search_transport
-        if tr is not None:
-            self._own_search = tr.get_extra_info("sockname")
+        self._own_search = self.client.search_address
         await self.server.start()
         self._watch_inputs()
         loop = asyncio.get_running_loop()
@@ -379,7 +377,7 @@ class Gateway:
                         1,
                     )
                 else:
-                    for sub in list(ch._subs.values()):
+                    for sub in ch.subscriptions:
                         sub.cancel()
                     self.access.update_input(name, None, 3)
 
@@ -514,7 +512,7 @@ class Gateway:
                     continue
                 if stats_due:
                     by[pv.state_name] += 1
-                    posted += pv._posted
+                    posted += pv.posted_off_table
             if stats_due:
                 self.refresh_stats(by, posted + int(self.fanout.posted.sum()))
                 next_stats = now + s.stats_interval

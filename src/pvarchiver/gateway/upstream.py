@@ -139,6 +139,12 @@ class UpstreamPV(ServedPV):
         bid = self._bid
         self._posted = value - (int(self._table.posted[bid]) if bid >= 0 else 0)
 
+    @property
+    def posted_off_table(self) -> int:
+        """``posted`` but for what the PV's live row in the fan-out table counts: summed
+        over all PVs, plus the table's total, this gives every PV's ``posted`` at once."""
+        return self._posted
+
     def fan_out_changed(self) -> None:
         if self._bid >= 0:
             self._table.refresh(self._bid)
