@@ -33,8 +33,9 @@ from pvarchiver.ca import dbr
 from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server_pv import Subscriber
 from pvarchiver.gateway import fanout
-from pvarchiver.gateway.fanout import FanOutTable
-from pvarchiver.gateway.upstream import UpstreamPV, make_fan_out
+from pvarchiver.gateway.event_runs import BulkFramer
+from pvarchiver.gateway.fanout import FanOutTable, make_fan_out
+from pvarchiver.gateway.upstream import UpstreamPV
 
 from .test_gw_batch import FakeCircuit
 
@@ -67,6 +68,8 @@ class StubClient:
     def subscribe(self, ch: Any, handler: Any, dbr_type: Any, count: Any, mask: int) -> Any:
         self.subs.append((ch, handler, mask))
         return SimpleNamespace(cancel=lambda: None)
+
+    subscribe_raw = subscribe
 
     def clear_channel(self, ch: Any) -> None:
         return None
@@ -156,20 +159,16 @@ async def _run(runs: bool, seed: int) -> dict[str, Any]:
         t = dbr.time_type(native) if dbr_type is None else dbr_type
         pv.add_subscriber(Subscriber(channel, next(subid), t, count, mask))  # type: ignore[arg-type]
 
-    framer = P.Framer()
+    framer = BulkFramer(gw.fan_out, gw.fanout.consume_run if runs else None)
     for k, (pv, (native, specs)) in enumerate(zip(pvs, WORLD, strict=True)):
         pv.channel.native_type = native
         pv._connected(pv.channel)
         for spec in specs:
             subscribe(pv, k, spec)
         handler = gw.client.subs[-2][1]  # DBR_TIME (the last one is DBR_CTRL)
-        framer.events[k] = handler
-        framer.batched[k] = handler
-        framer.on_batch = gw.fan_out
-        if runs:
-            framer.set_run_consumer(handler.raw_run)
-    if runs:
-        framer._finder.run_min = 2  # every run, even of two updates, takes the bulk path
+        framer.add_handler(k, handler)
+    if framer.finder is not None:
+        framer.finder.run_min = 2  # every run, even of two updates, takes the bulk path
     prev: dict[int, tuple[int, Any]] = {}
     stream = b"".join(_stream(rng, 3000, prev))
     states: list[Any] = []

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import dbr
 from . import protocol as P
@@ -47,6 +47,7 @@ __all__ = [
     "CAError",
     "Channel",
     "DisconnectedError",
+    "RawSubscriber",
     "Subscription",
 ]
 
@@ -226,10 +227,22 @@ class Channel:
         return f"<Channel {self.name!r} {state}>"
 
 
+class RawSubscriber(Protocol):
+    """A monitor consumer that takes each update as it arrived (:meth:`CAClient.subscribe_raw`).
+
+    Called as ``subscriber(buf, offset, count)``: the DBR payload of ``count``
+    elements starts at ``buf[offset]`` (the receive buffer: copy what you keep).
+    No decoding and no exception guard: it runs inside the circuit's read, where
+    an exception closes the circuit.  A gateway forwards these bytes unchanged.
+    """
+
+    def __call__(self, buf: bytes, offset: int, count: int, /) -> None: ...
+
+
 class Subscription:
     """A monitor; lives across reconnects until :meth:`cancel`."""
 
-    __slots__ = ("_client", "callback", "channel", "count", "dbr_type", "mask", "subid")
+    __slots__ = ("_client", "callback", "channel", "count", "dbr_type", "mask", "raw", "subid")
 
     def __init__(
         self,
@@ -240,6 +253,7 @@ class Subscription:
         count: int | None,
         mask: int,
         callback: Callable[..., None],
+        raw: bool = False,
     ) -> None:
         self._client = client
         self.channel = channel
@@ -248,6 +262,7 @@ class Subscription:
         self.count = count
         self.mask = mask
         self.callback = callback
+        self.raw = raw  # callback is a RawSubscriber
 
     def cancel(self) -> None:
         """Stop the monitor (EVENT_CANCEL if connected); idempotent."""
@@ -265,7 +280,7 @@ class _Circuit(asyncio.Protocol):
         self.name_server = name_server
         self.lost = asyncio.Event()
         self.transport: asyncio.Transport | None = None
-        self.framer = P.Framer()
+        self.framer = client.new_framer()
         self.framer.other = self._on_message
         self.channels: dict[int, Channel] = {}  # cid -> channel
         self.pending: dict[int, tuple[asyncio.Future[Any], int, bool]] = {}
@@ -481,8 +496,13 @@ class CAClient:
     that thread too, synchronously: keep them short.
     """
 
-    def __init__(self, config: CAConfig | None = None) -> None:
+    def __init__(
+        self, config: CAConfig | None = None, framer: Callable[[], P.Framer] = P.Framer
+    ) -> None:
         self.config = config or CAConfig.from_env()
+        # makes each circuit's framer: a subclass may deliver monitor updates its own way
+        # (the gateway's BulkFramer hands them over a whole read at a time)
+        self.new_framer = framer
         self._channels: dict[int, Channel] = {}
         self._unresolved: dict[int, Channel] = {}
         self._search = SearchScheduler(self.config.max_search_period)
@@ -658,8 +678,7 @@ class CAClient:
         if circuit is not None:
             circuit.channels.pop(ch.cid, None)
             for subid in ch._subs:
-                circuit.framer.events.pop(subid, None)
-                circuit.framer.batched.pop(subid, None)
+                circuit.framer.remove_handler(subid)
                 circuit.active_subs.pop(subid, None)
             if ch.connected and not circuit.closed:
                 circuit.send(P.clear_channel(ch.sid, ch.cid))
@@ -761,19 +780,40 @@ class CAClient:
         scalars are Python numbers/str, arrays numpy (CHAR: bytes, STRING:
         list[str]).  Other DBR types call ``callback(reading: dbr.Reading)``.
         ``count`` None means the channel's native count at each connect.
-        A callback with attribute ``raw_payload = True`` is installed as the
-        framer handler itself: ``callback(buf, offset, count)`` (no decoding).
-        If it also has ``raw_batch`` (a callable), its updates are collected per
-        read and ``raw_batch(buf, items)`` takes them all at once instead (see
-        ``protocol.Framer``; one batch consumer per client): the gateway's fan-out.
-        ``raw_run`` (optional, with ``batch_id`` on the handler) takes whole runs
-        of same-size updates as numpy rows (``event_runs``).
         """
+        return self._subscribe(ch, callback, dbr_type, count, mask, False)
+
+    def subscribe_raw(
+        self,
+        ch: Channel,
+        subscriber: RawSubscriber,
+        dbr_type: int | None = None,
+        count: int | None = None,
+        mask: int = P.DBE_VALUE | P.DBE_ALARM,
+    ) -> Subscription:
+        """:meth:`subscribe` without decoding: ``subscriber(buf, offset, count)`` gets
+        each update's payload in the receive buffer (see :class:`RawSubscriber`).
+
+        The subscriber is what the circuit's framer is given for the subscription, so
+        a framer made by the client's ``framer`` factory may recognise its own kind of
+        subscriber and deliver its updates otherwise (the gateway's bulk fan-out).
+        """
+        return self._subscribe(ch, subscriber, dbr_type, count, mask, True)
+
+    def _subscribe(
+        self,
+        ch: Channel,
+        callback: Callable[..., None],
+        dbr_type: int | None,
+        count: int | None,
+        mask: int,
+        raw: bool,
+    ) -> Subscription:
         if dbr_type is not None and not 0 <= dbr_type <= 34:
             raise ValueError(f"unsupported DBR type {dbr_type}")
         subid = self._next_subid
         self._next_subid += 1
-        sub = Subscription(self, ch, subid, dbr_type, count, mask, callback)
+        sub = Subscription(self, ch, subid, dbr_type, count, mask, callback, raw)
         ch._subs[subid] = sub
         if ch.connected:
             self._install(sub)
@@ -837,20 +877,13 @@ class CAClient:
         dbr_type = dbr.time_type(ch.native_type) if sub.dbr_type is None else sub.dbr_type
         n = self._clip_count(ch, dbr_type, sub.count)
         native = dbr.native_of(dbr_type)
-        if getattr(sub.callback, "raw_payload", False):  # gateway: bytes, no decoding
+        if sub.raw:  # gateway: bytes, no decoding
             handler = sub.callback
-            batch = getattr(handler, "raw_batch", None)
-            if batch is not None:
-                circuit.framer.batched[sub.subid] = handler
-                circuit.framer.on_batch = batch
-                run = getattr(handler, "raw_run", None)
-                if run is not None and circuit.framer.on_run != run:
-                    circuit.framer.set_run_consumer(run)
         elif dbr_type // 7 == 2:
             handler = dbr.time_event_decoder(native, ch.is_array, sub.callback)
         else:
             handler = _reading_handler(dbr_type, ch.is_array, sub.callback)
-        circuit.framer.events[sub.subid] = handler
+        circuit.framer.add_handler(sub.subid, handler)
         circuit.active_subs[sub.subid] = (dbr_type, n, ch.sid)
         circuit.send(P.event_add(dbr_type, n, ch.sid, sub.subid, sub.mask))
 
@@ -860,8 +893,7 @@ class CAClient:
             return
         circuit = ch._circuit
         if circuit is not None:
-            circuit.framer.events.pop(sub.subid, None)
-            circuit.framer.batched.pop(sub.subid, None)
+            circuit.framer.remove_handler(sub.subid)
             active = circuit.active_subs.pop(sub.subid, None)
             if active is not None and ch.connected and not circuit.closed:
                 circuit.send(P.event_cancel(active[0], active[1], active[2], sub.subid))
@@ -917,8 +949,7 @@ class CAClient:
         circuit = ch._circuit
         if circuit is not None:
             for subid in ch._subs:
-                circuit.framer.events.pop(subid, None)
-                circuit.framer.batched.pop(subid, None)
+                circuit.framer.remove_handler(subid)
                 circuit.active_subs.pop(subid, None)
         ch.connected = False
         ch._circuit = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 __all__ = [
     "ACCESS_RIGHTS",
@@ -412,104 +412,56 @@ def iter_messages(data: bytes) -> Iterator[Message]:
 
 EventHandler = Callable[[bytes, int, int], None]
 OtherHandler = Callable[[int, int, int, int, int, bytes], None]
-BatchHandler = Callable[[bytes, list[tuple[Any, int, int, int, int]]], None]
 
 
 class Framer:
     """Streaming TCP framer: feed bytes, get callbacks per message.
 
-    Monitor updates (EVENT_ADD with a payload) go to ``events[subid](buf,
-    offset, count)``: the handler decodes straight out of the receive buffer,
-    so a scalar update costs one header unpack, one dict lookup and the
-    handler.  Everything else goes to ``other(cmd, data_type, count, p1, p2,
-    payload_bytes)``.  Partial messages are kept until the rest arrives.
+    Monitor updates (EVENT_ADD with a payload) go to the handler added for
+    their subscription id, ``handler(buf, offset, count)``: it decodes straight
+    out of the receive buffer, so a scalar update costs one header unpack, one
+    dict lookup and the handler.  Everything else goes to ``other(cmd,
+    data_type, count, p1, p2, payload_bytes)``.  Partial messages are kept
+    until the rest arrives.
 
-    Batch consumers: an update whose subscription id is in ``batched`` is not
-    dispatched on its own but collected, and ``on_batch(buf, items)`` gets every
-    consecutive run of them in one call, ``items`` being ``(batched[subid],
-    header_offset, end_offset, data_type, count)`` in arrival order.  Why: a
-    gateway fans a read of hundreds of updates out to many clients, which is
-    cheap done for the whole read at once (the message bytes are copied with
-    only the subscription id changed) and expensive one event at a time.  Any
-    other message first delivers the run collected so far, so the order of all
-    callbacks stays the order on the wire.  With ``batched`` empty (every
-    client but the gateway) :meth:`feed` is the plain loop.
-
-    Runs: with ``on_run`` set (see :meth:`set_run_consumer`), a stretch of at
-    least ``RunFinder.run_min`` batched updates of one size is not collected
-    message by message but found with numpy and handed over as
-    ``on_run(buf, offset, rows, ids)`` (``event_runs.RunFinder``), again in
-    wire order with the batches and other messages around it.
+    A subclass may deliver updates differently by replacing :meth:`dispatch`
+    (and :meth:`add_handler`/:meth:`remove_handler` to learn the handlers):
+    the gateway's ``BulkFramer`` hands its upstream updates over a whole read
+    at a time.  :meth:`feed` keeps the partial messages for it.
     """
 
-    __slots__ = ("_finder", "_rest", "batched", "events", "on_batch", "on_run", "other")
+    __slots__ = ("_rest", "events", "other")
 
     def __init__(self) -> None:
-        from .event_runs import BatchMap
-
         self._rest = b""
         self.events: dict[int, EventHandler] = {}
         self.other: OtherHandler = _ignore
-        self.batched: dict[int, Any] = BatchMap()
-        self.on_batch: BatchHandler = _ignore
-        self.on_run: Callable[[bytes, int, Any, Any], None] | None = None
-        self._finder: Any = None
 
-    def set_run_consumer(self, on_run: Callable[[bytes, int, Any, Any], None] | None) -> None:
-        """Hand runs of batched updates to ``on_run`` (None: per-message batches only)."""
-        from .event_runs import RunFinder
+    def add_handler(self, subid: int, handler: EventHandler) -> None:
+        """Send the updates of subscription ``subid`` to ``handler``."""
+        self.events[subid] = handler
 
-        self.on_run = on_run
-        self._finder = RunFinder(self.batched) if on_run is not None else None  # type: ignore[arg-type]
+    def remove_handler(self, subid: int) -> None:
+        """Forget subscription ``subid`` (no error if it has no handler)."""
+        self.events.pop(subid, None)
 
     def feed(self, data: bytes) -> None:
         """Consume ``data``; callbacks run synchronously before this returns."""
-        if self.batched:
-            self._feed_batched(data)
-            return
         if self._rest:
             data = self._rest + data
             self._rest = b""
-        end_all = len(data)
-        off = 0
-        unpack = HEADER.unpack_from
-        events = self.events
-        other = self.other
-        while end_all - off >= 16:
-            cmd, size, dt, cnt, p1, p2 = unpack(data, off)
-            start = off + 16
-            if size == 0xFFFF and cnt == 0:
-                if end_all - off < 24:
-                    break
-                size, cnt = EXT_HEADER.unpack_from(data, start)
-                start += 8
-            end = start + size
-            if end > end_all:
-                break
-            if cmd == 1 and size:
-                handler = events.get(p2)
-                if handler is not None:
-                    handler(data, start, cnt)
-            else:
-                other(cmd, dt, cnt, p1, p2, data[start:end])
-            off = end
-        if off < end_all:
+        off = self.dispatch(data)
+        if off < len(data):
             self._rest = data[off:]
 
-    def _feed_batched(self, data: bytes) -> None:
-        """:meth:`feed` when some subscriptions are batched (see the class docstring)."""
-        if self._rest:
-            data = self._rest + data
-            self._rest = b""
+    def dispatch(self, data: bytes) -> int:
+        """Handle every complete message from the start of ``data``; returns where the
+        first incomplete one starts (``len(data)`` if none)."""
         end_all = len(data)
         off = 0
         unpack = HEADER.unpack_from
         events = self.events
-        batched = self.batched
         other = self.other
-        finder = self._finder
-        retry_at = 0  # no run is looked for before this offset (the last try found none)
-        batch: list[tuple[Any, int, int, int, int]] = []
         while end_all - off >= 16:
             cmd, size, dt, cnt, p1, p2 = unpack(data, off)
             start = off + 16
@@ -518,31 +470,9 @@ class Framer:
                     break
                 size, cnt = EXT_HEADER.unpack_from(data, start)
                 start += 8
-            elif cmd == 1 and size:
-                tag = batched.get(p2)
-                if tag is not None:
-                    end = start + size
-                    if end > end_all:
-                        break
-                    if finder is not None and off >= retry_at:
-                        n, rows, ids = finder.find(data, off, 16 + size, end_all)
-                        if n >= finder.run_min:
-                            if batch:
-                                self.on_batch(data, batch)
-                                batch = []
-                            self.on_run(data, off, rows, ids)  # type: ignore[misc]
-                            off += n * (16 + size)
-                            continue
-                        retry_at = off + (n + 1) * (16 + size)
-                    batch.append((tag, off, end, dt, cnt))
-                    off = end
-                    continue
             end = start + size
             if end > end_all:
                 break
-            if batch:
-                self.on_batch(data, batch)
-                batch = []
             if cmd == 1 and size:
                 handler = events.get(p2)
                 if handler is not None:
@@ -550,10 +480,7 @@ class Framer:
             else:
                 other(cmd, dt, cnt, p1, p2, data[start:end])
             off = end
-        if batch:
-            self.on_batch(data, batch)
-        if off < end_all:
-            self._rest = data[off:]
+        return off
 
     @property
     def pending(self) -> int:

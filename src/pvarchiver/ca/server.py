@@ -3,7 +3,7 @@
 Why our own (design.md, environment.md §3): caproto's server saturates near
 15 k events/s and dies when a subscribed client disconnects under load.  Here
 the circuit is a plain ``asyncio.Protocol``; message handling is synchronous
-code over bytes (``_ServerCircuit.handle`` in ``server_circuit.py``) and only provider calls that
+code over bytes (``ServerCircuit.handle`` in ``server_circuit.py``) and only provider calls that
 return awaitables (a gateway forwarding a put or waiting for an IOC) become
 tasks.
 
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import protocol as P
-from .server_circuit import MAX_NAME, ServerChannel, _ServerCircuit
+from .server_circuit import MAX_NAME, ServerChannel, ServerCircuit
 from .server_config import ServerConfig
 from .server_pv import CAServerError, DictProvider, Provider, ServedPV
 from .sockets import udp_ignore_connreset
@@ -42,6 +42,7 @@ __all__ = [
     "DictProvider",
     "ServedPV",
     "ServerChannel",
+    "ServerCircuit",
     "ServerConfig",
 ]
 
@@ -82,7 +83,7 @@ class CAServer:
     def __init__(self, provider: Provider, config: ServerConfig | None = None) -> None:
         self.provider = provider
         self.config = config or ServerConfig.from_env()
-        self.circuits: set[_ServerCircuit] = set()
+        self.circuits: set[ServerCircuit] = set()
         self.tcp_port = 0
         self.requests = 0
         self.searches = 0
@@ -123,13 +124,13 @@ class CAServer:
         for host in cfg.interfaces:
             try:
                 srv = await loop.create_server(
-                    lambda: _ServerCircuit(self), host, port, reuse_address=True
+                    lambda: ServerCircuit(self), host, port, reuse_address=True
                 )
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or self._servers:
                     raise
                 log.warning("CA server TCP port %d in use; using a free port", port)
-                srv = await loop.create_server(lambda: _ServerCircuit(self), host, 0)
+                srv = await loop.create_server(lambda: ServerCircuit(self), host, 0)
             self._servers.append(srv)
             port = srv.sockets[0].getsockname()[1]
         self.tcp_port = port
@@ -173,16 +174,15 @@ class CAServer:
         if addr[0] in self.config.ignore_addrs:
             return
         replies: list[bytes] = []
+
+        def deferred(reply: bytes) -> None:
+            self._send_udp(transport, [reply], addr)
+
         for msg in P.iter_messages(data):
             if msg.cmd == P.SEARCH:
                 name = P.cstring(msg.payload)[:MAX_NAME]
                 self.answer_search(
-                    name,
-                    msg.p1,
-                    msg.data_type,
-                    addr,
-                    replies.append,
-                    deferred=lambda r, a=addr: self._send_udp(transport, [r], a),
+                    name, msg.p1, msg.data_type, addr, replies.append, deferred=deferred
                 )
         if replies:
             self._send_udp(transport, replies, addr)

@@ -1,7 +1,7 @@
 """One CA virtual circuit on the server side: request handling and the output queue.
 
 Split from ``server.py`` (which owns sockets, search and beacons) so the
-per-client logic reads in one sitting.  ``_ServerCircuit.handle`` is the whole
+per-client logic reads in one sitting.  ``ServerCircuit.handle`` is the whole
 request logic, synchronous over bytes; only provider calls that return
 awaitables (a gateway forwarding a put, or waiting for an IOC) become tasks.
 
@@ -40,7 +40,7 @@ from .tasks import TaskSet
 if TYPE_CHECKING:
     from .server import CAServer
 
-__all__ = ["ServerChannel"]
+__all__ = ["ServerChannel", "ServerCircuit"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ServerChannel:
     __slots__ = ("cid", "circuit", "name", "pv", "rights", "sid", "subs")
 
     def __init__(
-        self, circuit: _ServerCircuit, cid: int, sid: int, name: str, pv: ServedPV, rights: int
+        self, circuit: ServerCircuit, cid: int, sid: int, name: str, pv: ServedPV, rights: int
     ) -> None:
         self.circuit = circuit
         self.cid = cid
@@ -82,7 +82,7 @@ class ServerChannel:
         return self.circuit.user
 
 
-class _ServerCircuit(asyncio.Protocol):
+class ServerCircuit(asyncio.Protocol):
     """One client TCP connection.  ``handle`` is the whole request logic."""
 
     def __init__(self, server: CAServer) -> None:
@@ -191,6 +191,21 @@ class _ServerCircuit(asyncio.Protocol):
         self.out.extend((parts[0], sub.idb, parts[1]))
         if not self.flush_pending:
             self.schedule_flush()
+
+    def send_events(self, data: bytes, flush: bool = True) -> None:
+        """Queue monitor updates built elsewhere (whole EVENT_ADD messages for this client's
+        subscriptions), as :meth:`queue_event` does for one; the caller checks :attr:`hold`
+        first and gives a held circuit each update through :meth:`hold_event` instead.
+
+        ``flush=False``: the caller calls ``CAServer.flush_now()`` next, so no flush is
+        scheduled (a gateway writing a burst to many clients at once).
+        """
+        self.out.append(data)
+        if not self.flush_pending:
+            if flush:
+                self.schedule_flush()
+            else:
+                self.flush_pending = True
 
     def hold_event(self, sub: Subscriber, parts: EventParts) -> None:
         """The client cannot take more now: replace any older held update of ``sub``."""

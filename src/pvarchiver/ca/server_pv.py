@@ -10,9 +10,10 @@ Fan-out is the hot path.  :meth:`ServedPV.post` encodes the state once per
 distinct (DBR type, count) among the matching subscribers and hands each
 circuit three pre-built pieces (header prefix, subscription id, payload), so
 a forwarded event costs a dict lookup and three list appends per client.
-A provider holding the raw upstream messages (the gateway) can instead hand
-a whole run of updates to :func:`post_batch`, which builds each circuit's
-output for the run with numpy (~5x cheaper per forwarded event).
+A provider holding the raw upstream messages (the gateway) may build the
+circuits' output itself from :meth:`ServedPV.reader_groups` (who gets what, in
+post()'s order) and hand it to ``ServerCircuit.send_events`` (the gateway's
+``gateway/fanplan.py`` does, for whole runs of updates at once).
 The subscriber tuple is replaced, never mutated, so a client leaving during
 a post cannot disturb the loop (the ``deque mutated during iteration`` crash
 seen in caproto's server cannot happen here).
@@ -20,70 +21,41 @@ seen in caproto's server cannot happen here).
 
 from __future__ import annotations
 
-import itertools
 import struct
-import weakref
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
-
-import numpy as np
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dbr
 from .dbr_encode import PVState, convert_values, encode, payload_size
-from .protocol import DBE_ALARM, DBE_LOG, DBE_VALUE, ECA_BADTYPE, ECA_NORMAL, EVENT_ADD, pad
+from .protocol import (
+    DBE_ALARM,
+    DBE_LOG,
+    DBE_VALUE,
+    ECA_BADTYPE,
+    ECA_NORMAL,
+    EVENT_ADD,
+    EXT_HEADER,
+    pad,
+)
 from .server_config import RIGHT_READ, RIGHT_WRITE
 
 if TYPE_CHECKING:
-    from .server_circuit import ServerChannel
+    from .server_circuit import ServerChannel, ServerCircuit
 
 __all__ = [
     "CAServerError",
     "DictProvider",
     "EventParts",
-    "FanPlan",
     "Provider",
     "ServedPV",
     "Subscriber",
-    "fan_plan",
-    "fan_send",
-    "post_batch",
+    "event_parts",
 ]
 
 _PREFIX = struct.Struct(">HHHHI")
-_EXT = struct.Struct(">II")
 _U32 = struct.Struct(">I")
 
 EventParts = tuple[bytes, bytes]  # (12-byte header prefix, [ext header +] padded payload)
-
-_NO_LIMIT = 1 << 62
-_ROW = 24  # bytes of one subscriber row: 3 native int64
-
-# circuits by a small integer, so a PV's subscribers can be numpy rows (see post_batch);
-# a number is reused once its circuit is gone (subscribers keep their circuit alive, so
-# no PV's rows can name a reused number), which keeps them small: a uint16 radix sort
-# (a list of weak references: a lookup costs ~0.1 us, a WeakValueDictionary's ~1 us)
-_circuits: list[weakref.ref[Any] | None] = []
-_free_slots: list[int] = []
-
-
-def _slot(circuit: Any) -> int:
-    """A small number for ``circuit``, stable for its lifetime (assigned on first use)."""
-    slot: int | None = getattr(circuit, "fanout_slot", None)
-    if slot is None:
-        if _free_slots:
-            slot = _free_slots.pop()
-        else:
-            slot = len(_circuits)
-            _circuits.append(None)
-        circuit.fanout_slot = slot
-        _circuits[slot] = weakref.ref(circuit)
-        weakref.finalize(circuit, _release_slot, slot)
-    return slot
-
-
-def _release_slot(slot: int) -> None:
-    _circuits[slot] = None
-    _free_slots.append(slot)
 
 
 class CAServerError(Exception):
@@ -99,7 +71,8 @@ def event_parts(payload: bytes, dbr_type: int, count: int, status: int = ECA_NOR
     body = pad(payload)
     size = len(body)
     if size >= 0xFFFF or count > 0xFFFF:
-        return _PREFIX.pack(EVENT_ADD, 0xFFFF, dbr_type, 0, status), _EXT.pack(size, count) + body
+        ext = EXT_HEADER.pack(size, count)
+        return _PREFIX.pack(EVENT_ADD, 0xFFFF, dbr_type, 0, status), ext + body
     return _PREFIX.pack(EVENT_ADD, size, dbr_type, count, status), body
 
 
@@ -122,7 +95,7 @@ class Subscriber:
         self, channel: ServerChannel, subid: int, dbr_type: int, count: int, mask: int
     ) -> None:
         self.channel = channel
-        self.circuit = channel.circuit
+        self.circuit: ServerCircuit = channel.circuit
         self.subid = subid
         self.idb = _U32.pack(subid)
         self.dbr_type = dbr_type
@@ -150,17 +123,6 @@ class ServedPV:
             tuple[int, int, tuple[tuple[int, bytes, Any, Subscriber], ...]], ...
         ] = ()
         self.posted = 0  # events handed to circuits (statistics)
-        # post_batch eligibility: every readable subscriber wants DBR_TIME of ``fast_type``
-        # (-1: not all the same time type), count ``fast_count`` (0: whatever the state has)
-        # and at most ``fast_max`` elements; then an upstream message is forwarded verbatim
-        self.fast_type = -1
-        self.fast_count = 0
-        self.fast_max = _NO_LIMIT
-        # per subscriber, in post() order, 3 native int64: circuit slot, mask, and the
-        # header bytes 8-16 (ECA_NORMAL, subscription id); bytes, as joining 1,000 bytes
-        # objects is ~15x faster than concatenating 1,000 small arrays
-        self._fast_rows = b""
-        self._fast_subs: tuple[Subscriber, ...] = ()
         self._max_bytes = 16384  # EPICS_CA_MAX_ARRAY_BYTES, set by the server on attach
         self._max_el: dict[int, int] = {}
 
@@ -284,198 +246,20 @@ class ServedPV:
             if sub.readable:
                 groups.setdefault(sub.key, []).append((sub.mask, sub.idb, sub.circuit, sub))
         self._groups = tuple((k[0], k[1], tuple(v)) for k, v in groups.items())
-        self._regroup_fast()
         self.fan_out_changed()
 
     def fan_out_changed(self) -> None:
-        """Hook: the subscribers (or what post_batch may do for them) changed."""
-
-    def _regroup_fast(self) -> None:
-        """Rebuild what :func:`post_batch` needs; the PV is eligible only if every
-        readable subscriber takes the upstream DBR_TIME message unchanged."""
-        self.fast_type = -1
-        self._fast_rows = b""
-        self._fast_subs = ()
-        types = {dbr_type for dbr_type, _, _ in self._groups}
-        if len(types) != 1:
-            return
-        dbr_type = types.pop()
-        counts = {count for _, count, _ in self._groups}
-        fixed = counts - {0}
-        if not 14 <= dbr_type <= 20 or len(fixed) > 1:
-            return
-        members = [m for _, _, group in self._groups for m in group]
-        rows = np.empty((len(members), 3), np.int64)
-        rows[:, 0] = [_slot(m[2]) for m in members]
-        rows[:, 1] = [m[0] for m in members]
-        ids = b"".join(_U32.pack(ECA_NORMAL) + m[1] for m in members)
-        rows[:, 2] = np.frombuffer(ids, np.int64)
-        self._fast_rows = rows.tobytes()
-        self._fast_subs = tuple(m[3] for m in members)
-        self.fast_count = fixed.pop() if fixed else 0
-        self.fast_max = self.max_elements(dbr_type) if 0 in counts else _NO_LIMIT
-        self.fast_type = dbr_type
-
-
-def post_batch(
-    buf: bytes,
-    pvs: Sequence[ServedPV],
-    offs: Sequence[int],
-    ends: Sequence[int],
-    masks: Sequence[int],
-) -> None:
-    """Forward a run of upstream EVENT_ADD messages to every matching subscriber at once.
-
-    ``buf[offs[i]:ends[i]]`` is a complete upstream message (16-byte header,
-    padded DBR_TIME payload) carrying the new state of ``pvs[i]``, posted with
-    ``masks[i]``; every PV must be eligible (``fast_type`` etc.; the caller
-    checks).  What :meth:`ServedPV.post` would send for it differs from the
-    message only in the status and subscription id (header bytes 8-16), so the
-    output of the whole run is one numpy row gather of the messages plus one
-    column assignment of those 8 bytes, and each circuit gets one slice of it:
-    well under 100 ns per forwarded event instead of ~250 ns for
-    :meth:`ServedPV.post`.  Per circuit the order is the order of the run, and
-    per event the order post() uses.  A held (flow-controlled) circuit gets
-    each update through ``hold_event`` as post() gives it, so its coalescing is
-    unchanged.
-    """
-    n = len(pvs)
-    if not n:
-        return
-    blob = b"".join([pv._fast_rows for pv in pvs])
-    sizes = np.array([len(pv._fast_subs) for pv in pvs], np.int64)
-    off = np.array(offs, np.int64)
-    length = np.array(ends, np.int64) - off
-    plan = fan_plan(blob, sizes, np.array(masks, np.int64))
-    if plan is None:
-        return
-    fan_send(plan, buf, off, length, pvs)
-    for pv, k in zip(pvs, plan.counts.tolist(), strict=True):
-        pv.posted += k
-
-
-class FanPlan(NamedTuple):
-    """Who gets which update of a run: everything of :func:`post_batch` but the bytes.
-
-    It depends only on the run's PVs (their subscribers) and masks, so a
-    caller that sees the same run again (a periodic scan of the same records)
-    may keep it and skip straight to :func:`fan_send`.
-    """
-
-    ev: np.ndarray  # per forwarded event, the index of its update; grouped by circuit
-    ids: np.ndarray  # per forwarded event, header bytes 8-16 as int64 (status, subid)
-    spans: list[tuple[int, int, int]]  # (circuit slot, first, end) into ev
-    counts: np.ndarray  # events forwarded per update
-    subs: np.ndarray  # per forwarded event, its subscriber in the concatenated rows (held)
-    sizes: np.ndarray
+        """Hook: the readable subscribers (:meth:`reader_groups`) or the array limit changed."""
 
     @property
-    def nbytes(self) -> int:
-        """Memory held (a caller keeping plans bounds them by this)."""
-        arrays = (self.ev, self.ids, self.counts, self.subs, self.sizes)
-        return sum(a.nbytes for a in arrays) + 40 * len(self.spans)
+    def has_readers(self) -> bool:
+        """Some subscriber may read: :meth:`post` has someone to send to."""
+        return bool(self._groups)
 
-
-def fan_plan(blob: bytes, sizes: np.ndarray, masks: np.ndarray) -> FanPlan | None:
-    """Plan a run: ``blob`` is the concatenated ``_fast_rows`` of the updates' PVs,
-    ``sizes`` their subscriber counts, ``masks`` the updates' masks.  None: nobody."""
-    n = len(sizes)
-    if not blob:
-        return None
-    rows = np.frombuffer(blob, np.int64).reshape(-1, 3)
-    ev = np.repeat(np.arange(n), sizes)
-    keep = (rows[:, 1] & np.repeat(masks, sizes)) != 0
-    if keep.all():
-        pair = None
-    else:
-        pair = np.flatnonzero(keep)  # index into the concatenated subscribers
-        if not len(pair):
-            return None
-        rows = rows[pair]
-        ev = ev[pair]
-    slot = rows[:, 0]
-    top = int(slot.max())
-    order = np.argsort(slot.astype(np.uint16) if top < 0xFFFF else slot, kind="stable")
-    slot = slot[order]
-    ev = ev[order].astype(np.int32)
-    bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(ev)]
-    spans = [(int(slot[a]), a, b) for a, b in itertools.pairwise(bounds)]
-    counts = np.bincount(ev, minlength=n)
-    subs = (order if pair is None else pair[order]).astype(np.int32)
-    return FanPlan(ev, rows[order, 2], spans, counts, subs, np.asarray(sizes))
-
-
-def fan_send(
-    plan: FanPlan,
-    buf: bytes,
-    off: np.ndarray,
-    length: np.ndarray,
-    pvs: Sequence[ServedPV],
-    msgs: np.ndarray | None = None,
-    flushing: bool = False,
-) -> None:
-    """Send a planned run: each circuit gets its updates' messages with their ids.
-
-    ``msgs``: the messages as an ``(n, words)`` int64 array when the caller has
-    them (a run of one size, contiguous in ``buf``), which saves gathering.
-    ``pvs`` is only indexed for a held circuit (a caller may pass a lazy
-    sequence).  ``flushing``: the caller calls ``server.flush_now()`` next, so
-    no flush is scheduled per circuit.
-    """
-    ev = plan.ev
-    size = int(length[0])
-    if msgs is not None or (not size & 7 and (length == size).all() and not (off & 7).any()):
-        # the usual run (one record type, 8-aligned as CA messages are): int64 rows
-        if msgs is None:
-            data = np.frombuffer(buf, np.int64, len(buf) >> 3)
-            msgs = data[(off >> 3)[:, None] + np.arange(size >> 3)]
-        out = np.take(msgs, ev, axis=0)
-        out[:, 1] = plan.ids
-        flat = out.view(np.uint8).reshape(-1)
-        starts = None
-    else:  # any mix of lengths and alignments: a byte gather
-        data = np.frombuffer(buf, np.uint8)
-        lens = length[ev]
-        starts = np.zeros(len(ev) + 1, np.int64)
-        np.cumsum(lens, out=starts[1:])
-        flat = np.take(data, np.repeat(off[ev] - starts[:-1], lens) + np.arange(int(starts[-1])))
-        flat[(starts[:-1, None] + np.arange(8, 16)).reshape(-1)] = plan.ids.view(np.uint8)
-    for slot, a, b in plan.spans:
-        ref = _circuits[slot]
-        circuit = ref() if ref is not None else None
-        if circuit is None:
-            continue
-        if circuit.hold:
-            _hold_batch(circuit, buf, pvs, off, off + length, plan.sizes, plan.subs[a:b], ev[a:b])
-            continue
-        if starts is None:
-            circuit.out.append(flat[a * size : b * size].tobytes())
-        else:
-            circuit.out.append(flat[int(starts[a]) : int(starts[b])].tobytes())
-        if not circuit.flush_pending:
-            if flushing:
-                circuit.flush_pending = True
-            else:
-                circuit.schedule_flush()
-
-
-def _hold_batch(
-    circuit: Any,
-    buf: bytes,
-    pvs: Sequence[ServedPV],
-    offs: Any,
-    ends: Any,
-    sizes: np.ndarray,
-    subs: np.ndarray,
-    ev: np.ndarray,
-) -> None:
-    """:func:`post_batch` for a held circuit: one ``hold_event`` per update, as post() does."""
-    first = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=first[1:])
-    for p, i in zip(subs.tolist(), ev.tolist(), strict=True):
-        sub = pvs[i]._fast_subs[p - int(first[i])]
-        o, e = int(offs[i]), int(ends[i])
-        circuit.hold_event(sub, (buf[o : o + 8] + _U32.pack(ECA_NORMAL), buf[o + 16 : e]))
+    def reader_groups(self) -> list[tuple[int, int, list[Subscriber]]]:
+        """The readable subscribers as (DBR type, count, subscribers), in the order
+        :meth:`post` serves them (a count of 0: whatever the state holds)."""
+        return [(t, c, [m[3] for m in members]) for t, c, members in self._groups]
 
 
 class Provider(Protocol):

@@ -33,18 +33,10 @@ from ..ca.server import CAServer, ServerChannel, ServerConfig
 from ..ca.server_config import RIGHT_READ, RIGHT_WRITE
 from ..ca.server_pv import ServedPV
 from .caputlog import CaPutLog
-from .fanout import FanOutTable
+from .event_runs import BulkFramer
+from .fanout import FanOutTable, make_fan_out
 from .stats import GatewayStats
-from .upstream import (
-    CONNECTING,
-    DEAD,
-    DISCONNECTED,
-    PUT_ACKS,
-    PUT_ACKT,
-    STATES,
-    UpstreamPV,
-    make_fan_out,
-)
+from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, STATES, UpstreamPV
 
 __all__ = ["Gateway", "GatewaySettings", "OpenAccess"]
 
@@ -139,10 +131,10 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.access = access if access is not None else OpenAccess(settings.read_only)
-        self.client = CAClient(client_config)
         self.server = CAServer(self, server_config)
-        self.fan_out = make_fan_out(self)  # takes whole upstream reads (see upstream.py)
-        self.fanout = FanOutTable(self, self.fan_out)  # runs of them (fanout.py)
+        self.fan_out = make_fan_out(self)  # takes whole upstream reads (fanout.py)
+        self.fanout = FanOutTable(self, self.fan_out)  # and runs of them
+        self.client = CAClient(client_config, framer=self._framer)
         self.pvs: dict[str, UpstreamPV] = {}
         self.stats = GatewayStats(
             settings.prefix,
@@ -168,6 +160,10 @@ class Gateway:
         self._tasks: list[asyncio.Task[Any]] = []
         self._own_search: tuple[str, int] | None = None
         self.caputlog = CaPutLog(settings.caputlog) if settings.caputlog else None
+
+    def _framer(self) -> BulkFramer:
+        """The framer of each upstream circuit: hands reads and runs to the fan-out."""
+        return BulkFramer(self.fan_out, self.fanout.consume_run)
 
     # convenience views used by UpstreamPV
     @property

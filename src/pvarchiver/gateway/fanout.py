@@ -1,16 +1,22 @@
-"""Bulk processing of upstream update runs: state, masks and fan-out for a whole run at once.
+"""Fan-out of upstream updates: per message, and for a whole run at once.
 
-Why: a gateway's burst (one IOC scan of a thousand records) is a few reads of
-identical small messages.  The per-message path (``make_fan_out`` in
-``upstream.py``) does per update what ``UpstreamPV``'s handler does: copy
-the payload into a new ``PVState``, compare alarm and value with the last
-one, count, then collect the update for ``post_batch``.  At ~5 us per
-upstream update that made a 1,000-record burst take ~5 ms, and that queue was
-the gateway's added latency.  Here the same work is done on numpy rows:
+Each upstream DBR_TIME subscription of an ``UpstreamPV`` is an
+:class:`UpdateHandler`, which the gateway's framer (``event_runs.BulkFramer``)
+recognises: it collects the updates of a read and hands them to
+:func:`make_fan_out`'s consumer, and runs of same-size updates to
+:meth:`FanOutTable.consume_run`.
+
+Runs.  A gateway's burst (one IOC scan of a thousand records) is a few reads of
+identical small messages.  The per-message path (:func:`make_fan_out`) does per
+update what ``UpstreamPV``'s handler does: copy the payload into a new
+``PVState``, compare alarm and value with the last one, count, then collect
+the update for ``post_batch``.  At ~5 us per upstream update that made a
+1,000-record burst take ~5 ms, and that queue was the gateway's added latency.
+Here the same work is done on numpy rows:
 
 * every upstream DBR_TIME subscription of a connected PV has a *bulk id*
-  (its row in this table), which the CA client's framer knows through the
-  handler's ``batch_id`` (``ca/event_runs.py`` finds the runs);
+  (its row in this table), which the framer knows through the handler's
+  ``batch_id`` (``event_runs.RunFinder`` finds the runs);
 * the last message of each row is kept in ``last`` (messages up to
   :data:`WIDTH` bytes: scalars and short strings), so alarm and value changes
   are two vectorised comparisons, within a run too (a PV twice in one run is
@@ -30,18 +36,30 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.dbr_encode import PVState
-from ..ca.server_pv import FanPlan, fan_plan, fan_send
+from .fanplan import FanPlan, fan_plan, fan_send, post_batch
 
-__all__ = ["WIDTH", "FanOutTable"]
+if TYPE_CHECKING:
+    from .upstream import UpstreamPV
+
+__all__ = ["WIDTH", "FanOutTable", "Item", "UpdateHandler", "make_fan_out"]
 
 log = logging.getLogger(__name__)
+
+# Upstream events between early flushes of the downstream circuits: a burst (1,000 records on
+# one scan arrive in one or two reads) then leaves in pieces while the rest is fanned out,
+# instead of all at once after the whole read (see docs/gateway.md, "Measured").
+FLUSH_EVERY = 128
+# The same for the batch path (make_fan_out): forwarded and flushed in runs of at most this
+# many upstream events; 256 also keeps a run's ~100 KB of output in the CPU cache (a
+# 1,000-event run is slower per event).
+BATCH_FLUSH = int(os.environ.get("PVARCHIVER_GW_BATCH", "256"))
 
 WIDTH = 64  # widest message (header + payload) kept per row; wider ones stay per-message
 # Updates of a run sent (one write per client) before the rest is made: 1,024 (a whole
@@ -54,11 +72,128 @@ MIN_SEGMENT = 16
 PLAN_BYTES = 4 << 20  # fan-out plans kept for runs seen before (periodic scans repeat them)
 _NOBODY = object()  # a cached plan saying: no subscriber takes any of these updates
 
-Item = tuple[Any, int, int, int, int]
+
+class UpdateHandler:
+    """The raw DBR_TIME subscriber of one upstream PV (a ``ca.client.RawSubscriber``).
+
+    ``update(buf, offset, count)`` takes one update into the PV's state and
+    counters and returns the mask to post it with (0: none); it is a closure
+    made by the PV (``UpstreamPV._time_handler``), the per-update hot path.
+    Called as a subscriber the handler also posts; the gateway's framer instead
+    collects a read's updates for :func:`make_fan_out` (which reads ``pv``,
+    ``head`` and ``elem``) and runs of them for :class:`FanOutTable`
+    (``batch_id``: the PV's row there, -1 for none, e.g. the ``-archive``
+    DBE_LOG stream, which ``log_only`` marks).
+    """
+
+    __slots__ = ("batch_id", "elem", "gw", "head", "log_only", "native", "pv", "update")
+
+    def __init__(
+        self,
+        pv: UpstreamPV,
+        gw: Any,
+        native: int,
+        update: Callable[[bytes, int, int], int],
+        log_only: bool = False,
+    ) -> None:
+        self.pv = pv
+        self.gw = gw  # the Gateway: its counters and server
+        self.native = native
+        self.head = dbr.data_size(dbr.time_type(native), 0)  # DBR_TIME header bytes
+        self.elem = dbr.element_size(native)
+        self.update = update
+        self.log_only = log_only
+        self.batch_id = -1
+
+    def __call__(self, buf: bytes, offset: int, count: int, /) -> None:
+        mask = self.update(buf, offset, count)
+        if mask:
+            self.pv.post(mask)
+            if not self.log_only and not self.gw.client_events % FLUSH_EVERY:
+                self.gw.server.flush_now()
+
+
+# one update collected by the framer: (handler, header offset, end offset, DBR type, count)
+Item = tuple[UpdateHandler, int, int, int, int]
+
+
+def make_fan_out(gw: Any) -> Callable[[bytes, list[Item]], None]:
+    """The gateway's per-message consumer of collected updates (``BulkFramer.on_batch``).
+
+    Why: one upstream read holds hundreds of updates (1,000 records on one scan
+    arrive in one or two reads); posting them one by one costs ~300 ns per
+    forwarded event in Python, which made the burst's fan-out the gateway's
+    latency.  Here each update still goes through its handler's ``update`` (the
+    cached state stays current, masks and counters as before), then every run of
+    updates whose PV forwards the upstream message unchanged to all its
+    subscribers goes to :func:`post_batch` at once.  Anything else (another DBR
+    type or count asked for, an extended header, a padding the server would not
+    produce) is posted one by one at its place, after the run before it, so no
+    subscriber sees events out of order.  The circuits are flushed after every
+    BATCH_FLUSH events and at the end of a large read, so the first updates of a
+    burst leave while the rest are made.
+    """
+    pvs: list[UpstreamPV] = []
+    offs: list[int] = []
+    ends: list[int] = []
+    masks: list[int] = []
+
+    def flush_now() -> None:
+        gw.server.flush_now()
+
+    def run(buf: bytes) -> None:
+        post_batch(buf, pvs, offs, ends, masks)
+        pvs.clear()
+        offs.clear()
+        ends.clear()
+        masks.clear()
+
+    def consume(buf: bytes, items: list[Item]) -> None:
+        for handler, off, end, dt, cnt in items:
+            mask = handler.update(buf, off + 16, cnt)
+            if not mask:
+                continue
+            pv = handler.pv
+            if (
+                dt == pv.fast_type
+                and cnt <= pv.fast_max
+                and (cnt == pv.fast_count or not pv.fast_count)
+                and end - off - 16 == (handler.head + cnt * handler.elem + 7) & ~7
+            ):
+                pvs.append(pv)
+                offs.append(off)
+                ends.append(end)
+                masks.append(mask)
+                if len(pvs) >= BATCH_FLUSH:
+                    run(buf)
+                    flush_now()
+                continue
+            if pvs:
+                run(buf)
+            pv.post(mask)
+        if pvs:
+            run(buf)
+        if len(items) >= 64:  # a burst: its tail leaves now; a few events wait for the
+            flush_now()  # end of the loop turn, as on the per-event path (fewer writes)
+
+    def consumer(buf: bytes, items: list[Item]) -> None:
+        try:
+            consume(buf, items)
+        except Exception:  # raised out of the read callback it would close the upstream circuit
+            log.exception("gateway fan-out of %d upstream events failed", len(items))
+            pvs.clear()
+            offs.clear()
+            ends.clear()
+            masks.clear()
+
+    return consumer
 
 
 class FanOutTable:
     """Rows of per-subscription state for the bulk path; one per gateway."""
+
+    dirty: bytearray  # by bulk id: the PV's state must be rebuilt from ``last``
+    stale: bytearray  # by bulk id: ``last`` must be copied back from the PV's state
 
     def __init__(
         self,
@@ -69,7 +204,7 @@ class FanOutTable:
         self.gw = gw
         self.per_message = per_message  # the make_fan_out consumer, for updates out of a run
         self.batch_flush = batch_flush
-        self.handlers: list[Any] = []  # by bulk id; None when free
+        self.handlers: list[UpdateHandler | None] = []  # by bulk id; None when free
         self.fast_rows: list[bytes] = []  # by bulk id: the PV's post_batch subscriber rows
         self._free: list[int] = []
         self.cap = 0
@@ -116,7 +251,7 @@ class FanOutTable:
         self._free.extend(range(cap - 1, old - 1, -1))
         self.cap = cap
 
-    def register(self, handler: Any, native: int, count: int, value_mask: int) -> int:
+    def register(self, handler: UpdateHandler, native: int, count: int, value_mask: int) -> int:
         """A row for a new upstream DBR_TIME subscription (``handler.pv`` is its PV)."""
         if not self._free:
             self._alloc(self.cap * 2)
@@ -136,12 +271,13 @@ class FanOutTable:
         return bid
 
     def release(self, bid: int) -> tuple[int, int]:
-        """Free a row (its subscription was cancelled); returns its (events, posted) counts."""
+        """Free a row (its subscription was cancelled); returns its (events, posted) counts.
+
+        The PV reads its state first (:meth:`state_of`), so the row's newest value is not lost.
+        """
         handler = self.handlers[bid]
         if handler is None:
             return 0, 0
-        if self.dirty[bid]:
-            self.materialize(bid)
         self._drop_plans()
         self.handlers[bid] = None
         self.fast_rows[bid] = b""
@@ -160,31 +296,32 @@ class FanOutTable:
         self._drop_plans()  # the subscribers (or rights) changed: every plan may be wrong
         pv = handler.pv
         dt, cnt = divmod(int(self.kind[bid]), 1 << 16)
-        if not pv._groups:  # no readable subscriber: the update only changes the state
+        if not pv.has_readers:  # no readable subscriber: the update only changes the state
             subs_ok = True
         else:
             subs_ok = pv.fast_type == dt and cnt <= pv.fast_max and pv.fast_count in (0, cnt)
         self.ok[bid] = bool(pv.valid and subs_ok and self.length[bid] <= WIDTH)
-        self.fast_rows[bid] = pv._fast_rows if pv._groups else b""
-        self.subscribers[bid] = len(pv._fast_subs) if pv._groups else 0
+        self.fast_rows[bid] = pv.fast_rows  # (empty, as fast_subs, without readers)
+        self.subscribers[bid] = len(pv.fast_subs)
 
-    def materialize(self, bid: int) -> None:
-        """Rebuild the PV's ``state`` from the row's last message (something reads it)."""
+    def state_of(self, bid: int, old: PVState | None) -> PVState | None:
+        """The PV's state rebuilt from the row's last message (``dirty``: something reads
+        it), with the metadata of ``old``, the state it had; the row is clean again."""
         handler = self.handlers[bid]
         self.dirty[bid] = 0
         if handler is None:
-            return
-        pv = handler.pv
+            return old
         cnt = int(self.kind[bid]) & 0xFFFF
         payload = self.last[bid, 16 : 16 + handler.head + cnt * handler.elem].tobytes()
-        old = pv._state
-        pv._state = PVState(handler.native, cnt, payload, old.meta if old is not None else None)
+        return PVState(handler.native, cnt, payload, old.meta if old is not None else None)
 
     def _restore(self, bids: np.ndarray) -> None:
         """Copy states set by the per-message path back into their rows."""
         for bid in np.unique(bids).tolist():
             handler = self.handlers[bid]
-            state = handler.pv._state
+            assert handler is not None
+            state = handler.pv.state  # a stale row is never dirty: no rebuild here
+            assert state is not None
             payload = state.time_payload
             self.last[bid, 16 : 16 + len(payload)] = np.frombuffer(payload, np.uint8)
             self.stale[bid] = 0
@@ -237,6 +374,7 @@ class FanOutTable:
                 self._bulk(buf, off + start * stride, rows[start:stop], bids[start:stop])
             if stop < n:  # one update the bulk path cannot take: the per-message path, in place
                 handler = self.handlers[int(bids[stop])]
+                assert handler is not None  # a row in a run is live
                 at = off + stop * stride
                 dt, cnt = divmod(int(kind[stop]), 1 << 16)
                 self.per_message(buf, [(handler, at, at + stride, dt, cnt)])
@@ -275,9 +413,9 @@ class FanOutTable:
         differ = rows != prev
         alarm = differ[:, 16:20].any(axis=1)
         v0, v1 = self.value_start[bids], self.value_end[bids]
-        first, end = int(v0[0]), int(v1[0])
-        if (v0 == first).all() and (v1 == end).all():  # one record type: one value column range
-            value = differ[:, first:end].any(axis=1)
+        begin, end = int(v0[0]), int(v1[0])
+        if (v0 == begin).all() and (v1 == end).all():  # one record type: one value column range
+            value = differ[:, begin:end].any(axis=1)
         else:
             column = np.arange(stride)
             value = (differ & (column >= v0[:, None]) & (column < v1[:, None])).any(axis=1)
@@ -321,12 +459,14 @@ class _PVs:
 
     __slots__ = ("bids", "handlers")
 
-    def __init__(self, handlers: list[Any], bids: np.ndarray) -> None:
+    def __init__(self, handlers: list[UpdateHandler | None], bids: np.ndarray) -> None:
         self.handlers = handlers
         self.bids = bids
 
-    def __getitem__(self, i: int) -> Any:
-        return self.handlers[int(self.bids[i])].pv
+    def __getitem__(self, i: int) -> UpstreamPV:
+        handler = self.handlers[int(self.bids[i])]
+        assert handler is not None
+        return handler.pv
 
     def __len__(self) -> int:
         return len(self.bids)

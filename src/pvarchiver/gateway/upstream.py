@@ -28,24 +28,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..ca import dbr
 from ..ca import protocol as P
 from ..ca.client import CAClient, Channel, Subscription
 from ..ca.dbr_encode import CLASS_NAME, Meta, PVState, encode, meta_from_reading
-from ..ca.server_config import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL, RIGHT_READ
-from ..ca.server_pv import CAServerError, ServedPV, post_batch
+from ..ca.protocol import ECA_BADTYPE, ECA_NOWTACCESS, ECA_PUTFAIL
+from ..ca.server_config import RIGHT_READ
+from ..ca.server_pv import CAServerError
 from ..ca.tasks import TaskSet
-from .fanout import FanOutTable
+from .fanout import FanOutTable, UpdateHandler
+from .fanplan import FanOutPV
 
 if TYPE_CHECKING:
     from ..ca.server import ServerChannel
 
-__all__ = ["CONNECTING", "DEAD", "DISCONNECTED", "STATES", "UpstreamPV", "make_fan_out"]
+__all__ = ["CONNECTING", "DEAD", "DISCONNECTED", "STATES", "UpstreamPV"]
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,12 @@ STATES = (CONNECTING, "active", "inactive", DISCONNECTED, DEAD)
 
 _VALUE_MASK = P.DBE_VALUE | P.DBE_LOG
 
-# Upstream events between early flushes of the downstream circuits: a burst (1,000 records on
-# one scan arrive in one or two reads) then leaves in pieces while the rest is fanned out,
-# instead of all at once after the whole read (see docs/gateway.md, "Measured").
-FLUSH_EVERY = 128
-# The same for the batch path (make_fan_out): forwarded and flushed in runs of at most this
-# many upstream events; 256 also keeps a run's ~100 KB of output in the CPU cache (a
-# 1,000-event run is slower per event).
-BATCH_FLUSH = int(os.environ.get("PVARCHIVER_GW_BATCH", "256"))
-
 PUT_ACKT = 35  # DBR_PUT_ACKT: set the record's ACKT (transient alarms need acknowledging)
 PUT_ACKS = 36  # DBR_PUT_ACKS: acknowledge alarms up to this severity
 _PUT_TYPES = frozenset(range(7)) | {PUT_ACKT, PUT_ACKS}
 
 
-class UpstreamPV(ServedPV):
+class UpstreamPV(FanOutPV):
     """A served PV backed by an upstream channel of the gateway's CA client."""
 
     def __init__(self, gateway: Any, real_name: str) -> None:
@@ -111,7 +102,7 @@ class UpstreamPV(ServedPV):
         """The cached value; after bulk updates it is rebuilt from the row on first read."""
         bid = self._bid
         if bid >= 0 and self._table.dirty[bid]:
-            self._table.materialize(bid)
+            self._state = self._table.state_of(bid, self._state)
         return self._state
 
     @state.setter
@@ -146,6 +137,11 @@ class UpstreamPV(ServedPV):
         return self._posted
 
     def fan_out_changed(self) -> None:
+        super().fan_out_changed()  # the subscribers' rows for the bulk fan-out
+        self._refresh_row()
+
+    def _refresh_row(self) -> None:
+        """Whether the bulk path may take this PV's updates changed (or its subscribers)."""
         if self._bid >= 0:
             self._table.refresh(self._bid)
 
@@ -206,13 +202,13 @@ class UpstreamPV(ServedPV):
         native = ch.native_type
         gw = self.gateway
         handler = self._time_handler(native, P.DBE_ALARM | (0 if gw.archive else P.DBE_LOG))
-        self._subs.append(self.client.subscribe(ch, handler, None, None, gw.mask))
+        self._subs.append(self.client.subscribe_raw(ch, handler, None, None, gw.mask))
         self._subs.append(
             self.client.subscribe(ch, self._on_ctrl, dbr.ctrl_type(native), 1, P.DBE_PROPERTY)
         )
         if gw.archive:
             log_handler = self._time_handler(native, -1)
-            self._subs.append(self.client.subscribe(ch, log_handler, None, None, P.DBE_LOG))
+            self._subs.append(self.client.subscribe_raw(ch, log_handler, None, None, P.DBE_LOG))
         if self._ever_connected:
             gw.reconnected(self)
         self._ever_connected = True
@@ -226,7 +222,7 @@ class UpstreamPV(ServedPV):
         """
         if not access & RIGHT_READ:
             self.valid = False
-            self.fan_out_changed()
+            self._refresh_row()
         if self.downstream:
             self.gateway.upstream_rights_changed(self)
 
@@ -279,21 +275,19 @@ class UpstreamPV(ServedPV):
             self._bid = -1
             self._state = state
 
-    def _time_handler(self, native: int, extra: int) -> Callable[[bytes, int, int], None]:
-        """Raw DBR_TIME handler.  ``extra`` -1 marks the DBE_LOG-only (``-archive``) stream.
+    def _time_handler(self, native: int, extra: int) -> UpdateHandler:
+        """Raw DBR_TIME subscriber.  ``extra`` -1 marks the DBE_LOG-only (``-archive``) stream.
 
-        Hot path (one call per upstream event): no decoding, the payload bytes
-        become the new state; alarm and value are compared as raw bytes.  The
-        handler carries ``update`` (state and counters only, returns the mask to
-        post, 0 for none) and ``raw_batch`` so the client hands whole reads to
-        :func:`make_fan_out`'s consumer, which posts them in bulk.
+        Hot path (one call of ``update`` per upstream event): no decoding, the
+        payload bytes become the new state; alarm and value are compared as raw
+        bytes; ``update`` returns the mask to post (0: none).  The gateway's framer
+        hands whole reads to ``fanout.make_fan_out`` and runs to the fan-out table
+        (the handler's row there is ``batch_id``), which post them in bulk.
         """
         head = dbr.data_size(dbr.time_type(native), 0)
         elem = dbr.element_size(native)
         value_mask = P.DBE_VALUE | (extra & P.DBE_LOG) if extra != -1 else 0
         gw = self.gateway
-        post = self.post
-        flush_now = gw.server.flush_now
         ch = self.channel
 
         def update(buf: bytes, off: int, count: int) -> int:
@@ -314,7 +308,7 @@ class UpstreamPV(ServedPV):
                     return 0
                 self.valid = True
                 self.state = PVState(native, count, payload, old.meta if old else None)
-                self.fan_out_changed()
+                self._refresh_row()
                 if old is None:
                     self._maybe_ready()
                 else:
@@ -333,25 +327,10 @@ class UpstreamPV(ServedPV):
             gw.client_posts += 1
             return mask
 
-        def handler(buf: bytes, off: int, count: int) -> None:
-            mask = update(buf, off, count)
-            if mask:
-                post(mask)
-                if extra != -1 and not gw.client_events % FLUSH_EVERY:
-                    flush_now()
-
-        handler.raw_payload = True  # type: ignore[attr-defined]
-        handler.raw_batch = gw.fan_out  # type: ignore[attr-defined]
-        handler.update = update  # type: ignore[attr-defined]
-        handler.pv = self  # type: ignore[attr-defined]
-        handler.head = head  # type: ignore[attr-defined]
-        handler.elem = elem  # type: ignore[attr-defined]
-        handler.native = native  # type: ignore[attr-defined]
-        handler.batch_id = -1  # type: ignore[attr-defined]
+        handler = UpdateHandler(self, gw, native, update, log_only=extra == -1)
         if extra != -1:  # the DBE_LOG-only stream of -archive stays on the per-message path
-            handler.raw_run = gw.fanout.consume_run  # type: ignore[attr-defined]
-            handler.batch_id = self._bid = gw.fanout.register(handler, native, ch.count, value_mask)  # type: ignore[attr-defined]
-            self.fan_out_changed()
+            handler.batch_id = self._bid = gw.fanout.register(handler, native, ch.count, value_mask)
+            self._refresh_row()
         return handler
 
     def _on_ctrl(self, reading: dbr.Reading) -> None:
@@ -441,75 +420,3 @@ class UpstreamPV(ServedPV):
         self._tasks.cancel()
         self.client.clear_channel(self._rtyp)
         self.client.clear_channel(self.channel)
-
-
-def make_fan_out(gw: Any) -> Callable[[bytes, list[tuple[Any, int, int, int, int]]], None]:
-    """The gateway's batch consumer for the CA client (``raw_batch``, see ``protocol.Framer``).
-
-    Why: one upstream read holds hundreds of updates (1,000 records on one scan
-    arrive in one or two reads); posting them one by one costs ~300 ns per
-    forwarded event in Python, which made the burst's fan-out the gateway's
-    latency.  Here each update still goes through its handler's ``update`` (the
-    cached state stays current, masks and counters as before), then every run of
-    updates whose PV forwards the upstream message unchanged to all its
-    subscribers goes to :func:`post_batch` at once.  Anything else (another DBR
-    type or count asked for, an extended header, a padding the server would not
-    produce) is posted one by one at its place, after the run before it, so no
-    subscriber sees events out of order.  The circuits are flushed after every
-    BATCH_FLUSH events and at the end of a large read, so the first updates of a
-    burst leave while the rest are made.
-    """
-    pvs: list[ServedPV] = []
-    offs: list[int] = []
-    ends: list[int] = []
-    masks: list[int] = []
-
-    def flush_now() -> None:
-        gw.server.flush_now()
-
-    def run(buf: bytes) -> None:
-        post_batch(buf, pvs, offs, ends, masks)
-        pvs.clear()
-        offs.clear()
-        ends.clear()
-        masks.clear()
-
-    def consume(buf: bytes, items: list[tuple[Any, int, int, int, int]]) -> None:
-        for handler, off, end, dt, cnt in items:
-            mask = handler.update(buf, off + 16, cnt)
-            if not mask:
-                continue
-            pv = handler.pv
-            if (
-                dt == pv.fast_type
-                and cnt <= pv.fast_max
-                and (cnt == pv.fast_count or not pv.fast_count)
-                and end - off - 16 == (handler.head + cnt * handler.elem + 7) & ~7
-            ):
-                pvs.append(pv)
-                offs.append(off)
-                ends.append(end)
-                masks.append(mask)
-                if len(pvs) >= BATCH_FLUSH:
-                    run(buf)
-                    flush_now()
-                continue
-            if pvs:
-                run(buf)
-            pv.post(mask)
-        if pvs:
-            run(buf)
-        if len(items) >= 64:  # a burst: its tail leaves now; a few events wait for the
-            flush_now()  # end of the loop turn, as on the per-event path (fewer writes)
-
-    def consumer(buf: bytes, items: list[tuple[Any, int, int, int, int]]) -> None:
-        try:
-            consume(buf, items)
-        except Exception:  # raised out of the read callback it would close the upstream circuit
-            log.exception("gateway fan-out of %d upstream events failed", len(items))
-            pvs.clear()
-            offs.clear()
-            ends.clear()
-            masks.clear()
-
-    return consumer
