@@ -34,7 +34,7 @@ from ..ca.server_config import RIGHT_READ, RIGHT_WRITE
 from ..ca.server_pv import ServedPV
 from .caputlog import CaPutLog
 from .event_runs import BulkFramer
-from .fanout import FanOutTable, make_fan_out
+from .fanout import BATCH_FLUSH, RUN_FLUSH, FanOutTable, make_fan_out
 from .stats import GatewayStats
 from .upstream import CONNECTING, DEAD, DISCONNECTED, PUT_ACKS, PUT_ACKT, STATES, UpstreamPV
 
@@ -66,6 +66,11 @@ class GatewaySettings:
     pvlist: str | None = None
     access: str | None = None
     stats_interval: float = 10.0
+    # batching of the fan-out (fanout.py): upstream updates of a read posted per piece, and
+    # updates of a run sent per piece; the defaults come from PVARCHIVER_GW_BATCH and
+    # PVARCHIVER_GW_RUN_BATCH
+    upstream_batch: int = BATCH_FLUSH
+    run_batch: int = RUN_FLUSH
 
 
 @dataclass
@@ -132,8 +137,8 @@ class Gateway:
         self.settings = settings
         self.access = access if access is not None else OpenAccess(settings.read_only)
         self.server = CAServer(self, server_config)
-        self.fan_out = make_fan_out(self)  # takes whole upstream reads (fanout.py)
-        self.fanout = FanOutTable(self, self.fan_out)  # and runs of them
+        self.fan_out = make_fan_out(self, settings.upstream_batch)  # upstream reads (fanout.py)
+        self.fanout = FanOutTable(self, self.fan_out, settings.run_batch)  # and runs of them
         self.client = CAClient(client_config, framer=self._framer)
         self.pvs: dict[str, UpstreamPV] = {}
         self.stats = GatewayStats(

@@ -117,7 +117,7 @@ class UpdateHandler:
 Item = tuple[UpdateHandler, int, int, int, int]
 
 
-def make_fan_out(gw: Any) -> Callable[[bytes, list[Item]], None]:
+def make_fan_out(gw: Any, batch_flush: int = BATCH_FLUSH) -> Callable[[bytes, list[Item]], None]:
     """The gateway's per-message consumer of collected updates (``BulkFramer.on_batch``).
 
     Why: one upstream read holds hundreds of updates (1,000 records on one scan
@@ -130,7 +130,7 @@ def make_fan_out(gw: Any) -> Callable[[bytes, list[Item]], None]:
     type or count asked for, an extended header, a padding the server would not
     produce) is posted one by one at its place, after the run before it, so no
     subscriber sees events out of order.  The circuits are flushed after every
-    BATCH_FLUSH events and at the end of a large read, so the first updates of a
+    ``batch_flush`` events and at the end of a large read, so the first updates of a
     burst leave while the rest are made.
     """
     pvs: list[UpstreamPV] = []
@@ -164,7 +164,7 @@ def make_fan_out(gw: Any) -> Callable[[bytes, list[Item]], None]:
                 offs.append(off)
                 ends.append(end)
                 masks.append(mask)
-                if len(pvs) >= BATCH_FLUSH:
+                if len(pvs) >= batch_flush:
                     run(buf)
                     flush_now()
                 continue
