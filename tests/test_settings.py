@@ -43,7 +43,16 @@ def test_defaults_with_an_empty_environment(tmp_path: Path) -> None:
         60.0,
     )
     assert s.ca.env == {} and s.archive == ()
-    assert (s.journal.folder, s.journal.fsync_seconds) == (None, 1.0)
+    assert (s.journal.folder, s.journal.fsync_seconds) == (s.storage.root / "journal", 1.0)
+    off = load_settings({"PVARCHIVER_JOURNAL": "off"}, storage=str(tmp_path / "st"))
+    assert off.journal.folder is None
+    cli = load_settings(
+        {"PVARCHIVER_JOURNAL_FSYNC_SECONDS": "5"},
+        storage=str(tmp_path / "st"),
+        journal=str(tmp_path / "j"),
+        journal_fsync=0,
+    )
+    assert (cli.journal.folder, cli.journal.fsync_seconds) == (tmp_path / "j", 0)
     assert s.gateway == GatewaySettings()
 
 

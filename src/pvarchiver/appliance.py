@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 
 from .ca import CAClient
 from .engine.channels import CAArchiver
+from .engine.journal import Journal, run_journal
+from .engine.journal_replay import replay
 from .engine.writer import Engine
 from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
@@ -63,6 +65,30 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
         log.exception("shutdown: %s failed; carrying on", what)
 
 
+def open_journal(settings: Settings, first: PlainPBStore) -> Journal | None:
+    """Replay what an earlier process journaled into the first store (before anything else
+    writes there), then open the journal for this one."""
+    js = settings.journal
+    if js.folder is None:
+        return None
+    rep = replay(js.folder, first)
+    if rep.segments:
+        log.info(
+            "journal replay: %d samples of %d PVs from %d segments, %d written to %s "
+            "(the rest were there already), %d bytes of torn tail cut, %.2f s",
+            rep.samples_read,
+            rep.pvs,
+            rep.segments,
+            rep.samples_written,
+            first.name,
+            rep.cut_bytes,
+            rep.seconds,
+        )
+    if rep.errors:
+        log.error("journal replay left segments in %s: %s", rep.moved_to, rep.errors[:3])
+    return Journal(js.folder, js.fsync_seconds)
+
+
 def mgmt_config(settings: Settings) -> MgmtConfig:
     m = settings.mgmt
     return MgmtConfig(
@@ -103,19 +129,23 @@ class Appliance:
             for row in self.mgmt.manager.submit(specs):
                 why = row.get("validation", "")
                 log.info("--archive %s: %s %s", row["pvName"], row["status"], why)
-        write_stop, etl_stop = asyncio.Event(), asyncio.Event()
-        self._stops = [write_stop, etl_stop]
+        write_stop, etl_stop, journal_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._stops = [write_stop, etl_stop, journal_stop]
+        journal = self.engine.journal
         self._tasks = [
             asyncio.create_task(self.engine.run(write_stop)),
             asyncio.create_task(etl_loop(self.etl, etl_stop)),
+            asyncio.create_task(run_journal(journal, journal_stop))
+            if journal is not None
+            else asyncio.create_task(journal_stop.wait()),
         ]
 
     async def stop(self) -> None:
         """Everything buffered is written and ``consolidateOnShutdown`` runs. Each step is
         guarded so that a failure in one (a CA socket error, a failed write cycle) can never
         skip the flush of buffered samples that follows."""
-        write_stop, etl_stop = self._stops
-        writer, etl = self._tasks
+        write_stop, etl_stop, journal_stop = self._stops
+        writer, etl, journaling = self._tasks
         etl_stop.set()
         await _logged(etl, "ETL loop")
         await _logged(self.mgmt.manager.stop(), "archive workflow stop")
@@ -123,8 +153,16 @@ class Appliance:
         await _logged(self.client.close(), "CA client close")
         write_stop.set()
         await _logged(writer, "write loop")
+        journal_stop.set()  # the final write below rotates the journal itself
+        await _logged(journaling, "journal")
         # no events arrive any more: whatever the last cycle could not write goes now
         await asyncio.to_thread(self.engine.write_all)
+        journal = self.engine.journal
+        if journal is not None:
+            left = self.engine.unwritten()
+            journal.close(drop_all=left == 0)
+            if left:
+                log.error("%d samples could not be written; the journal keeps them", left)
         stats = await asyncio.to_thread(self.etl.on_shutdown)
         for s in stats:
             log.info("consolidateOnShutdown %s->%s: %d files", s.source, s.dest, s.files_moved)
@@ -147,9 +185,8 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     opened = list(stores) if stores is not None else open_stores(settings.storage)
     for st in opened:
         log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
-    # settings.journal (folder, fsync_seconds) is for the engine's write-ahead journal,
-    # which is made here and handed to Engine once it exists
-    engine = Engine(opened[0])
+    journal = open_journal(settings, opened[0])
+    engine = Engine(opened[0], journal=journal)
     client = CAClient(settings.ca.config())
     archiver = CAArchiver(engine, client)
     link = EngineLink(engine, opened, archiver)

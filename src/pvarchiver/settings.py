@@ -90,10 +90,11 @@ class CASettings:
 
 @dataclass(frozen=True)
 class JournalSettings:
-    """The engine's write-ahead journal (reserved: not used yet)."""
+    """The engine's write-ahead journal (``engine/journal.py``)."""
 
     #: folder of the journal files (None: no journal)
     folder: Path | None = None
+    #: seconds between fsyncs of the journal: what a power cut can lose (0: every tick)
     fsync_seconds: float = 1.0
 
 
@@ -205,6 +206,21 @@ def _mgmt(env: Mapping[str, str], initial_sampling: float | None) -> MgmtSetting
     )
 
 
+def _journal(
+    env: Mapping[str, str], root: Path, folder: str | None, fsync: float | None
+) -> JournalSettings:
+    """On by default, in ``<storage root>/journal``; ``off`` switches it off."""
+    text = folder if folder is not None else env.get("PVARCHIVER_JOURNAL", "")
+    if text.strip().lower() in ("off", "no", "none", "0"):
+        return JournalSettings(None)
+    where = Path(text).resolve() if text.strip() else root / "journal"
+    if fsync is None:
+        fsync = _float(env, "PVARCHIVER_JOURNAL_FSYNC_SECONDS", 1.0)
+    if fsync < 0:
+        raise ValueError(f"the journal's fsync interval must not be negative, not {fsync}")
+    return JournalSettings(where, fsync)
+
+
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -213,16 +229,20 @@ def load_settings(
     port: int = DEFAULT_PORT,
     initial_sampling: float | None = None,
     archive: Sequence[str] = (),
+    journal: str | None = None,
+    journal_fsync: float | None = None,
 ) -> Settings:
     """The settings of ``pvarchiver serve``: the keyword arguments are the command line's
     (None: not given), ``env`` the process environment, and ``archappl.properties`` the file
     ``env`` names. Raises :class:`~pvarchiver.properties.PropertiesError` or ValueError
     with a message for the user."""
+    store = _storage(env, storage)
     return Settings(
-        storage=_storage(env, storage),
+        storage=store,
         http=_http(env, host, port),
         mgmt=_mgmt(env, initial_sampling),
         ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
+        journal=_journal(env, store.root, journal, journal_fsync),
         archive=tuple(archive),
     )
 

@@ -85,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             initial_sampling=args.initial_sampling,
             archive=args.archive,
+            journal=args.journal,
+            journal_fsync=args.journal_fsync,
         )
         print(f"pvarchiver storage root: {settings.storage.root}")
         # every store is probed before anything starts: one that cannot hold its files
@@ -137,6 +139,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how long a newly requested PV is measured before the policy runs (the AA's "
         "60 s 'Initial sampling'; default $PVARCHIVER_INITIAL_SAMPLING_SECONDS or 3)",
+    )
+    p.add_argument(
+        "--journal",
+        default=None,
+        metavar="DIR|off",
+        help="the write-ahead journal's folder: every sample is on disk within 0.1 s, and a "
+        "killed archiver replays it at start (default <storage>/journal or "
+        "$PVARCHIVER_JOURNAL; 'off' switches it off)",
+    )
+    p.add_argument(
+        "--journal-fsync",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between fsyncs of the journal, what a power cut can lose (0: every "
+        "0.1 s write; default $PVARCHIVER_JOURNAL_FSYNC_SECONDS or 1)",
     )
     p.add_argument(
         "--check",
