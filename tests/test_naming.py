@@ -170,3 +170,23 @@ def test_probe_of_an_ordinary_linux_folder(tmp_path: Path) -> None:
     f.write_bytes(b"")
     p = probe_folder(tmp_path / "new" / "lts", year)
     assert p.existing_terminator == ";" and p.existing_example == "A/B/HEART;2012.pb"
+
+
+def test_validate_checks_the_partition_of_portable_names(tmp_path: Path) -> None:
+    """pb validate knows a file's partition whatever the terminator's spelling."""
+    from pvarchiver.pb import PayloadType, Sample
+    from pvarchiver.storage.store import PlainPBStore
+    from pvarchiver.storage.validate import validate_file
+
+    for naming in (KeyNaming(), KeyNaming(portable=True), KeyNaming(terminator=";")):
+        url = f"pb://localhost?name=STS&rootFolder={tmp_path / 'sts'}&partitionGranularity="
+        st = PlainPBStore(parse_store_url(url + "PARTITION_HOUR"), naming=naming)
+        t0 = 1_709_294_400  # 2024-03-01T12:00:00Z
+        st.append("V:X", PayloadType.SCALAR_DOUBLE, [Sample(t0 + 10, 0, 1.0)])
+        (path,) = [p for p in (tmp_path / "sts").rglob("*.pb")]
+        # move the file under the previous hour's name: its sample is outside that partition
+        wrong = path.with_name(path.name.replace("2024_03_01_12", "2024_03_01_11"))
+        path.rename(wrong)
+        kinds = {p.kind for p in validate_file(wrong).problems}
+        assert "outside-partition" in kinds, (naming, kinds)
+        wrong.unlink()

@@ -48,7 +48,9 @@ class FileReport:
         return not self.problems
 
 
-_PARTITION_SUFFIX = re.compile(r":(\d{4}(?:_\d{2}){0,4})\.pb$")
+#: the partition name after the key's terminator: ``:`` in AA names, U+F03A in portable ones,
+#: or a site's own (never a digit or ``_``, which a partition name is made of)
+_PARTITION_SUFFIX = re.compile(r"[^\d_](\d{4}(?:_\d{2}){0,4})\.pb$")
 
 
 def partition_range_of(path: Path) -> tuple[int, int] | None:
