@@ -158,7 +158,7 @@ class CAServer:
         for srv in self._servers:
             srv.close()
         for circuit in list(self.circuits):
-            circuit._flush()
+            circuit.flush()
             if circuit.transport is not None:
                 circuit.transport.close()
         for tr in [*self._udp, self._beacon_tr]:
@@ -263,7 +263,7 @@ class CAServer:
         """
         for circuit in self.circuits:
             if circuit.flush_pending:
-                circuit._flush()
+                circuit.flush()
 
     def refresh_access(self, pv: ServedPV | None = None) -> None:
         """Re-evaluate rights of every channel (or of ``pv``'s) and push changes to clients."""

@@ -157,7 +157,7 @@ class ServerCircuit(asyncio.Protocol):
             if size > limit:
                 log.warning("CA client %s:%d sent a %d-byte message; closing", *self.peer, size)
                 self.send(P.error(buf[off : off + 16], 0, ECA_BADCHID, "message too large"))
-                self._flush()
+                self.flush()
                 self.transport.close()
                 self._buf = b""
                 return
@@ -181,7 +181,7 @@ class ServerCircuit(asyncio.Protocol):
         self.out.append(data)
         if not self.flush_pending:
             self.flush_pending = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
     def queue_event(self, sub: Subscriber, parts: EventParts) -> None:
         """Queue one monitor update; while held, keep only the newest per subscription."""
@@ -215,9 +215,10 @@ class ServerCircuit(asyncio.Protocol):
 
     def schedule_flush(self) -> None:
         self.flush_pending = True
-        self.loop.call_soon(self._flush)
+        self.loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the queued output now (normally at the end of the loop turn)."""
         self.flush_pending = False
         if not self.out or self.closed or self.transport is None:
             self.out.clear()
