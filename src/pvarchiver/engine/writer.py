@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, Sample, year_of
-from ..retrieval.model import Chunk, block_from_samples
-from ..storage.columns import NUMPY_DTYPE
+from ..storage.chunk import Chunk
+from ..storage.columns import NUMPY_DTYPE, block_from_samples
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
 from .archived_pv import ROW_DTYPES, VALUE_TYPECODES, ArchivedPV, Buffer, SamplingMethod
 from .budget import MemoryBudget

@@ -3,6 +3,8 @@
 A response is a sequence of :class:`PVStream` (one per requested PV), each a lazy iterator of
 :class:`Chunk`. A chunk holds at most a block's worth of samples (about 1 MB of file), all of
 one PV, one type and one UTC year, so memory stays flat whatever the time range.
+:class:`Chunk` itself lives in :mod:`pvarchiver.storage.chunk`: the engine's buffered samples
+are chunks too, and the engine must not depend on retrieval.
 """
 
 from __future__ import annotations
@@ -10,31 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..pb import PayloadInfo, PayloadType, Sample
+from ..pb import PayloadType, Sample
+from ..storage.chunk import Chunk
 from ..storage.columns import SampleBlock, block_from_samples
 
 __all__ = ["Chunk", "PVStream", "SampleBlock", "block_from_samples", "block_samples"]
-
-
-@dataclass
-class Chunk:
-    """Samples of one PV, one PayloadType and one year (``header.year``).
-
-    ``raw``, when not None, is exactly the escaped, LF-terminated PlainPB lines of the block's
-    samples as stored; ``.raw`` responses send it as it is instead of re-encoding. Anything that
-    changes the samples (a post-processor, a filter) must drop it.
-    """
-
-    header: PayloadInfo
-    block: SampleBlock
-    raw: bytes | None = None
-
-    def __len__(self) -> int:
-        return len(self.block)
-
-    def last_ns(self) -> int:
-        """Timestamp of the last sample in nanoseconds since the epoch."""
-        return int(self.block.secs[-1]) * 1_000_000_000 + int(self.block.nanos[-1])
 
 
 @dataclass
