@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from . import dbr
 from . import protocol as P
+from .beacons import BeaconMonitor
 from .env import addr_list, yes
 from .names import validate_pv_name
 from .search import SearchScheduler, SearchStats
@@ -517,12 +518,11 @@ class CAClient:
         self._is_repeater = False
         self._repeater_clients: set[tuple[str, int]] = set()
         self._repeater_confirmed = False
-        self._beacons: dict[tuple[str, int], int] = {}
+        self._beacons = BeaconMonitor()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sequence = 0
         self._closed = False
-        self.beacon_anomalies = 0
         #: times any circuit sent EVENTS_OFF because this client fell behind
         self.flow_control_offs = 0
 
@@ -825,6 +825,11 @@ class CAClient:
         return list(self._channels.values())
 
     @property
+    def beacon_anomalies(self) -> int:
+        """Beacons from a new or restarted server (each searched the unresolved names again)."""
+        return self._beacons.anomalies
+
+    @property
     def search_stats(self) -> SearchStats:
         """Datagrams and names sent, answers, backoff resets, window cuts."""
         return self._search.stats
@@ -1076,7 +1081,9 @@ class CAClient:
         for msg in P.iter_messages(data):
             if msg.cmd == P.RSRV_IS_UP:
                 host = addr[0] if msg.p2 == 0 else P.int_to_ip(msg.p2)
-                self._beacon((host, msg.data_count), msg.p1)
+                anomaly = self._beacons.beacon((host, msg.data_count), msg.p1, time.monotonic())
+                if anomaly and self._unresolved:
+                    self._research_all()
                 forward = True
             elif msg.cmd == P.REPEATER_CONFIRM:
                 self._repeater_confirmed = True
@@ -1087,18 +1094,6 @@ class CAClient:
         if forward and self._is_repeater and self._beacon_transport is not None:
             for client in list(self._repeater_clients):
                 self._beacon_transport.sendto(data, client)
-
-    def _beacon(self, server: tuple[str, int], beacon_id: int) -> None:
-        """Detect a new or restarted server (beacon id not last+1) and search again at once."""
-        last = self._beacons.get(server)
-        self._beacons[server] = beacon_id
-        if last is not None and beacon_id == (last + 1) & 0xFFFFFFFF:
-            return
-        if last is not None and beacon_id == last:
-            return  # same beacon via two paths
-        self.beacon_anomalies += 1
-        if self._unresolved:
-            self._research_all()
 
     # -- keepalive
     async def _keepalive_loop(self) -> None:
