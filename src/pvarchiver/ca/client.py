@@ -38,6 +38,7 @@ from . import dbr
 from . import protocol as P
 from .beacons import BeaconMonitor
 from .env import addr_list, yes
+from .keepalive import ECHO_TIMEOUT, Keepalive, KeepaliveAction
 from .names import validate_pv_name
 from .search import SearchScheduler, SearchStats
 from .sockets import udp_ignore_connreset
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ECHO_TIMEOUT = 5.0
 #: consecutive full-size reads that mean the client is behind the server (libca uses 10)
 FLOW_CONTROL_READS = 10
 #: ... and for at least this long: a short stall (a write cycle holding the GIL, a GC pass)
@@ -289,7 +289,7 @@ class _Circuit(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.last_rx = time.monotonic()
-        self.echo_sent: float | None = None
+        self.keepalive = Keepalive(client.config.conn_tmo, client.config.echo_timeout)
         self.closed = False
         self.events_off = False  # we asked the server to hold monitor updates
         self.flow_control_offs = 0
@@ -325,7 +325,6 @@ class _Circuit(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        self.echo_sent = None
         self._flow_control(len(data))
         self.framer.feed(data)
 
@@ -1099,20 +1098,19 @@ class CAClient:
     async def _keepalive_loop(self) -> None:
         """ECHO idle circuits; drop circuits whose echo stays unanswered (dead server/link)."""
         cfg = self.config
-        tick = max(0.1, min(1.0, cfg.conn_tmo / 4, cfg.echo_timeout / 4))
+        tick = Keepalive.tick(cfg.conn_tmo, cfg.echo_timeout)
         while not self._closed:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for circuit in [*self._circuits.values(), *self._name_servers]:
                 if circuit.closed:
                     continue
-                if circuit.echo_sent is not None:
-                    if now - circuit.echo_sent > cfg.echo_timeout:
-                        log.warning("CA circuit to %s:%d timed out", *circuit.server)
-                        circuit.abort()
-                elif now - circuit.last_rx > cfg.conn_tmo:
-                    circuit.echo_sent = now
+                action = circuit.keepalive.poll(now, circuit.last_rx)
+                if action is KeepaliveAction.SEND_ECHO:
                     circuit.send(P.echo())
+                elif action is KeepaliveAction.DEAD:
+                    log.warning("CA circuit to %s:%d timed out", *circuit.server)
+                    circuit.abort()
 
 
 def _reading_handler(
