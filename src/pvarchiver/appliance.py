@@ -21,6 +21,7 @@ from .ca import CAClient
 from .engine.channels import CAArchiver
 from .engine.journal import Journal, run_journal
 from .engine.journal_replay import replay
+from .engine.source import Archiver
 from .engine.writer import Engine
 from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
@@ -109,7 +110,7 @@ class Appliance:
     stores: list[PlainPBStore]
     engine: Engine
     client: CAClient
-    archiver: CAArchiver
+    archiver: Archiver
     mgmt: Mgmt
     retrieval: Retrieval
     etl: ETLScheduler

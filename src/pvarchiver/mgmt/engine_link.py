@@ -2,7 +2,7 @@
 
 The AA's mgmt talks to its engine over HTTP (``/engine/bpl/status`` ...); here both live in
 one process, so this is a thin object over :class:`~pvarchiver.engine.writer.Engine` and
-:class:`~pvarchiver.engine.channels.CAArchiver`. Everything here runs on the event loop,
+:class:`~pvarchiver.engine.source.Archiver`. Everything here runs on the event loop,
 except the data deletion, which touches files and is meant for a worker thread.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..engine.archived_pv import SamplingMethod
-from ..engine.channels import CAArchiver
+from ..engine.source import Archiver
 from ..engine.writer import Engine
 from ..storage.store import PlainPBStore
 from .typeinfo import PVTypeInfo
@@ -59,7 +59,7 @@ class EngineLink:
         self,
         engine: Engine,
         stores: Sequence[PlainPBStore],
-        archiver: CAArchiver | None = None,
+        archiver: Archiver | None = None,
     ) -> None:
         self.engine = engine
         self.stores = list(stores)
@@ -81,7 +81,13 @@ class EngineLink:
             arch.change_sampling(info.pvName, method, info.samplingPeriod)
             arch.add_fields(info.pvName, info.archiveFields)
             return True
-        arch.archive(info.pvName, method, info.samplingPeriod, fields=list(info.archiveFields))
+        arch.archive(
+            info.pvName,
+            method,
+            info.samplingPeriod,
+            fields=list(info.archiveFields),
+            pva=info.usePVAccess,
+        )
         return True
 
     def is_archiving(self, name: str) -> bool:
