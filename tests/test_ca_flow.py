@@ -52,9 +52,9 @@ def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
             offs = ca.flow_control_offs - before
             deadline = time.monotonic() + 30
-            while circuit.events_off and time.monotonic() < deadline:
+            while circuit.flow.events_off and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            assert not circuit.events_off  # EVENTS_ON went out once the backlog drained
+            assert not circuit.flow.events_off  # EVENTS_ON went out once the backlog drained
             slow_until = 0.0
             seen = count
             await asyncio.sleep(1.0)
@@ -69,38 +69,40 @@ def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
     assert after > n  # at least one update per PV in a second: monitors resumed
 
 
-def test_events_on_after_silence_even_if_every_read_looked_full() -> None:
-    """The backlog can drain in reads that are all exactly "full" (equal-size bursts), and
-    a server holding events then sends nothing: silence must still bring EVENTS_ON, or
-    monitors would stay off for good. The reads are fed to the circuit directly (a real
-    socket pair carries what it sends); such exact read sizes cannot be caused on demand."""
+def test_circuit_sends_what_flow_control_decides() -> None:
+    """The asyncio layer's part (the decisions are tested in test_ca_flow_control.py): full
+    reads go to FlowControl with the kernel's backlog, EVENTS_OFF goes out on the socket, and
+    the idle timer brings EVENTS_ON once nothing more arrives. Real bytes over a socket pair;
+    the thresholds are lowered so that two reads decide."""
     import socket
 
-    from pvarchiver.ca import client as ca_client
     from pvarchiver.ca import protocol as P
     from pvarchiver.ca.client import _Circuit
+    from pvarchiver.ca.flow import FlowControl
+
+    from .aio import until
 
     async def main() -> bytes:
         ours, theirs = socket.socketpair()
         theirs.setblocking(False)
         loop = asyncio.get_running_loop()
-        circuit = _Circuit(CAClient(), ("127.0.0.1", 1))
+        client = CAClient()
+        circuit = _Circuit(client, ("127.0.0.1", 1))
+        circuit.flow = FlowControl(reads=2, seconds=0.0, min_full_read=64, idle_delay=0.001)
         await loop.create_connection(lambda: circuit, sock=ours)
-        start = time.monotonic() - 1.0
         circuit._bytes_waiting = lambda: 1 << 20  # type: ignore[method-assign]  # kernel: more
-        for i in range(ca_client.FLOW_CONTROL_READS):  # full reads over 0.9 s
-            circuit.last_rx = start + i * 0.1
-            circuit._flow_control(ca_client.MIN_FULL_READ)
-        assert circuit.events_off
-        circuit.last_rx = time.monotonic()  # ...and then nothing more arrives
-        await asyncio.sleep(10 * ca_client.EVENTS_ON_IDLE)
-        assert not circuit.events_off
+        circuit.data_received(P.echo() * 4)  # 64 bytes: full (messages the framer ignores)
+        assert not circuit.flow.events_off
+        circuit.data_received(P.echo() * 4)
+        assert circuit.flow.events_off and client.flow_control_offs == 1
+        await until(lambda: not circuit.flow.events_off, 10)  # silence: EVENTS_ON
         sent = b""
         while True:
             try:
                 sent += theirs.recv(65536)
             except BlockingIOError:
                 break
+        assert circuit.transport is not None
         circuit.transport.close()
         theirs.close()
         return sent

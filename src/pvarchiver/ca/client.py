@@ -38,6 +38,7 @@ from . import dbr
 from . import protocol as P
 from .beacons import BeaconMonitor
 from .env import addr_list, yes
+from .flow import FlowAction, FlowControl
 from .keepalive import ECHO_TIMEOUT, Keepalive, KeepaliveAction
 from .names import validate_pv_name
 from .search import SearchScheduler, SearchStats
@@ -54,18 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: consecutive full-size reads that mean the client is behind the server (libca uses 10)
-FLOW_CONTROL_READS = 10
-#: ... and for at least this long: a short stall (a write cycle holding the GIL, a GC pass)
-#: leaves a backlog that drains by itself; only a lasting one means we cannot keep up, and
-#: EVENTS_OFF makes the server coalesce (lose) updates, which an archiver wants to avoid
-FLOW_CONTROL_SECONDS = 0.5
-#: after EVENTS_OFF, this long without any bytes from the server means the backlog is gone
-EVENTS_ON_IDLE = 0.05
-#: reads smaller than this never count as full (asyncio reads up to 256 KiB at a time);
-#: where the kernel can be asked (FIONREAD), a read is full only if this much is still waiting
-MIN_FULL_READ = 16384
 
 try:  # POSIX: how many bytes a socket holds (Windows: None, the learnt read size decides)
     import fcntl
@@ -291,11 +280,7 @@ class _Circuit(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.keepalive = Keepalive(client.config.conn_tmo, client.config.echo_timeout)
         self.closed = False
-        self.events_off = False  # we asked the server to hold monitor updates
-        self.flow_control_offs = 0
-        self._full_reads = 0
-        self._full_since = 0.0
-        self._biggest_read = MIN_FULL_READ
+        self.flow = FlowControl()
 
     # -- output: batch writes so connecting 1000 channels is one send, not 1000
     def send(self, data: bytes) -> None:
@@ -324,47 +309,39 @@ class _Circuit(asyncio.Protocol):
         self.send(b"")
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
-        self._flow_control(len(data))
+        self.last_rx = now = time.monotonic()
+        flow = self.flow
+        n = len(data)
+        if n >= flow.full_size:  # may be a backlog: ask the kernel (a syscall) only then
+            self._flow_action(flow.full_read(n, self._bytes_waiting(), now))
+        elif flow.armed:  # a short read after full ones: nothing to do in a steady flow
+            self._flow_action(flow.short_read())
         self.framer.feed(data)
 
-    def _flow_control(self, n: int) -> None:
-        """EVENTS_OFF when we fall behind, EVENTS_ON once caught up, as libca does.
+    def _flow_action(self, action: FlowAction) -> None:
+        """Send what flow control decided (see :mod:`pvarchiver.ca.flow`)."""
+        if action is FlowAction.NOTHING or self.closed:
+            return
+        if action is FlowAction.EVENTS_OFF:
+            self.client.flow_control_offs += 1
+            log.info("CA circuit %s:%d: behind, EVENTS_OFF", *self.server)
+            self.send(P.events_off())
+            self._flush()
+            asyncio.get_running_loop().call_later(self.flow.idle_delay, self._flow_idle)
+        elif action is FlowAction.EVENTS_ON:
+            log.info("CA circuit %s:%d: caught up, EVENTS_ON", *self.server)
+            self.send(P.events_on())
+            self._flush()
 
-        Every read returning as much as the transport ever reads at once means the kernel
-        holds more: after FLOW_CONTROL_READS of those in a row, over FLOW_CONTROL_SECONDS,
-        the server is asked to stop sending monitor updates (it keeps the latest per
-        subscription and sends it on EVENTS_ON), so the backlog can drain instead of
-        growing; the first short read means the backlog is gone. The read size is learnt,
-        so it works with any event loop.
-        """
-        if n >= self._biggest_read:
-            self._biggest_read = n
-            waiting = self._bytes_waiting()
-            if waiting is not None and waiting < MIN_FULL_READ:
-                # it only looked full: the read took everything there was (one burst of a
-                # scan of many records arrives whole, every time the same size)
-                self._full_reads = 0
-                self._events_on()
-                return
-            self._full_reads += 1
-            if self._full_reads == 1:
-                self._full_since = self.last_rx
-            if (
-                self._full_reads >= FLOW_CONTROL_READS
-                and not self.events_off
-                and self.last_rx - self._full_since >= FLOW_CONTROL_SECONDS
-            ):
-                self.events_off = True
-                self.flow_control_offs += 1
-                self.client.flow_control_offs += 1
-                log.info("CA circuit %s:%d: behind, EVENTS_OFF", *self.server)
-                self.send(P.events_off())
-                self._flush()
-                asyncio.get_running_loop().call_later(EVENTS_ON_IDLE, self._events_on_if_idle)
+    def _flow_idle(self) -> None:
+        """Timer after EVENTS_OFF: silence on the socket also means caught up."""
+        if self.closed:
+            return
+        action = self.flow.idle(time.monotonic(), self.last_rx)
+        if action is FlowAction.RECHECK:
+            asyncio.get_running_loop().call_later(self.flow.idle_delay, self._flow_idle)
         else:
-            self._full_reads = 0
-            self._events_on()
+            self._flow_action(action)
 
     def _bytes_waiting(self) -> int | None:
         """Bytes the kernel holds for us after this read (None: cannot tell, e.g. Windows).
@@ -384,25 +361,6 @@ class _Circuit(asyncio.Protocol):
         except OSError:
             return None
         return int.from_bytes(raw, sys.byteorder)
-
-    def _events_on(self) -> None:
-        if self.events_off and not self.closed:
-            self.events_off = False
-            log.info("CA circuit %s:%d: caught up, EVENTS_ON", *self.server)
-            self.send(P.events_on())
-            self._flush()
-
-    def _events_on_if_idle(self) -> None:
-        """The backlog can drain in reads that all look full (or nothing comes at all while
-        the server holds events): silence on the socket also means caught up, so updates
-        never stay switched off."""
-        if not self.events_off or self.closed:
-            return
-        if time.monotonic() - self.last_rx >= EVENTS_ON_IDLE:
-            self._full_reads = 0
-            self._events_on()
-        else:
-            asyncio.get_running_loop().call_later(EVENTS_ON_IDLE, self._events_on_if_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
