@@ -218,7 +218,7 @@ class PlainPBStore:
         folder, prefix = key_folder_and_prefix(self.root, key)
         try:
             names = os.listdir(folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no folder: no files
             return []
         out = []
         fold = self.naming.case_insensitive
@@ -264,7 +264,7 @@ class PlainPBStore:
         for folder, prefixes in by_folder.items():
             try:
                 names = os.listdir(folder)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             for n in names:
                 pv = prefixes.get(match(n[:-tail]))
