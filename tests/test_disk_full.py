@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pvarchiver.pb import PayloadType, Sample
@@ -15,17 +19,18 @@ from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.validate import validate_file
 
 from .conftest import make_store
+from .http_server import running_server
 
 T0 = calendar.timegm((2025, 6, 1, 0, 0, 0))
 D = PayloadType.SCALAR_DOUBLE
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
+@contextlib.contextmanager
+def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``mnt`` (needs root; skips the test otherwise)."""
+    mnt.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
     )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
@@ -33,6 +38,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "disk", "256k") as mnt:
+        yield mnt
 
 
 def test_append_on_a_full_disk_keeps_files_valid_and_loses_nothing(small_disk: Path) -> None:
@@ -82,3 +93,91 @@ def test_etl_into_a_full_disk_keeps_the_source(tmp_path: Path, small_disk: Path)
     assert sts.files_for_pv("FULL:ETL") == []
     for pf in mts.files_for_pv("FULL:ETL"):
         assert validate_file(pf.path).ok
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the disk is full; returns the bytes written."""
+    n = 0
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                n += f.write(b"x" * 4096)
+            except OSError:
+                return n
+
+
+def test_the_served_disk_fills_and_frees_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Issue 15, item 4, through the real server and a real IOC: the STS's file system runs
+    low (a warning in getApplianceHealth, /metrics and the log, before any write fails),
+    then full (the PVs' writes fail and say so; files stay valid), then is freed: every
+    value the IOC produced in between is in the .pb files, because the engine kept them
+    (and the journal, on another disk with room, held them)."""
+    from .ioc import IOC
+    from .test_store_health_serve import (
+        assert_contiguous,
+        ca_env,
+        metric,
+        stored_values,
+        until,
+    )
+
+    pvs = [f"DF:c{i}" for i in range(4)]
+    db = "".join(
+        f'record(calc, "{pv}") {{ field(SCAN, ".01 second") field(CALC, "A+1") '
+        f'field(INPA, "{pv}") }}\n'
+        for pv in pvs
+    )
+    root = tmp_path / "storage"
+    with tmpfs(root / "sts", "2m") as sts_disk, IOC(db, tmp_path / "ioc", fast_scan=True) as ioc:
+        env = {
+            **ca_env(ioc),
+            "PVARCHIVER_SECONDS_TO_BUFFER": "1",
+            "PVARCHIVER_UNHEALTHY_AFTER_SECONDS": "3",
+            "PVARCHIVER_LOW_SPACE_PERCENT": "0",
+            "PVARCHIVER_LOW_SPACE_BYTES": "1MiB",
+        }
+        with running_server(root, env, ["--initial-sampling", "1"]) as base:
+
+            def health() -> dict[str, object]:
+                return httpx.get(base + "/mgmt/bpl/getApplianceHealth", timeout=10).json()
+
+            def failing() -> set[str]:
+                r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": ",".join(pvs)})
+                return {row["pvName"] for row in r.json() if "archiveWriteError" in row}
+
+            assert httpx.get(base + "/mgmt/bpl/archivePV", params={"pv": ",".join(pvs)}).is_success
+            assert until(lambda: all(stored_values(root, pv) for pv in pvs), 60)
+            assert health()["status"] == "ok"
+            assert metric(base, 'pvarchiver_store_low_space{store="STS"}') == "0"
+            # 1. low: a warning everywhere, while every write still succeeds
+            (sts_disk / "filler-1").write_bytes(b"x" * (1200 << 10))
+            filled = time.time()
+            assert until(lambda: health()["status"] == "warning", 30)
+            assert any(str(w).startswith("STS: low disk space") for w in health()["warnings"])
+            assert metric(base, 'pvarchiver_store_low_space{store="STS"}') == "1"
+            assert metric(base, "pvarchiver_stores_low_space") == "1"
+            assert metric(base, "pvarchiver_write_errors_total") == "0" and not failing()
+            log = next(tmp_path.glob("server-*.log"))
+            assert until(lambda: re.search(r"STS \(.*\): low disk space", log.read_text()))
+            # 2. full: the writes fail, are reported, and the appliance turns unhealthy
+            assert fill(sts_disk / "filler-2") > 0
+            assert until(lambda: failing() == set(pvs), 60), failing()
+            assert until(lambda: health()["status"] == "unhealthy", 30)
+            assert metric(base, 'pvarchiver_store_write_failing{store="STS"}') == "1"
+            for pf in sts_disk.rglob("*.pb"):
+                rep = validate_file(pf)
+                assert rep.ok, (pf, rep.problems)
+            # 3. freed: the statuses clear by themselves and every held sample lands
+            for f in sts_disk.glob("filler-*"):
+                f.unlink()
+            freed = time.time()
+            assert until(lambda: not failing() and health()["status"] == "ok", 30)
+            for pv in pvs:
+                assert until(lambda pv=pv: stored_values(root, pv)[-1][0] >= freed + 2, 30)
+                values = stored_values(root, pv)
+                assert values[0][0] < filled  # from before the disk filled...
+                assert_contiguous(values)  # ...to after it was freed, without a gap
+            for pf in sts_disk.rglob("*.pb"):
+                assert validate_file(pf).ok, pf
+        text = log.read_text()
+        assert "store STS: writes failing" in text and "writes succeed again" in text

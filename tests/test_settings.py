@@ -133,6 +133,54 @@ def test_bad_values(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert load_gateway_settings({"PVARCHIVER_GW_RUN_BATCH": "8"}).run_batch == 8
 
 
+def test_write_period_and_health_thresholds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    st = str(tmp_path / "st")
+    s = load_settings({}, storage=st)
+    assert s.engine.seconds_to_buffer == 10.0
+    assert (s.health.low_space_percent, s.health.low_space_bytes) == (5.0, 1 << 30)
+    assert s.health.unhealthy_after_seconds == 60.0
+    props = tmp_path / "archappl.properties"
+    props.write_text(f"{settings_module.PROP_SECONDS_TO_BUFFER}=5\n")
+    from_file = {"ARCHAPPL_PROPERTIES_FILENAME": str(props)}
+    assert load_settings(from_file, storage=st).engine.seconds_to_buffer == 5.0
+    env = {
+        **from_file,
+        "PVARCHIVER_SECONDS_TO_BUFFER": "2",
+        "PVARCHIVER_LOW_SPACE_PERCENT": "10",
+        "PVARCHIVER_LOW_SPACE_BYTES": "512 MiB",
+        "PVARCHIVER_UNHEALTHY_AFTER_SECONDS": "120",
+    }
+    s = load_settings(env, storage=st)
+    assert s.engine.seconds_to_buffer == 2.0  # the variable wins over the file
+    assert (s.health.low_space_percent, s.health.low_space_bytes) == (10.0, 512 << 20)
+    assert s.health.unhealthy_after_seconds == 120.0
+    assert [settings_module.parse_size(t) for t in ("0", "1GiB", "1g", "2k", "3TB", "100")] == [
+        0,
+        1 << 30,
+        1 << 30,
+        2048,
+        3 << 40,
+        100,
+    ]
+    with caplog.at_level(logging.ERROR):
+        bad = load_settings(
+            {
+                "PVARCHIVER_SECONDS_TO_BUFFER": "0.1",
+                "PVARCHIVER_LOW_SPACE_PERCENT": "150",
+                "PVARCHIVER_LOW_SPACE_BYTES": "lots",
+                "PVARCHIVER_UNHEALTHY_AFTER_SECONDS": "-1",
+            },
+            storage=st,
+        )
+    # logged, and a value that keeps archiving: a typo here must not stop the archiver
+    assert bad.engine.seconds_to_buffer == 1.0
+    assert bad.health == settings_module.HealthSettings()
+    for text in ("at least 1 s", "0-100", "not a size", "must not be negative"):
+        assert text in caplog.text, text
+
+
 def test_demo_copies(tmp_path: Path) -> None:
     s = load_settings({"EPICS_CA_ADDR_LIST": "10.0.0.1"}, storage=str(tmp_path), archive=["A"])
     t = s.with_ca_env({"EPICS_CA_ADDR_LIST": "10.0.0.1 127.0.0.1:6000"}).with_archive(["B", "C"])

@@ -397,3 +397,104 @@ def test_pv_details_actions(archiver: tuple[Server, Path], ui: UI) -> None:
     r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": newname}, timeout=10)
     assert r.json()[0]["status"] == "Paused"
     assert not ui.errors, ui.errors
+
+
+@pytest.mark.slow
+def test_failing_writes_are_red_with_the_reason(tmp_path: Path, ui: UI) -> None:
+    """Issue 15, item 3: a PV whose samples do not reach its store is red on the home page
+    with the reason, the banner on every page says the appliance is unhealthy, the storage
+    and details pages mark the store and the rows, and all of it clears when the store
+    takes writes again. A server of its own: its STS is made to fail (a file where the
+    PV's folder must go)."""
+    bad, good = "UIF:calc", "UIOK:calc"
+    db = "".join(
+        f'record(calc, "{pv}") {{ field(SCAN, ".1 second") field(CALC, "A+1") '
+        f'field(INPA, "{pv}") }}\n'
+        for pv in (bad, good)
+    )
+    root = tmp_path / "storage"
+    blocker = root / "sts" / "UIF"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the folder of UIF:calc must go: its writes fail")
+    browser = ui.page.context.browser
+    assert browser is not None
+    with IOC(db, tmp_path / "ioc") as ioc:
+        env = {
+            "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ioc.port}",
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "EPICS_CA_SERVER_PORT": str(ioc.port),
+            "EPICS_CA_REPEATER_PORT": str(ioc.repeater_port),
+            "PVARCHIVER_SECONDS_TO_BUFFER": "1",
+            "PVARCHIVER_UNHEALTHY_AFTER_SECONDS": "3",
+            "PVARCHIVER_LOW_SPACE_PERCENT": "0",
+            "PVARCHIVER_LOW_SPACE_BYTES": "0",
+        }
+        with running_server(root, env, ["--initial-sampling", "1"]) as base:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            pg = context.new_page()
+            pg.set_default_timeout(30_000)
+            errors: list[str] = []
+            foreign: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.on("request", lambda r: None if r.url.startswith(base) else foreign.append(r.url))
+
+            def server_says(unhealthy: bool) -> bool:
+                st = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": bad}).json()[0]
+                h = httpx.get(base + "/mgmt/bpl/getApplianceHealth")
+                return ("archiveWriteError" in st) is unhealthy and (
+                    h.status_code == 503
+                ) is unhealthy
+
+            try:
+                pg.goto(f"{base}/mgmt/ui/index.html")
+                type_names(pg, [bad, good])
+                pg.click("#archstatArchive")
+                wait_statuses(pg, [bad, good], "Being archived")
+                assert wait_for(lambda: server_says(unhealthy=True), 60, 0.2)
+                pg.reload()  # the banner is drawn when a page loads (and every 15 s)
+                type_names(pg, [bad, good])
+                pg.click("#archstatCheckStatus")
+                row = pg.locator(f'#archstatsTable tr[data-pv="{bad}"]')
+                sync_api.expect(row).to_have_attribute("data-write-error", "true")
+                # the AA's status string stays; the reason is added, in red
+                assert row.get_attribute("data-status") == "Being archived"
+                assert "failing" in (row.get_attribute("class") or "")
+                reason = row.locator("td[data-col=status] .reason").inner_text()
+                assert reason.startswith("Writes to the STS failing since ") and "UIF" in reason
+                cell = row.locator("td[data-col=status]")
+                red = cell.evaluate("td => getComputedStyle(td).color")
+                assert red == "rgb(163, 38, 28)", red
+                ok_row = pg.locator(f'#archstatsTable tr[data-pv="{good}"]')
+                assert ok_row.get_attribute("data-write-error") is None
+                banner = pg.locator("#healthBanner")
+                sync_api.expect(banner).to_be_visible()
+                assert banner.get_attribute("data-status") == "unhealthy"
+                assert "store STS: writes failing" in banner.locator(".problem").inner_text()
+                shot(pg, "50-write-failing")
+                pg.goto(f"{base}/mgmt/ui/storage.html")
+                sts_row = pg.locator('#storageTable tr[data-store="STS"]')
+                sync_api.expect(sts_row).to_have_class("failing")
+                sync_api.expect(pg.locator("#healthBanner")).to_be_visible()
+                shot(pg, "51-storage-write-failing")
+                pg.goto(f"{base}/mgmt/ui/pvdetails.html?pv={bad}")
+                failing_rows = pg.locator("#pvDetailsTable tr.failing")
+                sync_api.expect(failing_rows).to_have_count(2)
+                assert "Writes to the STS failing since" in failing_rows.first.inner_text()
+
+                # the store takes writes again: the page clears by itself (it keeps
+                # refreshing while a row is red), the banner goes at the next load
+                blocker.unlink()
+                pg.goto(f"{base}/mgmt/ui/index.html")
+                type_names(pg, [bad, good])
+                pg.click("#archstatCheckStatus")
+                sync_api.expect(pg.locator("#archstatsTable tr.failing")).to_have_count(
+                    0, timeout=60_000
+                )
+                shot(pg, "52-write-recovered")
+                assert wait_for(lambda: server_says(unhealthy=False), 30, 0.2)
+                pg.reload()
+                sync_api.expect(pg.locator("#healthBanner")).to_be_hidden()
+                assert not errors, errors
+                assert not foreign, foreign
+            finally:
+                context.close()

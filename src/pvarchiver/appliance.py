@@ -117,10 +117,16 @@ class Appliance:
     app: Starlette = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _stops: list[asyncio.Event] = field(default_factory=list, init=False)
+    _health_stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _health_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def start(self) -> None:
         """CA, the archiver, the workflow (every registered PV is archived again, pending
-        requests resume), the ``--archive`` requests, the write loop and ETL."""
+        requests resume), the ``--archive`` requests, the write loop and ETL; the health
+        watch (free space) first, so that a store already short of space is logged at once."""
+        health = self.mgmt.health
+        await asyncio.to_thread(health.check)
+        self._health_task = asyncio.create_task(health.run(self._health_stop))
         await self.client.start()
         self.archiver.start()
         await self.mgmt.manager.start(self.client)
@@ -147,6 +153,9 @@ class Appliance:
         skip the flush of buffered samples that follows."""
         write_stop, etl_stop, journal_stop = self._stops
         writer, etl, journaling = self._tasks
+        self._health_stop.set()
+        if self._health_task is not None:
+            await _logged(self._health_task, "health watch")
         etl_stop.set()
         await _logged(etl, "ETL loop")
         await _logged(self.mgmt.manager.stop(), "archive workflow stop")
@@ -187,12 +196,16 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     for st in opened:
         log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
     journal = open_journal(settings, opened[0])
-    engine = Engine(opened[0], journal=journal)
+    engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, journal=journal)
     client = CAClient(settings.ca.config())
     archiver = CAArchiver(engine, client)
     link = EngineLink(engine, opened, archiver)
     mgmt = Mgmt.create(
-        settings.storage.root, link, list(settings.storage.store_urls), mgmt_config(settings)
+        settings.storage.root,
+        link,
+        list(settings.storage.store_urls),
+        mgmt_config(settings),
+        settings.health,
     )
     retrieval = Retrieval(
         opened, live=engine, metadata=archiver.metadata, resolve_alias=mgmt.registry.real_name

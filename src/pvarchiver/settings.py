@@ -37,6 +37,12 @@ DEFAULT_MAX_BODY = 32 << 20
 DEFAULT_INITIAL_SAMPLING = 3.0
 DEFAULT_ABORT_MINUTES = 1440.0
 DEFAULT_SCAN_SECONDS = 60.0
+DEFAULT_SECONDS_TO_BUFFER = 10.0
+DEFAULT_LOW_SPACE_PERCENT = 5.0
+DEFAULT_LOW_SPACE_BYTES = 1 << 30
+DEFAULT_UNHEALTHY_AFTER = 60.0
+#: the AA's archappl.properties key for the engine's write period
+PROP_SECONDS_TO_BUFFER = "org.epics.archiverappliance.config.PVTypeInfo.secondsToBuffer"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,29 @@ class CASettings:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """The engine's write loop."""
+
+    #: the write period: every this many seconds all buffered samples go to the STS (the
+    #: AA's secondsToBuffer; at least 1)
+    seconds_to_buffer: float = DEFAULT_SECONDS_TO_BUFFER
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """When the appliance warns about its stores and when it calls itself unhealthy
+    (``mgmt/health.py``: getApplianceHealth, ``/metrics``, the UI, the container
+    healthcheck)."""
+
+    #: a folder whose file system has less free space than this share of its size is low
+    low_space_percent: float = DEFAULT_LOW_SPACE_PERCENT
+    #: ... or less than this many bytes free (either one warns; both 0: never)
+    low_space_bytes: int = DEFAULT_LOW_SPACE_BYTES
+    #: a store whose writes have failed this long makes the appliance unhealthy (503)
+    unhealthy_after_seconds: float = DEFAULT_UNHEALTHY_AFTER
+
+
+@dataclass(frozen=True)
 class JournalSettings:
     """The engine's write-ahead journal (``engine/journal.py``)."""
 
@@ -117,6 +146,8 @@ class Settings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     mgmt: MgmtSettings = field(default_factory=MgmtSettings)
     ca: CASettings = field(default_factory=CASettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     journal: JournalSettings = field(default_factory=JournalSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     #: PV names to request at start (``--archive``), as archivePV requests
@@ -156,6 +187,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, not {text!r}") from None
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``1073741824``, ``1GiB``, ``1G``, ``512 MiB``, ``0``: binary units (K, M,
+    G, T, with or without ``iB``/``B``); ValueError for anything else."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, flags=re.I)
+    if m is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
 def parse_networks(text: str, what: str) -> tuple[IPNetwork, ...]:
     """Addresses and networks separated by commas or white space; a bad entry is logged
     and skipped."""
@@ -169,10 +212,11 @@ def parse_networks(text: str, what: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-def _storage(env: Mapping[str, str], storage: str | None) -> StorageSettings:
+def _storage(
+    env: Mapping[str, str], storage: str | None, props: Mapping[str, str], props_file: str
+) -> StorageSettings:
     root = Path(storage or env.get("PVARCHIVER_STORAGE") or "storage").resolve()
     folders = {k: env[k] for k in FOLDER_VARIABLES if k in env}
-    props, props_file = archappl_properties(env)
     naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
     return StorageSettings(root, tuple(default_store_urls(root, folders)), naming, props_file)
 
@@ -206,6 +250,42 @@ def _mgmt(env: Mapping[str, str], initial_sampling: float | None) -> MgmtSetting
     )
 
 
+def _engine(env: Mapping[str, str], props: Mapping[str, str]) -> EngineSettings:
+    """``PVARCHIVER_SECONDS_TO_BUFFER``, else the AA's property, else 10 s; at least 1 s."""
+    default = DEFAULT_SECONDS_TO_BUFFER
+    text = props.get(PROP_SECONDS_TO_BUFFER)
+    if text is not None:
+        try:
+            default = float(text)
+        except ValueError:
+            log.error("%s is not a number; using %s", PROP_SECONDS_TO_BUFFER, default)
+    period = _float(env, "PVARCHIVER_SECONDS_TO_BUFFER", default)
+    if not period >= 1.0:  # NaN too
+        log.error("the write period must be at least 1 s, not %s; using 1", period)
+        period = 1.0
+    return EngineSettings(period)
+
+
+def _health(env: Mapping[str, str]) -> HealthSettings:
+    """Bad values are logged and the default used: a typo here must not stop archiving."""
+    percent = _float(env, "PVARCHIVER_LOW_SPACE_PERCENT", DEFAULT_LOW_SPACE_PERCENT)
+    if not 0.0 <= percent <= 100.0:
+        log.error("PVARCHIVER_LOW_SPACE_PERCENT must be 0-100, not %s", percent)
+        percent = DEFAULT_LOW_SPACE_PERCENT
+    size = DEFAULT_LOW_SPACE_BYTES
+    text = env.get("PVARCHIVER_LOW_SPACE_BYTES")
+    if text is not None:
+        try:
+            size = parse_size(text)
+        except ValueError:
+            log.error("PVARCHIVER_LOW_SPACE_BYTES is not a size (1GiB, 500M, 0); using 1GiB")
+    after = _float(env, "PVARCHIVER_UNHEALTHY_AFTER_SECONDS", DEFAULT_UNHEALTHY_AFTER)
+    if not after >= 0.0:
+        log.error("PVARCHIVER_UNHEALTHY_AFTER_SECONDS must not be negative; using 60")
+        after = DEFAULT_UNHEALTHY_AFTER
+    return HealthSettings(percent, size, after)
+
+
 def _journal(
     env: Mapping[str, str], root: Path, folder: str | None, fsync: float | None
 ) -> JournalSettings:
@@ -236,12 +316,15 @@ def load_settings(
     (None: not given), ``env`` the process environment, and ``archappl.properties`` the file
     ``env`` names. Raises :class:`~pvarchiver.properties.PropertiesError` or ValueError
     with a message for the user."""
-    store = _storage(env, storage)
+    props, props_file = archappl_properties(env)
+    store = _storage(env, storage, props, props_file)
     return Settings(
         storage=store,
         http=_http(env, host, port),
         mgmt=_mgmt(env, initial_sampling),
         ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
+        engine=_engine(env, props),
+        health=_health(env),
         journal=_journal(env, store.root, journal, journal_fsync),
         archive=tuple(archive),
     )

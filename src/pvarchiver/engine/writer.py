@@ -29,6 +29,7 @@ from .archived_pv import ROW_DTYPES, VALUE_TYPECODES, ArchivedPV, Buffer, Sampli
 from .budget import MemoryBudget
 from .journal import Journal
 from .metrics import WriteTimer
+from .store_health import StoreWriteHealth
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class Engine:
         self.budget = MemoryBudget(memory_limit_bytes)
         self.seconds_to_buffer = max(1.0, seconds_to_buffer)
         self.clock = clock or time.time
+        #: PVs whose writes into the STS are failing now, and since when (getPVStatus, health)
+        self.write_health = StoreWriteHealth(sts.name, self.seconds_to_buffer)
         self.pvs: dict[str, ArchivedPV] = {}
         self._in_flight: dict[str, Buffer] = {}
         self._last_daily: dict[str, float] = {}
@@ -240,13 +243,19 @@ class Engine:
         return sum(per_pv), failed
 
     def finish(self, taken: dict[str, Buffer], failed: dict[str, Exception]) -> None:
-        """Release written buffers, put failed ones back in front (event-loop side)."""
+        """Release written buffers, put failed ones back in front (event-loop side), and
+        keep :attr:`write_health` up to date: a PV's failure ends with its first successful
+        write. Failures are logged per store (see store_health.py), not per PV and cycle."""
+        health = self.write_health
+        now = self.clock()
         for name, buf in taken.items():
             pv = self.pvs[name]
             self._in_flight.pop(name, None)
             e = failed.get(name)
             if e is None:
                 pv.release(buf)
+                if name in health.pvs:
+                    health.succeeded(name, now)
                 continue
             pv.metrics.write_errors += 1
             pv.metrics.last_write_error = str(e)
@@ -256,10 +265,11 @@ class Engine:
                 pv.paused = True
                 pv.status_message = str(e)
                 log.error("%s: %s; archiving paused, samples kept in memory", name, e)
-            elif isinstance(e, StoreError | OSError):
-                log.error("%s: write failed, will retry: %s", name, e)
             else:
-                log.error("%s: unexpected write failure, will retry", name, exc_info=e)
+                if not isinstance(e, StoreError | OSError) and name not in health.pvs:
+                    log.error("%s: unexpected write failure, will retry", name, exc_info=e)
+                log.debug("%s: write failed, will retry: %s", name, e)
+                health.failed(name, str(e), now)
             pv.requeue(buf)
 
     def write_all(self) -> int:
@@ -366,6 +376,7 @@ class Engine:
         if name in self._in_flight:
             raise RuntimeError(f"{name}: a write of this PV is in progress")
         pv = self.pvs.pop(name, None)
+        self.write_health.forget(name, self.clock())
         if pv is not None:
             if self.journal is not None and pv.journal_id:
                 self.journal.forget(pv.journal_id)

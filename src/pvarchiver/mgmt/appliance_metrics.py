@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..engine.metrics import WriteTimer
 from .engine_link import EngineStatus
+from .health import HealthReport
 from .reports import fmt_number, pv_rates
 from .service import Mgmt
 from .storage_usage import StoreUsage, Usage
@@ -154,9 +155,28 @@ def appliance_details(mgmt: Mgmt, s: Summary, timer: WriteTimer | None) -> list[
     return [{"name": n, "value": v, "source": src} for n, v, src in rows]
 
 
-def storage_rows(usage: Usage) -> list[dict[str, str]]:
-    """getStorageMetrics: one object per store, the AA's GB strings plus our own use."""
-    return [_store_row(st, usage.taken_epoch) for st in usage.stores]
+def storage_rows(usage: Usage, health: HealthReport | None = None) -> list[dict[str, str]]:
+    """getStorageMetrics: one object per store, the AA's GB strings plus our own use and,
+    with ``health``, the store's low-space and write-failure state."""
+    rows = [_store_row(st, usage.taken_epoch) for st in usage.stores]
+    if health is not None:
+        states = {r["name"]: r for r in health.as_json("")["stores"]}
+        for row in rows:
+            state = states.get(row["name"], {})
+            for key in STORE_HEALTH_KEYS:
+                if key in state:
+                    row[key] = state[key]
+    return rows
+
+
+#: getApplianceHealth's per-store keys that getStorageMetrics repeats
+STORE_HEALTH_KEYS = (
+    "lowSpace",
+    "lowSpaceThresholdBytes",
+    "writeFailing",
+    "writeFailingSince",
+    "writeError",
+)
 
 
 def _store_row(st: StoreUsage, taken: float) -> dict[str, str]:

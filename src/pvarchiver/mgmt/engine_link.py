@@ -46,6 +46,11 @@ class EngineStatus:
     last_event_epoch: int = 0
     write_errors: int = 0
     last_write_error: str = ""
+    #: when its writes started failing, if they have failed for long enough to report
+    #: (``StoreWriteHealth.pv_since``); 0 when its samples reach the store
+    write_failing_since: float = 0.0
+    #: the store the engine writes it to
+    store: str = ""
     status_message: str = ""
     buffered_samples: int = 0
     fields: dict[str, str] = field(default_factory=dict)
@@ -198,6 +203,10 @@ class EngineLink:
         st.last_event_epoch = m.last_event_epoch
         st.write_errors = m.write_errors
         st.last_write_error = m.last_write_error
+        health = self.engine.write_health
+        st.store = health.store
+        if health.pvs:
+            st.write_failing_since = health.pv_since(name, self.engine.clock())
         st.status_message = st.status_message or pv.status_message
         st.buffered_samples = len(pv.buffer)
         return st

@@ -22,6 +22,7 @@ from ..engine.metrics import DropReason
 from ..storage.etl import ETLStats
 from ..storage.schedule import ETLScheduler, ETLStage
 from .appliance_metrics import Summary, WriteTimer, summarize
+from .health import UNHEALTHY, HealthReport
 from .service import Mgmt
 from .storage_usage import Usage
 
@@ -177,6 +178,75 @@ def store_families(usage: Usage, now: float) -> list[Family]:
     ]
 
 
+def health_families(report: HealthReport) -> list[Family]:
+    """Failing stores, free space against the low-space threshold, the health verdict."""
+    failing = {f.store: f for f in report.failures}
+    n_failing = Family(
+        "pvarchiver_stores_write_failing",
+        "gauge",
+        "Stores whose writes have failed for more than one write period",
+    ).add(len(report.failures))
+    fail = Family(
+        "pvarchiver_store_write_failing",
+        "gauge",
+        "1 while the engine's writes into the store fail (samples kept and retried)",
+    )
+    fail_secs = Family(
+        "pvarchiver_store_write_failing_seconds",
+        "gauge",
+        "How long the store's writes have been failing (0: they succeed)",
+    )
+    fail_pvs = Family(
+        "pvarchiver_store_write_failing_pvs", "gauge", "PVs whose writes into the store fail"
+    )
+    for store in report.written_stores:
+        f = failing.get(store)
+        lab = {"store": store}
+        fail.add(1 if f else 0, lab)
+        fail_secs.add(f.seconds(report.now) if f else 0, lab)
+        fail_pvs.add(f.pvs if f else 0, lab)
+    n_low = Family(
+        "pvarchiver_stores_low_space",
+        "gauge",
+        "Store (and journal) file systems with less free space than the threshold",
+    ).add(sum(1 for sp in report.space if sp.low))
+    low = Family(
+        "pvarchiver_store_low_space", "gauge", "1 while the folder's file system is low on space"
+    )
+    free = Family(
+        "pvarchiver_store_free_bytes",
+        "gauge",
+        "Free space of the folder's file system (checked every few seconds)",
+    )
+    threshold = Family(
+        "pvarchiver_store_low_space_threshold_bytes",
+        "gauge",
+        "Free space under which the folder counts as low",
+    )
+    for sp in report.space:
+        lab = {"store": sp.name}
+        low.add(1 if sp.low else 0, lab)
+        free.add(sp.free, lab)
+        threshold.add(sp.threshold, lab)
+    fams = [n_failing, fail, fail_secs, fail_pvs, n_low, low, free, threshold]
+    fams.append(
+        Family(
+            "pvarchiver_unhealthy",
+            "gauge",
+            "1 while getApplianceHealth answers 503 (a store failing for too long)",
+        ).add(1 if report.status == UNHEALTHY else 0)
+    )
+    if report.journal_errors is not None:
+        fams.append(
+            Family(
+                "pvarchiver_journal_write_errors_total",
+                "counter",
+                "Failed writes and fsyncs of the write-ahead journal",
+            ).add(report.journal_errors)
+        )
+    return fams
+
+
 def etl_families(stages: Sequence[ETLStage], consolidations: Sequence[ETLStats]) -> list[Family]:
     """ETL stage timings (from an ``ETLScheduler``'s stages) and consolidation runs."""
     fams: list[Family] = []
@@ -223,5 +293,6 @@ async def metrics_text(mgmt: Mgmt, scheduler: ETLScheduler | None) -> str:
     stages = scheduler.stages if scheduler is not None else []
     fams = appliance_families(s, mgmt.link.engine.write_timer)
     fams += store_families(usage, now)
+    fams += health_families(mgmt.health.report(now))
     fams += etl_families(stages, mgmt.consolidations)
     return render(fams)

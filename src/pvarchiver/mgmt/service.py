@@ -16,9 +16,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import __version__
+from ..settings import HealthSettings
 from ..storage.etl import ETLStats
 from ..storage.store import PlainPBStore
-from .engine_link import EngineLink
+from .engine_link import EngineLink, EngineStatus
+from .health import Health
 from .manager import Manager, MgmtConfig
 from .policies import Policies
 from .pvinput import is_glob, lookup_name, split_field
@@ -46,6 +48,8 @@ class Mgmt:
     stores: Sequence[PlainPBStore]
     #: space per store and PV (reports, getStorageMetrics, /metrics): one cached scan
     usage: UsageCache
+    #: write failures, free space, journal: getApplianceHealth, /metrics, the UI
+    health: Health
     #: the last 100 consolidateDataForPV ETL steps, for /metrics
     consolidations: list[ETLStats] = field(default_factory=list)
 
@@ -56,13 +60,15 @@ class Mgmt:
         link: EngineLink,
         default_stores: list[str],
         config: MgmtConfig | None = None,
+        health: HealthSettings | None = None,
     ) -> Mgmt:
         config = config or MgmtConfig(storage_root=storage_root)
         registry = Registry(storage_root / REGISTRY_FILENAME)
         policies = Policies(config.policies_file)
         manager = Manager(registry, link, policies, config, default_stores)
         usage = UsageCache(link.stores, registry.names, config.storage_scan_seconds)
-        return cls(registry, link, policies, config, manager, link.stores, usage)
+        watch = Health(link.stores, link.engine, health or HealthSettings())
+        return cls(registry, link, policies, config, manager, link.stores, usage, watch)
 
     # ------------------------------------------------------------------ names
     def all_names(self) -> list[str]:
@@ -113,12 +119,17 @@ class Mgmt:
         ident = self.config.identity
         if info is not None:
             if info.paused:
-                return {
+                paused = {
                     "appliance": ident,
                     "pvName": requested,
                     "pvNameOnly": name,
                     "status": "Paused",
                 }
+                # its last samples may still be waiting for a failing store
+                failing = self._write_failure(name)
+                if failing is not None:
+                    paused.update(failing)
+                return paused
             snap = self.link.snapshot(name, full=False)
             if snap is None:
                 return {
@@ -145,6 +156,8 @@ class Mgmt:
             }
             if snap.status_message:
                 out["statusMessage"] = snap.status_message
+            if snap.write_failing_since:
+                out.update(_write_error_fields(snap))
             return out
         req = self.manager.pending.get(name)
         if req is not None:
@@ -156,6 +169,20 @@ class Mgmt:
                 }
             return {"pvName": requested, "status": "Initial sampling"}
         return {"pvName": requested, "status": "Not being archived"}
+
+    def _write_failure(self, name: str) -> dict[str, str] | None:
+        """getPVStatus' write-error fields of a PV the engine holds (with or without a
+        channel: a paused PV's last samples may wait too); None while its writes succeed."""
+        pv = self.link.engine.pvs.get(name)
+        if pv is None:
+            return None
+        health = self.link.engine.write_health
+        since = health.pv_since(name, self.link.engine.clock()) if health.pvs else 0.0
+        if not since:
+            return None
+        st = EngineStatus(name, False, "", 0.0, store=health.store, write_failing_since=since)
+        st.last_write_error = pv.metrics.last_write_error
+        return _write_error_fields(st)
 
     # ------------------------------------------------------------------ details
     def details(self, requested: str) -> list[dict[str, str]] | None:
@@ -236,6 +263,11 @@ class Mgmt:
                 row("Status message", snap.status_message, e)
             for k, v in sorted(snap.fields.items()):
                 row(f"Field {k}", v, e)
+        failing = self._write_failure(name)
+        if failing is not None:
+            store = failing["archiveWriteErrorStore"]
+            row(f"Writes to the {store} failing since", failing["archiveWriteErrorSince"], "engine")
+            row(f"Writes to the {store} failing because", failing["archiveWriteError"], "engine")
         return rows
 
     # ------------------------------------------------------------------ appliance
@@ -252,3 +284,13 @@ class Mgmt:
             "clusterInetPort": f"{host}:16670",
             "version": __version__,
         }
+
+
+def _write_error_fields(snap: EngineStatus) -> dict[str, str]:
+    """getPVStatus' own fields for a PV whose samples have not reached its store for more
+    than two write periods (the AA's fields and status strings stay as they are)."""
+    return {
+        "archiveWriteError": snap.last_write_error,
+        "archiveWriteErrorSince": report_time(snap.write_failing_since),
+        "archiveWriteErrorStore": snap.store,
+    }

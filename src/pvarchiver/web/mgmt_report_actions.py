@@ -121,14 +121,24 @@ async def pvs_by_storage(ctx: MgmtContext) -> Response:
 @action("getStorageMetrics", set())
 async def storage_metrics(ctx: MgmtContext) -> Response:
     usage = await ctx.mgmt.usage.get()
-    return JSONResponse(storage_rows(usage))
+    return JSONResponse(storage_rows(usage, ctx.mgmt.health.report()))
 
 
 @action("getStorageMetricsForAppliance", {"appliance"})
 async def storage_metrics_for(ctx: MgmtContext) -> Response:
     _check_appliance(ctx)
     usage = await ctx.mgmt.usage.get()
-    return JSONResponse(storage_rows(usage))
+    return JSONResponse(storage_rows(usage, ctx.mgmt.health.report()))
+
+
+@action("getApplianceHealth", set())
+async def appliance_health(ctx: MgmtContext) -> Response:
+    """Our own: ``status`` ok / warning / unhealthy with the reasons; 503 when unhealthy (a
+    store whose writes have failed for longer than the setting), for container
+    healthchecks and load balancers. Reads memory only, never the disk."""
+    report = ctx.mgmt.health.report()
+    body = report.as_json(ctx.mgmt.config.identity)
+    return JSONResponse(body, status_code=report.http_status)
 
 
 # ---------------------------------------------------------------------- appliance

@@ -227,6 +227,36 @@ const AA = (() => {
     for (const [href, label] of NAV) {
       bar.appendChild(el("a", { href, class: href === active ? "active" : null }, label));
     }
+    health(bar);
+  }
+
+  const HEALTH_EVERY_MS = 15000;
+
+  /* The appliance's problems and warnings (getApplianceHealth: failing stores, low disk
+     space, a journal that cannot write) in a banner under the navigation bar, on every page,
+     refreshed every 15 s; hidden while all is well.  getApplianceHealth answers 503 when
+     unhealthy, with the same JSON, so the body is read whatever the status. */
+  async function health(bar) {
+    let box = document.getElementById("healthBanner");
+    if (!box) {
+      box = el("div", { id: "healthBanner", class: "health", hidden: true, role: "status" });
+      bar.after(box);
+    }
+    try {
+      const resp = await fetch(BPL + "getApplianceHealth", { cache: "no-store" });
+      const report = resp.status === 200 || resp.status === 503 ? await resp.json() : null;
+      clear(box);
+      const problems = (report && Array.isArray(report.problems)) ? report.problems : [];
+      const warnings = (report && Array.isArray(report.warnings)) ? report.warnings : [];
+      box.className = "health " + (problems.length ? "unhealthy" : "warning");
+      box.dataset.status = report ? String(report.status) : "";
+      for (const p of problems) box.appendChild(el("div", { class: "problem" }, String(p)));
+      for (const w of warnings) box.appendChild(el("div", { class: "warning" }, String(w)));
+      box.hidden = !problems.length && !warnings.length;
+    } catch (_) {
+      /* an older server without the call, or the server is restarting: no banner */
+    }
+    setTimeout(() => health(bar), HEALTH_EVERY_MS);
   }
 
   function params() {

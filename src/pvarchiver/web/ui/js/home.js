@@ -84,9 +84,23 @@
     showStatus();
   }
 
+  /* The status string as the server sends it (AA clients rely on it) and, when the PV's
+     samples have not reached its store for more than two write periods, why. */
+  function statusCell(r) {
+    if (!r.archiveWriteError) return AA.cellText(r.status);
+    const store = r.archiveWriteErrorStore || "store";
+    return [
+      AA.cellText(r.status),
+      AA.el("div", { class: "reason" },
+        `Writes to the ${store} failing since ${r.archiveWriteErrorSince || "?"}: ${r.archiveWriteError}`),
+    ];
+  }
+
+  const failing = (r) => Boolean(r.archiveWriteError);
+
   const COLUMNS = [
     { key: "pvName", label: "PV Name" },
-    { key: "status", label: "Status" },
+    { key: "status", label: "Status", render: statusCell },
     { key: "appliance", label: "Appliance" },
     { key: "connectionState", label: "Connected?", render: (r) => yesNo(r.connectionState) },
     { key: "isMonitored", label: "Monitored?", render: (r) => yesNo(r.isMonitored) },
@@ -148,13 +162,24 @@
     const ordered = names.map((n) => byName.get(n) || { pvName: n, status: "(no answer from the server)" });
     AA.clear(out);
     out.appendChild(AA.table(COLUMNS, ordered, { id: "archstatsTable" },
-      (r) => ({ "data-pv": r.pvName, "data-status": r.status })));
+      (r) => ({
+        "data-pv": r.pvName,
+        "data-status": r.status,
+        "data-write-error": failing(r) ? "true" : null,
+        class: failing(r) ? "failing" : null,
+      })));
     const p = pager();
     if (p) out.appendChild(p);
-    const waiting = ordered.filter((r) => r.status !== "Being archived").length;
+    // also while writes fail, so that a recovered store clears the red rows by itself
+    const waiting = ordered.filter((r) => r.status !== "Being archived" || failing(r)).length;
     if (waiting) {
       const secs = Math.round(state.delay / 1000);
-      refreshState.textContent = `${waiting} of these PVs are not Being archived; refreshing in ${secs} s.`;
+      const notArchived = ordered.filter((r) => r.status !== "Being archived").length;
+      const nFailing = ordered.filter(failing).length;
+      const parts = [];
+      if (notArchived) parts.push(`${notArchived} of these PVs are not Being archived`);
+      if (nFailing) parts.push(`${nFailing} cannot write to their store`);
+      refreshState.textContent = `${parts.join("; ")}; refreshing in ${secs} s.`;
       refreshState.hidden = false;
       state.timer = setTimeout(showStatus, state.delay);
       state.delay = Math.min(MAX_DELAY_MS, Math.round(state.delay * 1.5));

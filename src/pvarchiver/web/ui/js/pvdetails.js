@@ -35,7 +35,9 @@
         { key: "name", label: "Name" },
         { key: "value", label: "Value" },
         { key: "source", label: "Source" },
-      ], rows.filter((r) => r && typeof r === "object"), { id: "pvDetailsTable" }));
+      ], rows.filter((r) => r && typeof r === "object"), { id: "pvDetailsTable" },
+      // "Writes to the STS failing since/because": the store does not take its samples
+      (r) => ({ class: /^Writes to the .* failing /.test(String(r.name)) ? "failing" : null })));
     } catch (e) {
       details.appendChild(AA.el("p", { class: "msg error", id: "detailsError" }, `getPVDetails: ${e.message}`));
     }

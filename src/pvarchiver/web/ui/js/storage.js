@@ -37,7 +37,11 @@
       { key: "used", label: "Used", render: usedBar },
       ...extra.map((key) => ({ key })),
     ];
-    return AA.table(columns, rows, { id }, (r) => ({ "data-store": r.name }));
+    // our own keys (lowSpace, writeFailing, ...): such a store is drawn in red
+    return AA.table(columns, rows, { id }, (r) => ({
+      "data-store": r.name,
+      class: r.writeFailing === "true" ? "failing" : r.lowSpace === "true" ? "lowspace" : null,
+    }));
   }
 
   async function load() {
