@@ -13,6 +13,7 @@ serves the text at ``GET /metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -74,6 +75,13 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a report made outside the server)
+        return 0
+
+
 # ---------------------------------------------------------------------- families
 def appliance_families(s: Summary, timer: WriteTimer | None) -> list[Family]:
     pvs = Family("pvarchiver_pvs", "gauge", "PVs of this appliance by state")
@@ -88,6 +96,11 @@ def appliance_families(s: Summary, timer: WriteTimer | None) -> list[Family]:
         Family("pvarchiver_uptime_seconds", "gauge", "Seconds since the archiver started").add(
             s.uptime_seconds
         ),
+        Family(
+            "pvarchiver_asyncio_tasks",
+            "gauge",
+            "Tasks on the event loop (flat over time: nothing leaks; see benchmarks/soak.py)",
+        ).add(_task_count()),
         pvs,
         Family(
             "pvarchiver_archive_requests_pending",
