@@ -2,5 +2,7 @@
 
 This package holds the logic that does not depend on the network: what to keep of each
 event, how much memory buffers may use, which fields to attach, and how buffers reach the
-store. The Channel Access side (``pvarchiver.ca``) feeds it events.
+store. Sources feed it events through one protocol-neutral interface (``source.Source``);
+Channel Access (``ca_source.CASource``, over ``pvarchiver.ca``) is the first. Every sample
+kept is also written to the write-ahead journal (``journal``), replayed at start.
 """
