@@ -3,7 +3,7 @@
 Every operator is run on random streams (several samples per second, gaps of many bins, NaNs,
 severities, reconnect fields, samples before ``from`` and after ``to``, data across a UTC
 year boundary) cut into random chunks, and compared with the loop-based reference in
-``test_postprocessors_ref.py``. Matching for every chunking also shows that results do not
+``tests/helpers/postprocessors_ref.py``. Matching for every chunking also shows that results do not
 depend on where the chunks are cut. Hand-computed examples and parsing tests follow.
 """
 
@@ -28,7 +28,7 @@ from pvarchiver.retrieval.postprocessors import (
 )
 from pvarchiver.retrieval.postprocessors._common import java_double_str
 
-from . import test_postprocessors_ref as ref
+from .helpers import postprocessors_ref as ref
 
 NS = ref.NS
 D = PayloadType.SCALAR_DOUBLE
