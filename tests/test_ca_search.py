@@ -142,3 +142,15 @@ def test_found_remove_and_duplicates() -> None:
     assert s.poll(100.0) == []
     s.add(2, "B", 100.0)  # lost its server again: searched at once, fresh backoff
     assert cids_in(s.poll(100.0)[0]) == [2]
+
+
+def test_found_then_lost_before_the_old_retry_is_searched_once() -> None:
+    """A name answered and lost again (CREATE_CH_FAIL, a dropped circuit) before its old
+    retry slot came due must not match that slot too: it was searched twice per datagram."""
+    s = SearchScheduler(60.0)
+    s.add(1, "A", 0.0)
+    assert len(s.poll(0.0)) == 1  # retry slot at 0.032 stays in the heap
+    s.found(1, 0.01)
+    s.add(1, "A", 0.02)
+    (body,) = s.poll(0.05)
+    assert [m.p2 for m in P.iter_messages(body)] == [1]

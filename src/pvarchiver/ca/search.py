@@ -92,6 +92,10 @@ class SearchScheduler:
         self.stats = SearchStats()
         self._entries: dict[int, _Entry] = {}
         self._heap: list[tuple[float, int, int]] = []  # (due, cid, gen)
+        # generations are unique over the scheduler's life, not per entry: a name found and
+        # lost again before its old heap slot popped would otherwise match that slot too
+        # (and be searched twice per datagram)
+        self._gen_seq = 0
         self._next_send = 0.0
         self._srtt: float | None = None
         self._frame_seq = 0
@@ -108,9 +112,8 @@ class SearchScheduler:
     def add(self, cid: int, name: str | bytes, now: float) -> None:
         """Start searching ``cid`` now (a new channel, or one that lost its server)."""
         entry = _Entry(P.search(name, cid), self.min_period)
-        old = self._entries.get(cid)
-        if old is not None:
-            entry.gen = old.gen + 1
+        self._gen_seq += 1
+        entry.gen = self._gen_seq
         self._entries[cid] = entry
         heapq.heappush(self._heap, (now, cid, entry.gen))
 
@@ -143,7 +146,8 @@ class SearchScheduler:
         """
         heap = []
         for cid, entry in self._entries.items():
-            entry.gen += 1
+            self._gen_seq += 1
+            entry.gen = self._gen_seq
             entry.period = self.min_period
             heap.append((now, cid, entry.gen))
         heapq.heapify(heap)
