@@ -311,6 +311,37 @@ def test_circuit_timeout_then_recovery(ioc: IOC) -> None:
     run(main())
 
 
+def test_followers_ride_on_their_channel_through_a_circuit_loss(ioc: IOC) -> None:
+    """``follow=``: created on the PV's circuit, never searched, refused fields fail at once,
+    and all come back when the PV reconnects after its circuit was dropped."""
+
+    async def main() -> None:
+        cfg = ioc.client_config(conn_tmo=1.0, echo_timeout=1.0, max_search_period=1.0)
+        async with CAClient(cfg) as ca:
+            states: list[bool] = []
+            ai = ca.create_channel("T:AI")
+            hihi = ca.create_channel("T:AI.HIHI", lambda c, up: states.append(up), follow=ai)
+            nope = ca.create_channel("T:AI.NOPE", follow=ai)
+            await ca.wait_connected(hihi, 20)
+            assert (await ca.get(hihi)).value == 9.0
+            await until(lambda: nope.error != "")
+            assert "no such channel" in nope.error and not nope.connected
+            late = ca.create_channel("T:AI.HIGH", follow=ai)  # PV already connected
+            await ca.wait_connected(late, 20)
+            assert ca.search_stats.requests >= 1
+            assert ca.search_tries(hihi) == ca.search_tries(late) == 0
+            pause(ioc)
+            try:
+                await until(lambda: states == [True, False], 30)
+            finally:
+                resume(ioc)
+            await until(lambda: states == [True, False, True] and late.connected, 30)
+            assert (await ca.get(late)).value == 8.0
+            assert not nope.connected
+
+    run(main())
+
+
 def test_name_server_search_over_tcp(ioc: IOC) -> None:
     """EPICS_CA_NAME_SERVERS: no UDP target at all, the IOC answers searches over TCP."""
 

@@ -1,6 +1,11 @@
 """asyncio Channel Access client: search, circuits, monitors, beacons.
 
-A thin I/O layer over :mod:`pvarchiver.ca.protocol` and :mod:`pvarchiver.ca.dbr`.
+A thin I/O layer over pure modules: :mod:`~pvarchiver.ca.protocol` and
+:mod:`~pvarchiver.ca.dbr` (bytes), :mod:`~pvarchiver.ca.lifecycle` (channel states, with
+the :mod:`~pvarchiver.ca.search` scheduler), :mod:`~pvarchiver.ca.keepalive` (ECHO and dead
+circuits), :mod:`~pvarchiver.ca.flow` (EVENTS_OFF/ON) and :mod:`~pvarchiver.ca.beacons`
+(anomalies). Those take the time as an argument and return decisions; this module moves
+the bytes, runs the timers and calls the user's callbacks.
 Why not caproto or libca: caproto's clients deliver 3-5 k events/s and the
 libca-based ones ~50 k on one core, while an archiver engine needs 200 k+.
 Here a monitor update costs one header unpack, one dict lookup, one payload
@@ -40,8 +45,9 @@ from .beacons import BeaconMonitor
 from .env import addr_list, yes
 from .flow import FlowAction, FlowControl
 from .keepalive import ECHO_TIMEOUT, Keepalive, KeepaliveAction
+from .lifecycle import Found, Lifecycle
 from .names import validate_pv_name
-from .search import SearchScheduler, SearchStats
+from .search import SearchStats
 from .sockets import udp_ignore_connreset
 
 __all__ = [
@@ -412,7 +418,7 @@ class _Circuit(asyncio.Protocol):
             if ch is not None:
                 if cmd == P.CREATE_CH_FAIL and ch._follow is not None:
                     ch.error = "no such channel on {}:{}".format(*self.server)
-                client._channel_lost(ch, research=True)
+                client._channel_lost(ch)
         elif cmd == P.ERROR:
             req, text = P.parse_error_payload(body)
             log.warning("CA server %s:%d error %d: %s", *self.server, p2, text)
@@ -425,7 +431,7 @@ class _Circuit(asyncio.Protocol):
                 if ch is not None:
                     if ch._follow is not None:
                         ch.error = text or "channel refused by {}:{}".format(*self.server)
-                    client._channel_lost(ch, research=True)
+                    client._channel_lost(ch)
         elif cmd == P.SEARCH:  # reply from a name server (EPICS_CA_NAME_SERVERS)
             host = self.server[0] if p1 in (0, 0xFFFFFFFF) else P.int_to_ip(p1)
             client._resolved(p2, (host, dt))
@@ -462,11 +468,11 @@ class CAClient:
         # (the gateway's BulkFramer hands them over a whole read at a time)
         self.new_framer = framer
         self._channels: dict[int, Channel] = {}
-        self._unresolved: dict[int, Channel] = {}
-        self._search = SearchScheduler(self.config.max_search_period)
+        # channel states and the search scheduler of the channels being searched
+        self._life = Lifecycle(self.config.max_search_period)
+        self._search = self._life.search
         self._circuits: dict[tuple[str, int], _Circuit] = {}
         self._name_servers: list[_Circuit] = []
-        self._connecting: dict[tuple[str, int], list[Channel]] = {}
         self._next_cid = 1
         self._next_subid = 1
         self._next_ioid = 1
@@ -565,7 +571,7 @@ class CAClient:
         for ch in self._channels.values():
             ch.connected = False
         self._channels.clear()
-        self._unresolved.clear()
+        self._life.close()
 
     # ------------------------------------------------------------ public API
 
@@ -605,6 +611,7 @@ class CAClient:
         self._channels[cid] = ch
         problem = validate_pv_name(name)
         if problem is not None:
+            self._life.add(cid, name, 0.0, valid=False)
             ch.error = f"invalid PV name: {problem}"
             if follow is None or not follow.error:  # say it once, not once per field
                 log.warning("%r: %s", name, ch.error)
@@ -612,20 +619,20 @@ class CAClient:
         if follow is not None:
             ch._follow = follow
             follow._add_follower(ch)
+            self._life.add(cid, name, 0.0, follows=True)
             circuit = follow._circuit
             if follow.connected and circuit is not None and not circuit.closed:
-                circuit.attach(ch)
+                if self._life.attach(cid):
+                    circuit.attach(ch)
             return ch
-        self._unresolved[cid] = ch
-        self._search.add(cid, name, time.monotonic())
+        self._life.add(cid, name, time.monotonic())
         self._wake.set()
         return ch
 
     def clear_channel(self, ch: Channel) -> None:
         """Drop a channel and its subscriptions (CLEAR_CHANNEL to the server)."""
         self._channels.pop(ch.cid, None)
-        self._unresolved.pop(ch.cid, None)
-        self._search.remove(ch.cid)
+        self._life.clear(ch.cid)
         if ch._follow is not None:
             followers = ch._follow._followers
             if isinstance(followers, list):
@@ -876,8 +883,8 @@ class CAClient:
                 log.exception("connection callback of %s failed", ch.name)
 
     def _channel_connected(self, ch: Channel, native: int, count: int, sid: int) -> None:
-        if ch.cid not in self._channels:
-            return
+        if not self._life.connected(ch.cid):
+            return  # cleared meanwhile (or a reply we did not ask for)
         ch.native_type = native
         ch.count = count
         ch.sid = sid
@@ -888,7 +895,7 @@ class CAClient:
         circuit = ch._circuit
         if circuit is not None:
             for f in ch._followers:
-                if f._circuit is None and f.cid in self._channels:
+                if self._life.attach(f.cid):
                     circuit.attach(f)
         self._notify(ch, True)
 
@@ -906,7 +913,9 @@ class CAClient:
             f"DBR_TIME, more than EPICS_CA_MAX_ARRAY_BYTES={limit}; raise it (on the IOC too)"
         )
 
-    def _channel_lost(self, ch: Channel, research: bool) -> None:
+    def _channel_lost(self, ch: Channel) -> None:
+        """The channel lost its server or was refused: back to the search (a follower waits
+        for the channel it follows), subscriptions kept for the next circuit."""
         was = ch.connected
         circuit = ch._circuit
         if circuit is not None:
@@ -916,11 +925,8 @@ class CAClient:
         ch.connected = False
         ch._circuit = None
         ch.sid = -1
-        if ch._follow is not None:
-            research = False  # re-created when the channel it follows connects again
-        if research and ch.cid in self._channels and not self._closed:
-            self._unresolved[ch.cid] = ch
-            self._search.add(ch.cid, ch.name, time.monotonic())
+        if not self._closed:
+            self._life.lost(ch.cid, time.monotonic())
             self._wake.set()
         if was:
             self._notify(ch, False)
@@ -942,7 +948,7 @@ class CAClient:
             return
         log.info("CA circuit to %s:%d lost (%d channels)", *circuit.server, len(channels))
         for ch in channels:
-            self._channel_lost(ch, research=True)
+            self._channel_lost(ch)
 
     # -- search
     def _on_search_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -952,20 +958,13 @@ class CAClient:
                 self._resolved(msg.p2, (host, msg.data_type))
 
     def _resolved(self, cid: int, server: tuple[str, int]) -> None:
-        ch = self._unresolved.pop(cid, None)
-        if ch is None:
-            return  # duplicate reply (several servers, or repeated search)
-        self._search.found(cid, time.monotonic())
         circuit = self._circuits.get(server)
-        if circuit is not None and not circuit.closed:
-            circuit.attach(ch)
-            return
-        waiting = self._connecting.get(server)
-        if waiting is not None:
-            waiting.append(ch)
-            return
-        self._connecting[server] = [ch]
-        self._tasks.append(asyncio.get_running_loop().create_task(self._connect(server)))
+        up = circuit is not None and not circuit.closed
+        found = self._life.found(cid, server, time.monotonic(), up)
+        if found is Found.CREATE and circuit is not None:
+            circuit.attach(self._channels[cid])
+        elif found is Found.CONNECT:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._connect(server)))
 
     async def _connect(self, server: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
@@ -975,15 +974,14 @@ class CAClient:
             )
         except OSError as exc:
             log.info("CA connect to %s:%d failed: %s", *server, exc)
-            for ch in self._connecting.pop(server, []):
-                self._channel_lost(ch, research=True)
+            if not self._closed and self._life.circuit_failed(server, time.monotonic()):
+                self._wake.set()
             return
         finally:
             self._tasks = [t for t in self._tasks if not t.done()]
         self._circuits[server] = circuit
-        for ch in self._connecting.pop(server, []):
-            if ch.cid in self._channels:
-                circuit.attach(ch)
+        for cid in self._life.circuit_up(server):
+            circuit.attach(self._channels[cid])
 
     async def _search_loop(self) -> None:
         """Send what the scheduler says is due, then sleep until the next send or a wake-up."""
@@ -1029,7 +1027,7 @@ class CAClient:
 
     def _research_all(self) -> None:
         """Search every unresolved channel now, with the backoff restarted (rate-limited)."""
-        self._search.reset(time.monotonic())
+        self._life.research(time.monotonic())
         self._wake.set()
 
     # -- beacons
@@ -1039,7 +1037,7 @@ class CAClient:
             if msg.cmd == P.RSRV_IS_UP:
                 host = addr[0] if msg.p2 == 0 else P.int_to_ip(msg.p2)
                 anomaly = self._beacons.beacon((host, msg.data_count), msg.p1, time.monotonic())
-                if anomaly and self._unresolved:
+                if anomaly and self._life.unresolved:
                     self._research_all()
                 forward = True
             elif msg.cmd == P.REPEATER_CONFIRM:
