@@ -7,82 +7,31 @@ Every wait is on a condition with a generous timeout; nothing asserts speed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pvarchiver.ca import CAClient, CAConfig, CAError, dbr
+from pvarchiver.ca import CAClient, CAError, dbr
 from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
 from .aio import run, until
 from .ca_tools import Monitor, client_env, run_tool
+from .helpers.gateway import GATEWAY_DB, direct_put, downstream, gateway
 from .ioc import IOC, free_port
 
-DB = """
-record(ai, "G:AI") {
-    field(VAL, "3.5") field(EGU, "mm") field(PREC, "3") field(HOPR, "10") field(LOPR, "-10")
-    field(HIHI, "9") field(HIGH, "8") field(LOW, "-8") field(LOLO, "-9")
-    field(HHSV, "MAJOR") field(HSV, "MINOR") field(LSV, "MINOR") field(LLSV, "MAJOR")
-    field(PINI, "YES")
-}
-record(ao, "G:AO") { field(VAL, "1") field(PINI, "YES") }
-record(bo, "G:EN") { field(ZNAM, "off") field(ONAM, "on") field(VAL, "0") field(PINI, "YES") }
-record(mbbi, "G:MB") { field(ZRST, "zero") field(ONST, "one") field(VAL, "1") field(PINI, "YES") }
-record(calc, "G:CNT") { field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "G:CNT") }
-record(waveform, "G:BIG") { field(FTVL, "DOUBLE") field(NELM, "100000") }
-record(calc, "G:SEQ") { field(CALC, "A+1") field(INPA, "G:SEQ") }
-record(ai, "G:DB") { field(VAL, "1") field(MDEL, "100") field(ADEL, "0.5") field(PINI, "YES") }
-"""
+DB = GATEWAY_DB
 
 
 @pytest.fixture(scope="module")
 def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
     with IOC(DB, tmp_path_factory.mktemp("gwioc"), max_array_bytes=1_000_000) as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def gateway(
-    ioc: IOC, access: Any = None, max_bytes: int = 1_000_000, **settings: Any
-) -> AsyncIterator[Gateway]:
-    scfg = ServerConfig(
-        interfaces=["127.0.0.1"], port=free_port(), beacon_addrs=[], max_array_bytes=max_bytes
-    )
-    ccfg = ioc.client_config(max_array_bytes=1_000_000)
-    settings.setdefault("prefix", "gwt")
-    settings.setdefault("stats_interval", 0.3)
-    gw = Gateway(GatewaySettings(**settings), ccfg, scfg, access)
-    await gw.start()
-    try:
-        yield gw
-    finally:
-        await gw.close()
-
-
-def downstream(gw: Gateway, **kw: Any) -> CAClient:
-    port = gw.server.port
-    cfg = CAConfig(
-        addr_list=[("127.0.0.1", port)],
-        auto_addr_list=False,
-        server_port=port,
-        repeater_port=free_port(),
-        **kw,
-    )
-    return CAClient(cfg)
-
-
-async def direct_put(ioc: IOC, name: str, value: Any) -> None:
-    async with CAClient(ioc.client_config(repeater_port=free_port())) as ca:
-        ch = ca.create_channel(name)
-        await ca.wait_connected(ch, 10)
-        await ca.put(ch, value)
 
 
 def test_read_monitor_put_with_libca_tools(ioc: IOC) -> None:

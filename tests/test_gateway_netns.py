@@ -25,9 +25,10 @@ import pytest
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
+from .aio import run, until
 from .ca_tools import client_env, tool
+from .helpers.gateway import GATEWAY_DB as DB
 from .ioc import IOC, free_port
-from .test_gateway import DB, run, until
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from pvarchiver.gateway.event_runs import BulkFramer
 from pvarchiver.gateway.fanout import FanOutTable, make_fan_out
 from pvarchiver.gateway.upstream import UpstreamPV
 
-from .test_gw_batch import FakeCircuit
+from .helpers.gw_fakes import FakeCircuit
 
 DOUBLE, LONG, SHORT, STRING = 6, 5, 1, 0
 # (native type, subscribers: (circuit, DBR type or None for the time type, count, mask))
@@ -247,8 +247,8 @@ def test_real_ioc_bursts_through_gateway_equal_direct(tmp_path: Path) -> None:
     from pvarchiver.ca import CAClient
 
     from .aio import run, until
+    from .helpers.gateway import downstream, gateway
     from .ioc import IOC
-    from .test_gateway import downstream, gateway
 
     n = 300
     db = "".join(

@@ -22,9 +22,10 @@ import pytest
 from pvarchiver.ca import CAClient, CAError
 from pvarchiver.gateway.caputlog import format_line, format_value, parse_target
 
+from .aio import run, until
 from .ca_tools import client_env, run_tool, tool
+from .helpers.gateway import direct_put, downstream, gateway
 from .ioc import IOC, free_port
-from .test_gateway import direct_put, downstream, gateway, run, until
 
 DB = """
 record(bo, "U:EN") { field(ASG, "OPEN") field(ZNAM, "off") field(ONAM, "on") field(PINI, "YES") }
