@@ -198,3 +198,26 @@ def test_a_store_that_refuses_keeps_the_segments_aside(tmp_path: Path) -> None:
     assert rep.errors and rep.moved_to
     assert list(Path(rep.moved_to).glob("seg-*.jrn"))
     assert segment_numbers(tmp_path / "journal") == []
+
+
+def test_replay_does_not_rewrite_what_etl_moved_on(tmp_path: Path) -> None:
+    """A crash between a write cycle and the drop of its segment, with ETL having moved the
+    STS file to the MTS meanwhile: the samples are in the MTS, so replay writes nothing."""
+    from pvarchiver.storage.etl import run_etl
+
+    engine, sts, j = _engine(tmp_path)
+    a = engine.add_pv("J:E", D)
+    a.on_connect(D)
+    for i in range(5):
+        a.on_event(NOW + i, 0, 0, 0, float(i))
+    j.tick(0.1)
+    taken = engine.take_all()  # sealed, not yet dropped...
+    written, failed = engine.write_buffers(taken)
+    assert written == 5 and not failed
+    _crash(j)  # ...when the process dies
+    mts = make_store(tmp_path, "MTS", "PARTITION_DAY")
+    run_etl(sts, mts, now=NOW + 10 * 86400)
+    assert not list(sts.read_all("J:E")) and len(list(mts.read_all("J:E"))) == 5
+    rep = replay(tmp_path / "journal", _fresh_store(tmp_path), [mts])
+    assert rep.samples_written == 0 and rep.errors == []
+    assert not list(_fresh_store(tmp_path).read_all("J:E"))

@@ -66,13 +66,14 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
         log.exception("shutdown: %s failed; carrying on", what)
 
 
-def open_journal(settings: Settings, first: PlainPBStore) -> Journal | None:
+def open_journal(settings: Settings, stores: Sequence[PlainPBStore]) -> Journal | None:
     """Replay what an earlier process journaled into the first store (before anything else
     writes there), then open the journal for this one."""
     js = settings.journal
     if js.folder is None:
         return None
-    rep = replay(js.folder, first)
+    first = stores[0]
+    rep = replay(js.folder, first, stores[1:])
     if rep.segments:
         log.info(
             "journal replay: %d samples of %d PVs from %d segments, %d written to %s "
@@ -195,7 +196,7 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     opened = list(stores) if stores is not None else open_stores(settings.storage)
     for st in opened:
         log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
-    journal = open_journal(settings, opened[0])
+    journal = open_journal(settings, opened)
     engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, journal=journal)
     client = CAClient(settings.ca.config())
     archiver = CAArchiver(engine, client)

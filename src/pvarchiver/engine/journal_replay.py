@@ -16,6 +16,7 @@ import pickle
 import shutil
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,21 @@ def _as_rows(with_id: np.ndarray, typecode: str) -> np.ndarray:
     return out
 
 
-def _write_numeric(store: PlainPBStore, pv: _PVData) -> int:
+def _newest(stores: Sequence[PlainPBStore], name: str) -> tuple[int, int] | None:
+    """The newest sample of ``name`` in any store: ETL may have moved the STS's files on
+    since they were journaled, and a replay must not write them a second time."""
+    found = [t for st in stores if (t := st.last_known_timestamp(name)) is not None]
+    return max(found) if found else None
+
+
+def _write_numeric(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStore]) -> int:
     rows = np.concatenate(pv.numeric)
     order = np.lexsort((rows["nanos"], rows["secs"]))
     rows = rows[order]
     keep = np.ones(len(rows), dtype=bool)  # drop repeated timestamps (carried blocks)
     keep[1:] = (rows["secs"][1:] != rows["secs"][:-1]) | (rows["nanos"][1:] != rows["nanos"][:-1])
     rows = rows[keep]
-    last = store.last_known_timestamp(pv.name)
+    last = _newest([store, *later], pv.name)
     if last is not None:
         after = (rows["secs"] > last[0]) | ((rows["secs"] == last[0]) & (rows["nanos"] > last[1]))
         rows = rows[after]
@@ -166,19 +174,21 @@ def _write_numeric(store: PlainPBStore, pv: _PVData) -> int:
     return written[0]
 
 
-def _write_objs(store: PlainPBStore, pv: _PVData) -> int:
+def _write_objs(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStore]) -> int:
     seen: set[tuple[int, int]] = set()
     samples = []
+    last = _newest(later, pv.name)
     for secs, nanos, val, sev, stat in sorted(pv.objs, key=lambda r: (r[0], r[1])):
-        if (secs, nanos) in seen:
+        if (secs, nanos) in seen or (last is not None and (secs, nanos) <= last):
             continue
         seen.add((secs, nanos))
         samples.append(Sample(secs, nanos, val, sev, stat, fields=pv.fields.get((secs, nanos))))
     return store.append(pv.name, pv.ptype, samples).written
 
 
-def replay(folder: Path, store: PlainPBStore) -> ReplayReport:
-    """Write every journaled sample not yet in ``store``; delete (or set aside) the segments."""
+def replay(folder: Path, store: PlainPBStore, later: Sequence[PlainPBStore] = ()) -> ReplayReport:
+    """Write every journaled sample newer than what ``store`` and the ``later`` stores of the
+    chain hold into ``store``; delete (or set aside) the segments."""
     t0 = time.monotonic()
     rep = ReplayReport()
     nums = segment_numbers(folder) if folder.is_dir() else []
@@ -206,7 +216,7 @@ def replay(folder: Path, store: PlainPBStore) -> ReplayReport:
     # what replay writes must be durable before its segments go
     synced, store.fsync = store.fsync, True
     try:
-        _write_all(reader, store, rep)
+        _write_all(reader, store, list(later), rep)
     finally:
         store.fsync = synced
     if rep.errors:
@@ -226,7 +236,9 @@ def replay(folder: Path, store: PlainPBStore) -> ReplayReport:
     return rep
 
 
-def _write_all(reader: _Reader, store: PlainPBStore, rep: ReplayReport) -> None:
+def _write_all(
+    reader: _Reader, store: PlainPBStore, later: list[PlainPBStore], rep: ReplayReport
+) -> None:
     for pv in reader.pvs.values():
         k = pv.count()
         if not k:
@@ -234,8 +246,8 @@ def _write_all(reader: _Reader, store: PlainPBStore, rep: ReplayReport) -> None:
         rep.pvs += 1
         rep.samples_read += k
         try:
-            w = _write_numeric(store, pv) if pv.numeric else 0
-            w += _write_objs(store, pv) if pv.objs else 0
+            w = _write_numeric(store, pv, later) if pv.numeric else 0
+            w += _write_objs(store, pv, later) if pv.objs else 0
         except Exception as e:  # the store refused: keep the segments, say why
             rep.errors.append(f"{pv.name}: {e}")
             log.error("journal replay of %s failed: %s", pv.name, e)
