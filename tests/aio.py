@@ -1,11 +1,15 @@
-"""asyncio helpers shared by the tests that drive real IOCs, servers and gateways."""
+"""asyncio helpers shared by the tests that drive real IOCs, servers and gateways (``until``
+is the coroutine form of the one wait helper, tests/helpers/wait.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from .helpers.wait import until
+
+__all__ = ["run", "until"]
 
 T = TypeVar("T")
 
@@ -17,12 +21,3 @@ def run(coro: Awaitable[T], timeout: float = 300.0) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(main())
-
-
-async def until(pred: Callable[[], Any], timeout: float = 60.0) -> None:
-    """Wait for a condition; fail with a clear message on timeout."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        await asyncio.sleep(0.02)

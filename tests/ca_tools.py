@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .ioc import free_port
+from .helpers.net import free_port
 
 BIN = Path(sys.executable).parent
 

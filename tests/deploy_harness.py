@@ -49,32 +49,23 @@ def missing_tools(*tools: str) -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for TCP and UDP on ``host`` and off the CA defaults."""
-    for _ in range(100):
-        with socket.socket() as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-            if port not in (5064, 5065, 17665):
-                return port
-    raise RuntimeError("no free port")
-
-
 class Proc:
     """A background process whose output goes to a log file; stopped or killed by its pid."""
 
-    def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.cmd = cmd
         self.log_path = log
         self._log = open(log, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+        )
 
     @property
     def pid(self) -> int:
@@ -120,8 +111,9 @@ def wait_port(host: str, port: int, timeout: float = 30, proc: Proc | None = Non
 
 
 @contextlib.contextmanager
-def forwarded(listen: str, port: int, target: str, target_port: int, logdir: Path,
-              udp: bool = True) -> Iterator[list[Proc]]:
+def forwarded(
+    listen: str, port: int, target: str, target_port: int, logdir: Path, udp: bool = True
+) -> Iterator[list[Proc]]:
     """Forward TCP (and UDP) ``listen:port`` to ``target:target_port`` with socat.
 
     This is what a container runtime's port publishing does (docker-proxy, Rancher Desktop's
@@ -129,12 +121,29 @@ def forwarded(listen: str, port: int, target: str, target_port: int, logdir: Pat
     NAT situation CA must cope with. UDP is per datagram with a reply window (``-T``), so CA
     search replies come back to the searching socket.
     """
-    procs = [Proc(["socat", f"TCP4-LISTEN:{port},bind={listen},fork,reuseaddr",
-                   f"TCP4:{target}:{target_port}"], logdir / f"socat-tcp-{listen}-{port}.log")]
+    procs = [
+        Proc(
+            [
+                "socat",
+                f"TCP4-LISTEN:{port},bind={listen},fork,reuseaddr",
+                f"TCP4:{target}:{target_port}",
+            ],
+            logdir / f"socat-tcp-{listen}-{port}.log",
+        )
+    ]
     if udp:
-        procs.append(Proc(["socat", "-T", "5", f"UDP4-RECVFROM:{port},bind={listen},fork",
-                           f"UDP4-SENDTO:{target}:{target_port}"],
-                          logdir / f"socat-udp-{listen}-{port}.log"))
+        procs.append(
+            Proc(
+                [
+                    "socat",
+                    "-T",
+                    "5",
+                    f"UDP4-RECVFROM:{port},bind={listen},fork",
+                    f"UDP4-SENDTO:{target}:{target_port}",
+                ],
+                logdir / f"socat-udp-{listen}-{port}.log",
+            )
+        )
     try:
         wait_port(listen, port, 10, procs[0])
         yield procs
@@ -226,8 +235,9 @@ class PrivateDockerd:
                 return line.split()[2]
         return "ACCEPT"
 
-    def docker(self, *args: str, check: bool = True,
-               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return run(["docker", *args], check=check, env=self.env, timeout=timeout)
 
     def __enter__(self) -> PrivateDockerd:
@@ -242,10 +252,20 @@ class PrivateDockerd:
         self._ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
         self._forward_policy = self._policy("FORWARD")
         self._had_docker0 = Path("/sys/class/net/docker0").exists()
-        self.proc = Proc(["dockerd", "--data-root", str(self.data_root), "--host",
-                          f"unix://{self.sock}", "--exec-root", str(self.run_dir / "exec"),
-                          "--pidfile", str(self.run_dir / "dockerd.pid")],
-                         self.run_dir / "dockerd.log")
+        self.proc = Proc(
+            [
+                "dockerd",
+                "--data-root",
+                str(self.data_root),
+                "--host",
+                f"unix://{self.sock}",
+                "--exec-root",
+                str(self.run_dir / "exec"),
+                "--pidfile",
+                str(self.run_dir / "dockerd.pid"),
+            ],
+            self.run_dir / "dockerd.log",
+        )
         deadline = time.monotonic() + 60
         while self.docker("version", check=False).returncode != 0:
             if not self.proc.alive() or time.monotonic() > deadline:
@@ -298,8 +318,14 @@ def base_image(dockerd: PrivateDockerd, logdir: Path) -> str:
     if not tarball.exists():
         run([str(ROOT / "deploy" / "ci-base-image.sh"), str(tarball)], timeout=900)
     with open(tarball, "rb") as f:
-        subprocess.run(["docker", "import", "-", tag], stdin=f, env=dockerd.env, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            ["docker", "import", "-", tag],
+            stdin=f,
+            env=dockerd.env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     return tag
 
 
@@ -310,14 +336,18 @@ def build_context(dest: Path) -> Path:
     certificate a fresh image does not trust, so the image installs offline from wheels
     made with the host's pip (``WHEELS=wheels``), exactly as docs/deployment.md describes.
     """
-    names = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                cwd=ROOT).stdout.split("\0")
+    names = run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT
+    ).stdout.split("\0")
     for name in filter(None, names):
         src = ROOT / name
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     # with the demo extra's wheels too, so EXTRAS=demo builds from the same folder
-    run([sys.executable, "-m", "pip", "wheel", "-q", ".[demo]", "-w", str(dest / "wheels")],
-        cwd=dest, timeout=600)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", ".[demo]", "-w", str(dest / "wheels")],
+        cwd=dest,
+        timeout=600,
+    )
     return dest

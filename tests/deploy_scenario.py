@@ -32,8 +32,10 @@ import httpx
 
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
-from .deploy_harness import ROOT, SRC, Proc, forwarded, free_port, wait_port
-from .ioc import IOC, wait_for
+from .deploy_harness import ROOT, SRC, Proc, forwarded, wait_port
+from .helpers.net import free_port
+from .helpers.wait import wait_for
+from .ioc import IOC
 from .requirements import require
 
 PVS = ["DEP:cnt1", "DEP:cnt2", "DEP:cnt3"]

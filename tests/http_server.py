@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from .helpers.net import free_port
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -20,12 +21,6 @@ class Server(str):
     """The server's base URL, which also knows the server's process id."""
 
     pid: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

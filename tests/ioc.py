@@ -13,17 +13,19 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pvarchiver.ca import CAConfig
+
+from .helpers.net import free_port
+
+__all__ = ["IOC", "counter_db", "fast_dbd_dir", "free_port", "pause", "resume", "running_ioc"]
 
 epicscorelibs = pytest.importorskip("epicscorelibs.path")
 
@@ -50,22 +52,6 @@ def counter_db(prefix: str, n: int, scan: str, fields: str = "") -> str:
         f'field(INPA, "{prefix}{i:05d}") {fields}}}\n'
         for i in range(n)
     )
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (CA servers need both)."""
-    for _ in range(100):
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-            if port not in (5064, 5065):
-                return port
-    raise RuntimeError("no free port")
 
 
 def fast_dbd_dir(dest: Path) -> Path:
@@ -217,16 +203,6 @@ def running_ioc(db: str, workdir: Path, **kwargs: object) -> Iterator[IOC]:
         yield ioc
     finally:
         ioc.kill()
-
-
-def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.02) -> bool:
-    """Poll a condition (sync) until true or timeout; returns the last result."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(interval)
-    return bool(predicate())  # type: ignore[operator]
 
 
 def pause(ioc: IOC) -> None:

@@ -28,7 +28,6 @@ from .deploy_harness import (
     PrivateDockerd,
     base_image,
     build_context,
-    free_port,
     missing_tools,
     run,
 )
@@ -40,7 +39,9 @@ from .deploy_scenario import (
     check_archiving,
     check_restart,
 )
-from .ioc import IOC, wait_for
+from .helpers.net import free_port
+from .helpers.wait import wait_for
+from .ioc import IOC
 from .requirements import require
 
 pytestmark = pytest.mark.slow
@@ -72,8 +73,21 @@ def context(dockerd: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -
 def build(dockerd: PrivateDockerd, context: tuple[str, Path], tag: str, *args: str) -> float:
     base, ctx = context
     t0 = time.monotonic()
-    dockerd.docker("build", "-q", "-f", "Containerfile", "--build-arg", f"BASE={base}",
-                   "--build-arg", "WHEELS=wheels", *args, "-t", tag, str(ctx), timeout=900)
+    dockerd.docker(
+        "build",
+        "-q",
+        "-f",
+        "Containerfile",
+        "--build-arg",
+        f"BASE={base}",
+        "--build-arg",
+        "WHEELS=wheels",
+        *args,
+        "-t",
+        tag,
+        str(ctx),
+        timeout=900,
+    )
     built = time.monotonic() - t0
     dockerd.docker("image", "prune", "-f")  # the previous run's image, now untagged
     return built
@@ -87,10 +101,13 @@ def image(dockerd: PrivateDockerd, context: tuple[str, Path]) -> str:
     # the image is FROM scratch: what of it is the venv, what the interpreter, libraries, sh
     du = dockerd.docker("run", "--rm", "--entrypoint", "python3", IMAGE, "-c", _DU).stdout
     venv, rest = (int(n) for n in du.split())
-    numbers = {"image build (s)": round(built, 1), "image size (MB)": round(size / 1e6, 1),
-               "of which the venv (MB)": round(venv / 1e6, 1),
-               "of which interpreter, stdlib, libraries, sh (MB)": round(rest / 1e6, 1),
-               "build stage's base image (MB)": round(base_size / 1e6, 1)}
+    numbers = {
+        "image build (s)": round(built, 1),
+        "image size (MB)": round(size / 1e6, 1),
+        "of which the venv (MB)": round(venv / 1e6, 1),
+        "of which interpreter, stdlib, libraries, sh (MB)": round(rest / 1e6, 1),
+        "build stage's base image (MB)": round(base_size / 1e6, 1),
+    }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "image.json").write_text(json.dumps(numbers, indent=1))
     print(numbers)
@@ -125,7 +142,8 @@ def test_image_runs_as_non_root_with_storage_volume(dockerd: PrivateDockerd, ima
     assert info["User"] == f"{UID}:{UID}"
     assert "/storage" in info["Volumes"]
     assert {"17665/tcp", "5064/tcp", "5064/udp", "5065/tcp", "5065/udp"} <= set(
-        info["ExposedPorts"])
+        info["ExposedPorts"]
+    )
     assert info["Healthcheck"]["Test"][0] == "CMD"
     env = dict(e.split("=", 1) for e in info["Env"])
     assert env["EPICS_CA_AUTO_ADDR_LIST"] == "NO"
@@ -133,9 +151,15 @@ def test_image_runs_as_non_root_with_storage_volume(dockerd: PrivateDockerd, ima
     out = dockerd.docker("run", "--rm", image, "sh", "-c", "id -u; ls -d /storage/*").stdout
     assert out.split() == [str(UID), "/storage/lts", "/storage/mts", "/storage/sts"]
     # pip, the source tree and the base's package manager stay in the build stage
-    out = dockerd.docker("run", "--rm", image, "sh", "-c",
-                         "ls /opt/pvarchiver/bin; for p in /src /usr/bin/apt /usr/bin/dpkg; do "
-                         "if test -e $p; then echo $p; fi; done").stdout
+    out = dockerd.docker(
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "ls /opt/pvarchiver/bin; for p in /src /usr/bin/apt /usr/bin/dpkg; do "
+        "if test -e $p; then echo $p; fi; done",
+    ).stdout
     assert not {"pip", "/src", "/usr/bin/apt", "/usr/bin/dpkg"} & set(out.split()), out
 
 
@@ -147,20 +171,34 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
     name = f"pvarchiver-ci-{os.getpid()}"
     with HostSide(tmp_path / "host", bridge, notes) as host:
         http, ca, rep = free_port(), free_port(), free_port()
-        args = ["run", "-d", "--name", name,
-                "-p", f"127.0.0.1:{http}:17665",
-                "-p", f"127.0.0.1:{ca}:5064/tcp", "-p", f"127.0.0.1:{ca}:5064/udp",
-                "-p", f"127.0.0.1:{rep}:5065/tcp", "-p", f"127.0.0.1:{rep}:5065/udp",
-                "-v", f"{storage}:/storage",
-                "-e", f"EPICS_CA_ADDR_LIST={host.ca_addr}",
-                image, "serve"]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{http}:17665",
+            "-p",
+            f"127.0.0.1:{ca}:5064/tcp",
+            "-p",
+            f"127.0.0.1:{ca}:5064/udp",
+            "-p",
+            f"127.0.0.1:{rep}:5065/tcp",
+            "-p",
+            f"127.0.0.1:{rep}:5065/udp",
+            "-v",
+            f"{storage}:/storage",
+            "-e",
+            f"EPICS_CA_ADDR_LIST={host.ca_addr}",
+            image,
+            "serve",
+        ]
         t0 = time.monotonic()
         dockerd.docker(*args)
         api = ArchiverAPI(f"http://127.0.0.1:{http}")
         try:
             api.wait_up(60)
-            notes.numbers["container ready after docker run (s)"] = round(
-                time.monotonic() - t0, 2)
+            notes.numbers["container ready after docker run (s)"] = round(time.monotonic() - t0, 2)
             host.assert_ioc_hidden(["docker", "exec", name], dockerd.env)
             check_archiving(api, storage, notes, artifacts)
 
@@ -183,7 +221,8 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
 
             # the image's own HEALTHCHECK (first run 30 s after start)
             assert wait_for(healthy, timeout=90, interval=1), dockerd.docker(
-                "inspect", "-f", "{{json .State.Health}}", name).stdout
+                "inspect", "-f", "{{json .State.Health}}", name
+            ).stdout
         except BaseException:
             logs = dockerd.docker("logs", name, check=False)
             print(logs.stdout[-4000:], logs.stderr[-6000:])
@@ -197,8 +236,9 @@ def test_container_scenario(dockerd: PrivateDockerd, image: str, tmp_path: Path)
 def test_entrypoint_in_the_container(dockerd: PrivateDockerd, image: str, tmp_path: Path) -> None:
     # a root-owned folder on /storage: a clear message and exit 78, no traceback, no restart loop
     (tmp_path / "rootowned").mkdir()
-    res = dockerd.docker("run", "--rm", "-v", f"{tmp_path / 'rootowned'}:/storage", image,
-                         check=False)
+    res = dockerd.docker(
+        "run", "--rm", "-v", f"{tmp_path / 'rootowned'}:/storage", image, check=False
+    )
     assert res.returncode == 78, res
     assert "cannot write to /storage" in res.stderr and "chown" in res.stderr, res.stderr
     # no EPICS_CA_ADDR_LIST given: the entrypoint searches the host (docker0's address)
@@ -208,13 +248,15 @@ def test_entrypoint_in_the_container(dockerd: PrivateDockerd, image: str, tmp_pa
     try:
         want = f"searching the host at {dockerd.bridge_address()}"
         assert wait_for(lambda: want in dockerd.docker("logs", name).stderr, timeout=30), (
-            dockerd.docker("logs", name).stderr)
+            dockerd.docker("logs", name).stderr
+        )
     finally:
         dockerd.docker("rm", "-f", name, check=False)
 
 
-def test_demo_in_a_container(dockerd: PrivateDockerd, context: tuple[str, Path],
-                             tmp_path: Path) -> None:
+def test_demo_in_a_container(
+    dockerd: PrivateDockerd, context: tuple[str, Path], tmp_path: Path
+) -> None:
     """A new user's first container: `docker run -p 17665:17665 IMAGE --demo`, data at once."""
     tag = IMAGE + "-demo"
     build(dockerd, context, tag, "--build-arg", "EXTRAS=demo")
@@ -222,13 +264,24 @@ def test_demo_in_a_container(dockerd: PrivateDockerd, context: tuple[str, Path],
     http = free_port()
     storage = storage_dir(tmp_path / "containerdata")
     t0 = time.monotonic()
-    dockerd.docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{http}:17665",
-                   "-v", f"{storage}:/storage", tag, "--demo")
+    dockerd.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{http}:17665",
+        "-v",
+        f"{storage}:/storage",
+        tag,
+        "--demo",
+    )
     api = ArchiverAPI(f"http://127.0.0.1:{http}")
     try:
         api.wait_up(60)
-        assert wait_for(lambda: len(api.values("demo:sine")) >= 5, timeout=60), (
-            dockerd.docker("logs", name).stderr[-3000:])
+        assert wait_for(lambda: len(api.values("demo:sine")) >= 5, timeout=60), dockerd.docker(
+            "logs", name
+        ).stderr[-3000:]
         print(f"demo data served {time.monotonic() - t0:.1f} s after docker run")
         dockerd.docker("stop", "-t", "60", name)
         state = json.loads(dockerd.docker("inspect", name).stdout)[0]["State"]
@@ -237,8 +290,9 @@ def test_demo_in_a_container(dockerd: PrivateDockerd, context: tuple[str, Path],
         dockerd.docker("rm", "-f", name, check=False)
 
 
-def test_compose_with_gateway_profile(dockerd: PrivateDockerd, context: tuple[str, Path],
-                                      image: str, tmp_path: Path) -> None:
+def test_compose_with_gateway_profile(
+    dockerd: PrivateDockerd, context: tuple[str, Path], image: str, tmp_path: Path
+) -> None:
     """The repository's compose.yaml as a user runs it: `docker-compose --profile gateway up`.
 
     The gateway service (host networking) serves a host IOC; the archiver (bridge network,
@@ -254,16 +308,22 @@ def test_compose_with_gateway_profile(dockerd: PrivateDockerd, context: tuple[st
     notes = Notes()
     with IOC(DB, tmp_path / "ioc") as ioc:
         http = free_port()
-        env = dict(dockerd.env, COMPOSE_PROJECT_NAME=f"pvci{os.getpid()}",
-                   PVARCHIVER_BASE=base, PVARCHIVER_WHEELS="wheels",
-                   PVARCHIVER_PUBLISH_IP="127.0.0.1", PVARCHIVER_HTTP_PORT=str(http),
-                   PVARCHIVER_CA_PORT=str(free_port()),
-                   PVARCHIVER_CA_REPEATER_PORT=str(free_port()),
-                   GW_SPORT=str(free_port()), GW_CIP="127.0.0.1", GW_CPORT=str(ioc.port))
+        env = dict(
+            dockerd.env,
+            COMPOSE_PROJECT_NAME=f"pvci{os.getpid()}",
+            PVARCHIVER_BASE=base,
+            PVARCHIVER_WHEELS="wheels",
+            PVARCHIVER_PUBLISH_IP="127.0.0.1",
+            PVARCHIVER_HTTP_PORT=str(http),
+            PVARCHIVER_CA_PORT=str(free_port()),
+            PVARCHIVER_CA_REPEATER_PORT=str(free_port()),
+            GW_SPORT=str(free_port()),
+            GW_CIP="127.0.0.1",
+            GW_CPORT=str(ioc.port),
+        )
 
         def dc(*args: str) -> subprocess.CompletedProcess[str]:
-            return run([compose, "--profile", "gateway", *args], env=env, cwd=project,
-                       timeout=900)
+            return run([compose, "--profile", "gateway", *args], env=env, cwd=project, timeout=900)
 
         api = ArchiverAPI(f"http://127.0.0.1:{http}")
         try:
@@ -277,10 +337,21 @@ def test_compose_with_gateway_profile(dockerd: PrivateDockerd, context: tuple[st
 
             check_restart(api, storage, notes, stop_and_start, hard=False)
         except BaseException:
-            print(run([compose, "--profile", "gateway", "logs", "--no-color"], env=env,
-                      cwd=project, check=False).stdout[-8000:])
+            print(
+                run(
+                    [compose, "--profile", "gateway", "logs", "--no-color"],
+                    env=env,
+                    cwd=project,
+                    check=False,
+                ).stdout[-8000:]
+            )
             raise
         finally:
-            run([compose, "--profile", "gateway", "down", "--remove-orphans"], env=env,
-                cwd=project, check=False, timeout=300)
+            run(
+                [compose, "--profile", "gateway", "down", "--remove-orphans"],
+                env=env,
+                cwd=project,
+                check=False,
+                timeout=300,
+            )
     notes.finish()

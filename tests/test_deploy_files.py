@@ -25,8 +25,9 @@ import pytest
 from pvarchiver import demo
 from pvarchiver.cli.main import main
 
-from .http_server import free_port, running_server
-from .ioc import wait_for
+from .helpers.net import free_port
+from .helpers.wait import wait_for
+from .http_server import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -44,25 +45,41 @@ def test_containerfile_contract() -> None:
     assert re.search(r'^VOLUME \["/storage"\]', text, re.M)
     expose = re.search(r"^EXPOSE (.*)$", text, re.M)
     assert expose and set(expose.group(1).split()) == {
-        "17665/tcp", "5064/tcp", "5064/udp", "5065/tcp", "5065/udp"}
+        "17665/tcp",
+        "5064/tcp",
+        "5064/udp",
+        "5065/tcp",
+        "5065/udp",
+    }
     assert re.search(r'^\s+CMD \["python3", "/usr/local/bin/pvarchiver-healthcheck"\]', text, re.M)
     assert "curl" not in re.sub(r"#.*", "", text)
     # exec form: no /bin/sh -c in between, so the signal reaches the entrypoint's exec target
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/pvarchiver-entrypoint"\]', text, re.M)
-    for var in ("EPICS_CA_AUTO_ADDR_LIST=NO", "EPICS_CA_MAX_SEARCH_PERIOD=60",
-                "ARCHAPPL_SHORT_TERM_FOLDER=/storage/sts", "PVARCHIVER_STORAGE=/storage"):
+    for var in (
+        "EPICS_CA_AUTO_ADDR_LIST=NO",
+        "EPICS_CA_MAX_SEARCH_PERIOD=60",
+        "ARCHAPPL_SHORT_TERM_FOLDER=/storage/sts",
+        "PVARCHIVER_STORAGE=/storage",
+    ):
         assert var in text, var
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index(".git"):] == (ROOT / ".containerignore").read_text().split()[
-        (ROOT / ".containerignore").read_text().split().index(".git"):]
+    assert (
+        ignore[ignore.index(".git") :]
+        == (ROOT / ".containerignore")
+        .read_text()
+        .split()[(ROOT / ".containerignore").read_text().split().index(".git") :]
+    )
     assert {".venv", "storage", "containerdata"} <= set(ignore)
 
 
 def test_entrypoint_ends_in_exec() -> None:
     if shutil.which("sh") is None:
         pytest.skip("no POSIX sh on this machine to syntax-check the entrypoint")
-    lines = [ln for ln in (DEPLOY / "entrypoint.sh").read_text().splitlines()
-             if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        ln
+        for ln in (DEPLOY / "entrypoint.sh").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     tail = "\n".join(lines[-2:])
     assert tail.startswith("exec pvarchiver serve"), tail
     assert subprocess.run(["sh", "-n", str(DEPLOY / "entrypoint.sh")]).returncode == 0
@@ -74,8 +91,13 @@ def test_compose_file() -> None:
     arch = doc["services"]["archiver"]
     ports = [re.sub(r"\$\{\w+:-([\d.]+)\}", r"\1", p) for p in arch["ports"]]
     ports = [p.removeprefix("0.0.0.0:") for p in ports]
-    assert ports == ["17665:17665", "5064:5064/tcp", "5064:5064/udp", "5065:5065/tcp",
-                     "5065:5065/udp"]
+    assert ports == [
+        "17665:17665",
+        "5064:5064/tcp",
+        "5064:5064/udp",
+        "5065:5065/tcp",
+        "5065:5065/udp",
+    ]
     assert arch["volumes"] == ["./containerdata:/storage"]
     assert arch["restart"] in ("unless-stopped", "always")
     assert arch["build"]["dockerfile"] == "Containerfile"
@@ -131,8 +153,13 @@ def test_gateway_config_examples_parse() -> None:
 
 def test_healthcheck_script(tmp_path: Path) -> None:
     script = [sys.executable, str(DEPLOY / "healthcheck.py")]
-    closed = subprocess.run(script, env={"PVARCHIVER_PORT": str(free_port())},
-                            capture_output=True, text=True, timeout=30)
+    closed = subprocess.run(
+        script,
+        env={"PVARCHIVER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert closed.returncode == 1 and "unhealthy" in closed.stderr
     with running_server(tmp_path / "storage") as base:
         port = base.rsplit(":", 1)[1]
@@ -152,7 +179,8 @@ def test_demo_database_and_names() -> None:
 def test_demo_address_keeps_the_site_list() -> None:
     env = {"EPICS_CA_ADDR_LIST": "10.0.0.255 gw:9264"}
     assert demo.with_demo_address(env, 41234) == {
-        "EPICS_CA_ADDR_LIST": "10.0.0.255 gw:9264 127.0.0.1:41234"}
+        "EPICS_CA_ADDR_LIST": "10.0.0.255 gw:9264 127.0.0.1:41234"
+    }
     assert demo.with_demo_address({}, 5) == {"EPICS_CA_ADDR_LIST": "127.0.0.1:5"}
     again = demo.with_demo_address({"EPICS_CA_ADDR_LIST": "127.0.0.1:5"}, 5)
     assert again == {"EPICS_CA_ADDR_LIST": "127.0.0.1:5"}
@@ -170,8 +198,11 @@ def test_demo_without_ioc_package_says_how_to_get_it(
 ) -> None:
     # a missing package cannot be caused for real without uninstalling it from the shared venv
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "epicscorelibs" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "epicscorelibs" else real(name, *a),
+    )
     assert main(["serve", "--demo", "--storage", str(tmp_path / "st"), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "pvarchiver[demo]"' in err

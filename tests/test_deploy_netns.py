@@ -20,17 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .deploy_harness import (
-    ARTIFACTS,
-    ROOT,
-    SRC,
-    VENV_BIN,
-    NetNS,
-    Proc,
-    forwarded,
-    free_port,
-    netns_reason,
-)
+from .deploy_harness import ARTIFACTS, ROOT, SRC, VENV_BIN, NetNS, Proc, forwarded, netns_reason
 from .deploy_scenario import (
     ArchiverAPI,
     HostSide,
@@ -39,6 +29,7 @@ from .deploy_scenario import (
     check_restart,
     containerfile_env,
 )
+from .helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +75,13 @@ def test_entrypoint_refuses_unwritable_storage(tmp_path: Path) -> None:
     traceback and a restart loop. (A path below a regular file: unwritable even for root.)"""
     (tmp_path / "file").write_text("")
     env = _env(tmp_path / "file" / "storage", "127.0.0.1:9")
-    res = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "entrypoint.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 78, res
     assert "cannot write to" in res.stderr and "chown" in res.stderr, res.stderr
 
@@ -102,8 +98,11 @@ def _env(storage: Path, ca_addr: str) -> dict[str, str]:
     (shim / "pvarchiver").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "ARCHAPPL_"))}
     env.update(containerfile_env(storage))
-    env.update(PATH=f"{shim}:{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-               PYTHONPATH=str(SRC), EPICS_CA_ADDR_LIST=ca_addr)
+    env.update(
+        PATH=f"{shim}:{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+        PYTHONPATH=str(SRC),
+        EPICS_CA_ADDR_LIST=ca_addr,
+    )
     return env
 
 
@@ -121,7 +120,8 @@ def test_netns_scenario(netns_ok: None, tmp_path: Path) -> None:
             procs = [Proc(cmd, tmp_path / "archiver.log", env=env)]
             try:
                 notes.numbers["ready after first start (s)"] = round(
-                    api.wait_up(60, procs[-1].alive), 2)
+                    api.wait_up(60, procs[-1].alive), 2
+                )
                 host.assert_ioc_hidden(ns.exec)
                 check_archiving(api, storage, notes, artifacts)
 

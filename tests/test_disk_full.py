@@ -112,14 +112,10 @@ def test_the_served_disk_fills_and_frees_and_nothing_is_lost(tmp_path: Path) -> 
     then full (the PVs' writes fail and say so; files stay valid), then is freed: every
     value the IOC produced in between is in the .pb files, because the engine kept them
     (and the journal, on another disk with room, held them)."""
+    from .helpers.mgmt import ioc_env as ca_env
+    from .helpers.serve_checks import assert_contiguous, metric, stored_values
+    from .helpers.wait import wait_for
     from .ioc import IOC
-    from .test_store_health_serve import (
-        assert_contiguous,
-        ca_env,
-        metric,
-        stored_values,
-        until,
-    )
 
     pvs = [f"DF:c{i}" for i in range(4)]
     db = "".join(
@@ -146,23 +142,25 @@ def test_the_served_disk_fills_and_frees_and_nothing_is_lost(tmp_path: Path) -> 
                 return {row["pvName"] for row in r.json() if "archiveWriteError" in row}
 
             assert httpx.get(base + "/mgmt/bpl/archivePV", params={"pv": ",".join(pvs)}).is_success
-            assert until(lambda: all(stored_values(root, pv) for pv in pvs), 60)
+            assert wait_for(lambda: all(stored_values(root, pv) for pv in pvs), 60, 0.2)
             assert health()["status"] == "ok"
             assert metric(base, 'pvarchiver_store_low_space{store="STS"}') == "0"
             # 1. low: a warning everywhere, while every write still succeeds
             (sts_disk / "filler-1").write_bytes(b"x" * (1200 << 10))
             filled = time.time()
-            assert until(lambda: health()["status"] == "warning", 30)
+            assert wait_for(lambda: health()["status"] == "warning", 30, 0.2)
             assert any(str(w).startswith("STS: low disk space") for w in health()["warnings"])
             assert metric(base, 'pvarchiver_store_low_space{store="STS"}') == "1"
             assert metric(base, "pvarchiver_stores_low_space") == "1"
             assert metric(base, "pvarchiver_write_errors_total") == "0" and not failing()
             log = next(tmp_path.glob("server-*.log"))
-            assert until(lambda: re.search(r"STS \(.*\): low disk space", log.read_text()))
+            assert wait_for(
+                lambda: re.search(r"STS \(.*\): low disk space", log.read_text()), 20, 0.2
+            )
             # 2. full: the writes fail, are reported, and the appliance turns unhealthy
             assert fill(sts_disk / "filler-2") > 0
-            assert until(lambda: failing() == set(pvs), 60), failing()
-            assert until(lambda: health()["status"] == "unhealthy", 30)
+            assert wait_for(lambda: failing() == set(pvs), 60, 0.2), failing()
+            assert wait_for(lambda: health()["status"] == "unhealthy", 30, 0.2)
             assert metric(base, 'pvarchiver_store_write_failing{store="STS"}') == "1"
             for pf in sts_disk.rglob("*.pb"):
                 rep = validate_file(pf)
@@ -171,9 +169,9 @@ def test_the_served_disk_fills_and_frees_and_nothing_is_lost(tmp_path: Path) -> 
             for f in sts_disk.glob("filler-*"):
                 f.unlink()
             freed = time.time()
-            assert until(lambda: not failing() and health()["status"] == "ok", 30)
+            assert wait_for(lambda: not failing() and health()["status"] == "ok", 30, 0.2)
             for pv in pvs:
-                assert until(lambda pv=pv: stored_values(root, pv)[-1][0] >= freed + 2, 30)
+                assert wait_for(lambda pv=pv: stored_values(root, pv)[-1][0] >= freed + 2, 30, 0.2)
                 values = stored_values(root, pv)
                 assert values[0][0] < filled  # from before the disk filled...
                 assert_contiguous(values)  # ...to after it was freed, without a gap

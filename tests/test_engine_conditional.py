@@ -18,9 +18,10 @@ from pvarchiver.engine.budget import MemoryBudget
 from pvarchiver.engine.conditional import is_on
 from pvarchiver.pb import PayloadType
 
+from .helpers.mgmt import bpl, ca_env, statuses, wait_status
+from .helpers.wait import wait_for
 from .http_server import running_server
 from .ioc import IOC
-from .test_mgmt_workflow import bpl, ca_env, statuses, wait_status
 
 
 def test_is_on_is_non_zero() -> None:
@@ -64,6 +65,16 @@ def put(ioc: IOC, name: str, value: float) -> None:
     asyncio.run(main())
 
 
+def get(ioc: IOC, name: str) -> float:
+    async def main() -> float:
+        async with CAClient(ioc.client_config()) as ca:
+            ch = ca.create_channel(name)
+            await ca.wait_connected(ch, 10)
+            return float((await ca.get(ch)).value)
+
+    return asyncio.run(main())
+
+
 def stamps(base: str) -> list[float]:
     r = httpx.get(
         f"{base}/retrieval/data/getData.json",
@@ -82,10 +93,7 @@ def test_controlling_pv_gates_archiving(tmp_path: Path) -> None:
         assert bpl(base, "getPVTypeInfo", params={"pv": "CT:CNT"}).json()["controllingPV"] == (
             "CT:GATE"
         )
-        deadline = time.monotonic() + 20
-        while len(stamps(base)) < 5 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(stamps(base)) >= 5
+        assert wait_for(lambda: len(stamps(base)) >= 5, 20, 0.2)
 
         put(ioc, "CT:GATE", 0)
 
@@ -93,18 +101,16 @@ def test_controlling_pv_gates_archiving(tmp_path: Path) -> None:
             row = bpl(base, "getPVStatus", params={"pv": "CT:CNT"}).json()[0]
             return str(row.get("statusMessage", ""))
 
-        deadline = time.monotonic() + 20  # the gate's monitor may be slow on a busy machine
-        while "controlling PV CT:GATE is 0" not in message() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "controlling PV CT:GATE is 0" in message()
+        # the gate's monitor may be slow on a busy machine
+        assert wait_for(lambda: "controlling PV CT:GATE is 0" in message(), 20, 0.1)
         t_off = time.time()  # the gate is closed now: nothing stamped after this is stored
         assert statuses(base, ["CT:CNT"])["CT:CNT"] == "Being archived"
-        time.sleep(2.0)
+        # the off period: the 10 Hz counter goes on in the IOC (>= 20 updates, >= 2 s)
+        counted = get(ioc, "CT:CNT")
+        assert wait_for(lambda: get(ioc, "CT:CNT") >= counted + 20, 20, 0.2)
         t_on = time.time()
         put(ioc, "CT:GATE", 1)
-        deadline = time.monotonic() + 20
-        while not [t for t in stamps(base) if t > t_on + 0.5] and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: [t for t in stamps(base) if t > t_on + 0.5], 20, 0.2)
         got = stamps(base)
         # nothing from the off period, except the one value held at switch-on (the PV's
         # value when archiving resumed: the gate opens after the put, so that value is at

@@ -21,7 +21,8 @@ from pvarchiver.engine.writer import Engine
 
 from .aio import run, until
 from .conftest import make_store
-from .ioc import IOC, counter_db, free_port
+from .helpers.net import free_port
+from .ioc import IOC, counter_db
 
 
 @pytest.mark.slow
@@ -55,8 +56,9 @@ def test_ten_thousand_pvs_connect_and_archive_without_a_search_storm(tmp_path: P
             fields_up = sum(c.connected for chans in arch.field_channels.values() for c in chans)
             # calc records have no DRVH/DRVL: those 20,000 fail at once, not searched forever
             await until(
-                lambda: sum(c.connected for cs in arch.field_channels.values() for c in cs)
-                == 6 * n,
+                lambda: (
+                    sum(c.connected for cs in arch.field_channels.values() for c in cs) == 6 * n
+                ),
                 60,
             )
             missing = [c for cs in arch.field_channels.values() for c in cs if not c.connected]

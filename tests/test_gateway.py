@@ -23,7 +23,8 @@ from pvarchiver.gateway.core import Gateway, GatewaySettings
 from .aio import run, until
 from .ca_tools import Monitor, client_env, run_tool
 from .helpers.gateway import GATEWAY_DB, direct_put, downstream, gateway
-from .ioc import IOC, free_port
+from .helpers.net import free_port
+from .ioc import IOC
 
 DB = GATEWAY_DB
 

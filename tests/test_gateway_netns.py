@@ -28,7 +28,8 @@ from pvarchiver.gateway.core import Gateway, GatewaySettings
 from .aio import run, until
 from .ca_tools import client_env, tool
 from .helpers.gateway import GATEWAY_DB as DB
-from .ioc import IOC, free_port
+from .helpers.net import free_port
+from .ioc import IOC
 
 
 @pytest.fixture

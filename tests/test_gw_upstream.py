@@ -25,7 +25,8 @@ from pvarchiver.gateway.caputlog import format_line, format_value, parse_target
 from .aio import run, until
 from .ca_tools import client_env, run_tool, tool
 from .helpers.gateway import direct_put, downstream, gateway
-from .ioc import IOC, free_port
+from .helpers.net import free_port
+from .ioc import IOC
 
 DB = """
 record(bo, "U:EN") { field(ASG, "OPEN") field(ZNAM, "off") field(ONAM, "on") field(PINI, "YES") }

@@ -27,7 +27,8 @@ import pytest
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 from pvarchiver.storage.validate import validate_file
 
-from .http_server import SRC, free_port
+from .helpers.net import free_port
+from .http_server import SRC
 from .ioc import IOC
 
 N_PVS = 20

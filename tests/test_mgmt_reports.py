@@ -28,8 +28,9 @@ from pvarchiver.storage.schedule import ETLScheduler
 from pvarchiver.storage.store import PlainPBStore, open_store
 from pvarchiver.storage.url import default_store_urls, parse_store_url
 
+from .helpers.wait import wait_for
 from .http_server import Server, running_server
-from .ioc import IOC, wait_for
+from .ioc import IOC
 
 FAST, SLOW, QUIET, OLD, TC = "RP:FAST", "RP:SLOW", "RP:QUIET", "RP:OLD", "RP2:TC"
 DB1 = f"""

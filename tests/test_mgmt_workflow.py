@@ -20,6 +20,8 @@ import pytest
 
 from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
 
+from .helpers.mgmt import bpl, ca_env, statuses, wait_status
+from .helpers.wait import wait_for
 from .http_server import Server, running_server
 from .ioc import IOC
 
@@ -38,38 +40,6 @@ ALL_STATUSES = {
     "Not being archived",
     "Appliance assigned",
 }
-
-
-def ca_env(ioc: IOC, window: float = 1.0, **extra: str) -> dict[str, str]:
-    return {
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ioc.port}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(ioc.port),
-        "EPICS_CA_REPEATER_PORT": str(ioc.repeater_port),
-        "PVARCHIVER_INITIAL_SAMPLING_SECONDS": str(window),
-        **extra,
-    }
-
-
-def bpl(base: str, action: str, method: str = "GET", **kw: object) -> httpx.Response:
-    return httpx.request(method, f"{base}/mgmt/bpl/{action}", timeout=30, **kw)  # type: ignore[arg-type]
-
-
-def statuses(base: str, names: list[str]) -> dict[str, str]:
-    r = bpl(base, "getPVStatus", "POST", json=names)
-    assert r.status_code == 200, r.text
-    return {row["pvName"]: row["status"] for row in r.json()}
-
-
-def wait_status(base: str, names: list[str], want: str, timeout: float = 30) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    got: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        got = statuses(base, names)
-        if all(got.get(n) == want for n in names):
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"wanted {want} for {names}, got {got}")
 
 
 def _immutable(path: Path, on: bool) -> bool:
@@ -158,10 +128,7 @@ def test_archive_pause_resume_delete(tmp_path: Path, ioc: IOC) -> None:
         }
         assert details["Is this PV currently connected?"] == "Yes"
         # data reaches the STS at the engine's first write (10 s)
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not sts_files(sts, "WF:AI1"):
-            time.sleep(0.5)
-        assert sts_files(sts, "WF:AI1")
+        assert wait_for(lambda: sts_files(sts, "WF:AI1"), 40, 0.5)
         # retrieval knows the alias too
         got = httpx.get(
             base + "/retrieval/data/getData.json",

@@ -9,7 +9,6 @@ fills and frees is in test_disk_full.py (needs a tmpfs)."""
 
 from __future__ import annotations
 
-import itertools
 import re
 import subprocess
 import sys
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import httpx
 
-from pvarchiver.settings import load_settings
-from pvarchiver.storage.store import open_store
-from pvarchiver.storage.url import parse_store_url
-
+from .helpers.mgmt import ioc_env as ca_env
+from .helpers.serve_checks import assert_contiguous, metric, stored_values
+from .helpers.wait import wait_for
 from .http_server import running_server
-from .ioc import IOC, wait_for
+from .ioc import IOC
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD, GOOD = "HF:count", "OK:count"
@@ -50,33 +48,10 @@ AA_STATUS_KEYS = {
 OURS = {"archiveWriteError", "archiveWriteErrorSince", "archiveWriteErrorStore"}
 
 
-def until(predicate: object, timeout: float = 20.0) -> bool:
-    """Poll an HTTP condition 5 times a second until true (or the timeout)."""
-    return wait_for(predicate, timeout, 0.2)
-
-
-def ca_env(ioc: IOC) -> dict[str, str]:
-    return {
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ioc.port}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(ioc.port),
-        "EPICS_CA_REPEATER_PORT": str(ioc.repeater_port),
-    }
-
-
 def statuses(base: str) -> dict[str, dict[str, str]]:
     r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": f"{BAD},{GOOD}"}, timeout=10)
     assert r.status_code == 200, r.text
     return {row["pvName"]: row for row in r.json()}
-
-
-def metric(base: str, line_start: str) -> str | None:
-    """The value of the first ``/metrics`` line starting with ``line_start``."""
-    text = httpx.get(base + "/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return line.split()[-1]
-    return None
 
 
 def healthcheck(base: str) -> subprocess.CompletedProcess[str]:
@@ -88,20 +63,6 @@ def healthcheck(base: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
     )
-
-
-def stored_values(root: Path, pv: str) -> list[tuple[int, float]]:
-    """(seconds, value) of every sample in the STS's ``.pb`` files (not the engine's buffer)."""
-    url = load_settings({}, storage=str(root)).storage.store_urls[0]
-    sts = open_store(parse_store_url(url))
-    return [(s.secs, float(s.val)) for s in sts.read_all(pv)]
-
-
-def assert_contiguous(values: list[tuple[int, float]]) -> None:
-    """A counter that adds 1 every scan: any missing sample is a gap."""
-    vals = [v for _t, v in values]
-    gaps = [(a, b) for a, b in itertools.pairwise(vals) if b != a + 1]
-    assert not gaps, f"{len(gaps)} gaps, first {gaps[:5]}"
 
 
 def test_a_failing_store_is_reported_and_clears_by_itself(tmp_path: Path) -> None:
@@ -121,7 +82,7 @@ def test_a_failing_store_is_reported_and_clears_by_itself(tmp_path: Path) -> Non
         with running_server(root, env, ["--initial-sampling", "1"]) as base:
             r = httpx.get(base + "/mgmt/bpl/archivePV", params={"pv": f"{BAD},{GOOD}"})
             assert r.status_code == 200, r.text
-            assert until(lambda: "archiveWriteError" in statuses(base).get(BAD, {}), 60)
+            assert wait_for(lambda: "archiveWriteError" in statuses(base).get(BAD, {}), 60, 0.2)
             reported = time.time()
             st = statuses(base)
             bad, good = st[BAD], st[GOOD]
@@ -143,7 +104,7 @@ def test_a_failing_store_is_reported_and_clears_by_itself(tmp_path: Path) -> Non
             def health() -> httpx.Response:
                 return httpx.get(base + "/mgmt/bpl/getApplianceHealth", timeout=10)
 
-            assert until(lambda: health().status_code == 503, 30)
+            assert wait_for(lambda: health().status_code == 503, 30, 0.2)
             body = health().json()
             assert body["status"] == "unhealthy" and body["unhealthyAfterSeconds"] == "4"
             assert body["problems"][0].startswith("store STS: writes failing for ")
@@ -167,8 +128,8 @@ def test_a_failing_store_is_reported_and_clears_by_itself(tmp_path: Path) -> Non
             # the store takes writes again: everything clears by itself
             blocker.unlink()
             freed = time.time()
-            assert until(lambda: "archiveWriteError" not in statuses(base)[BAD], 30)
-            assert until(lambda: health().status_code == 200, 30)
+            assert wait_for(lambda: "archiveWriteError" not in statuses(base)[BAD], 30, 0.2)
+            assert wait_for(lambda: health().status_code == 200, 30, 0.2)
             assert health().json()["status"] == "ok" and health().json()["problems"] == []
             assert metric(base, "pvarchiver_stores_write_failing") == "0"
             assert metric(base, "pvarchiver_unhealthy") == "0"
@@ -178,7 +139,7 @@ def test_a_failing_store_is_reported_and_clears_by_itself(tmp_path: Path) -> Non
                 for row in httpx.get(base + "/mgmt/bpl/getPVDetails", params={"pv": BAD}).json()
             }
             # every value the IOC sent while the store failed is in the .pb file now
-            assert until(lambda: stored_values(root, BAD)[-1][0] >= freed + 2, 30)
+            assert wait_for(lambda: stored_values(root, BAD)[-1][0] >= freed + 2, 30, 0.2)
             values = stored_values(root, BAD)
             assert values[0][0] < reported  # from before the failure was reported...
             assert_contiguous(values)  # ...to after it ended, without a gap

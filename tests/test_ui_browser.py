@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from .helpers.wait import wait_for
 from .http_server import Server, running_server
-from .ioc import IOC, wait_for
+from .ioc import IOC
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -46,8 +47,13 @@ DB = "".join(
     for pv, scan in [*((pv, ".1 second") for pv in PVS), (SCAN_PV, "1 second")]
 )
 LAUNCH_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 

@@ -20,11 +20,17 @@ import uvicorn
 from starlette.applications import Starlette
 
 from pvarchiver.web.ui_routes import UI_DIR, make_ui_routes
-from tests.http_server import free_port
+
+from .helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
-    "index.html", "reports.html", "metrics.html", "storage.html", "pvdetails.html", "chart.html"
+    "index.html",
+    "reports.html",
+    "metrics.html",
+    "storage.html",
+    "pvdetails.html",
+    "chart.html",
 ]
 
 
@@ -32,8 +38,13 @@ PAGES = [
 def base() -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(Starlette(routes=make_ui_routes()), host="127.0.0.1", port=port,
-                       log_level="warning", lifespan="off")
+        uvicorn.Config(
+            Starlette(routes=make_ui_routes()),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,8 +101,15 @@ def test_home_page_has_the_aa_texts_and_buttons() -> None:
     html = (UI_DIR / "index.html").read_text()
     assert "please type in some PV names here" in html
     assert 'id="archstatpVNames"' in html
-    for label in ("Check Status", ">Archive<", "Archive (specify sampling period", "Lookup",
-                  "Pause", "Resume", "Delete"):
+    for label in (
+        "Check Status",
+        ">Archive<",
+        "Archive (specify sampling period",
+        "Lookup",
+        "Pause",
+        "Resume",
+        "Delete",
+    ):
         assert label in html, label
     assert "Are you certain you want to stop archiving the PV?" in html
     assert "Do you want to delete any data stored for this PV?" in html

@@ -11,7 +11,8 @@ from pvarchiver.ca import CAClient, CAConfig
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
-from ..ioc import IOC, free_port
+from ..ioc import IOC
+from .net import free_port
 
 # the records test_gateway's IOC serves (test_gateway_netns serves them too)
 GATEWAY_DB = """
