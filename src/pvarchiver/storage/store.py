@@ -595,25 +595,8 @@ class PlainPBStore:
         ):
             return self._append_each(*args)
         counts_a = np.asarray(counts, dtype=np.int64)
-        gid = np.repeat(np.arange(len(names)), counts_a)
         secs = np.asarray(secs, dtype=np.int64)
-        key = secs * 1_000_000_000 + np.asarray(nanos, dtype=np.int64)
-        same = gid[1:] == gid[:-1]
-        bad = np.unique(gid[1:][same & (key[1:] <= key[:-1])])
-        floor = np.full(len(names), -1, dtype=np.int64)
-        for i, name in enumerate(names):
-            try:
-                last = self.last_known_timestamp(name)
-            except Exception as e:  # e.g. a file where its folder must go: this PV only
-                failures[name] = e
-                floor[i] = np.iinfo(np.int64).max
-                continue
-            if last is not None:
-                floor[i] = last[0] * 1_000_000_000 + last[1]
-        keep = key > floor[gid]
-        dropped = np.bincount(gid[~keep], minlength=len(names))
-        for name in failures:
-            dropped[names.index(name)] = 0
+        gid, keep, dropped, bad = self._rows_after_stored(names, counts_a, secs, nanos, failures)
         if len(bad):
             keep &= ~np.isin(gid, bad)
             dropped[bad] = 0  # counted by append_columns
@@ -693,6 +676,38 @@ class PlainPBStore:
             res = results.setdefault(names[g], AppendResult())
             res.dropped_not_increasing += int(dropped[g])
         return results, failures
+
+    def _rows_after_stored(
+        self,
+        names: Sequence[str],
+        counts: np.ndarray,
+        secs: np.ndarray,
+        nanos: np.ndarray,
+        failures: dict[str, Exception],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For the rows of many PVs (``counts[i]`` rows of ``names[i]``): each row's PV index,
+        which rows are newer than the PV's stored data, how many of each PV's rows are not,
+        and the PVs whose own rows are not strictly increasing (the general path takes
+        those). A PV whose newest sample cannot be read goes into ``failures``."""
+        gid = np.repeat(np.arange(len(names)), counts)
+        key = secs * 1_000_000_000 + np.asarray(nanos, dtype=np.int64)
+        same = gid[1:] == gid[:-1]
+        bad = np.unique(gid[1:][same & (key[1:] <= key[:-1])])
+        floor = np.full(len(names), -1, dtype=np.int64)
+        for i, name in enumerate(names):
+            try:
+                last = self.last_known_timestamp(name)
+            except Exception as e:  # e.g. a file where its folder must go: this PV only
+                failures[name] = e
+                floor[i] = np.iinfo(np.int64).max
+                continue
+            if last is not None:
+                floor[i] = last[0] * 1_000_000_000 + last[1]
+        keep = key > floor[gid]
+        dropped = np.bincount(gid[~keep], minlength=len(names))
+        for name in failures:
+            dropped[names.index(name)] = 0
+        return gid, keep, dropped, bad
 
     def _append_each(
         self,
