@@ -94,7 +94,16 @@ class HostSide:
 
     def __enter__(self) -> HostSide:
         try:
-            self.ioc = IOC(DB, self.workdir / "ioc")
+            # the IOC's ports must not be the gateway's (free_port can give the same number
+            # twice while nothing is bound to it yet): EADDRINUSE for the gateway otherwise
+            taken = {self.port}
+            ports = []
+            while len(ports) < 2:
+                p = free_port()
+                if p not in taken:
+                    taken.add(p)
+                    ports.append(p)
+            self.ioc = IOC(DB, self.workdir / "ioc", port=ports[0], repeater_port=ports[1])
             self.ioc.start()
             self.gateway = self._start_gateway(self.ioc)
             self._stack.enter_context(
