@@ -7,6 +7,8 @@ from __future__ import annotations
 import calendar
 from pathlib import Path
 
+import pytest
+
 from pvarchiver.engine.journal import Journal, segment_numbers, segment_path
 from pvarchiver.engine.journal_replay import replay
 from pvarchiver.engine.writer import Engine
@@ -221,3 +223,29 @@ def test_replay_does_not_rewrite_what_etl_moved_on(tmp_path: Path) -> None:
     rep = replay(tmp_path / "journal", _fresh_store(tmp_path), [mts])
     assert rep.samples_written == 0 and rep.errors == []
     assert not list(_fresh_store(tmp_path).read_all("J:E"))
+
+
+def test_a_segment_that_cannot_be_created_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk when a write cycle starts a new segment: the write loop goes on, the
+    current segment keeps growing and nothing journaled is dropped."""
+    import errno
+
+    engine, _sts, j = _engine(tmp_path)
+    a = engine.add_pv("J:F", D)
+    a.on_connect(D)
+    a.on_event(NOW, 0, 0, 0, 1.0)
+
+    def full(n: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(j, "_open", full)
+    assert engine.write_all() == 1  # the write cycle itself is not disturbed
+    assert j.stats.write_errors == 1 and segment_numbers(tmp_path / "journal") == [1]
+    a.on_event(NOW + 1, 0, 0, 0, 2.0)
+    j.tick(0.1)
+    _crash(j)
+    rep = replay(tmp_path / "journal", _fresh_store(tmp_path))
+    assert rep.errors == [] and rep.samples_written == 1
+    assert [x.val for x in _fresh_store(tmp_path).read_all("J:F")] == [1.0, 2.0]

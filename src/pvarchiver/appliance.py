@@ -88,7 +88,12 @@ def open_journal(settings: Settings, stores: Sequence[PlainPBStore]) -> Journal 
         )
     if rep.errors:
         log.error("journal replay left segments in %s: %s", rep.moved_to, rep.errors[:3])
-    return Journal(js.folder, js.fsync_seconds)
+    try:
+        return Journal(js.folder, js.fsync_seconds)
+    except OSError as e:
+        # archiving without crash protection loses less than not archiving at all
+        log.error("journal: cannot open %s (%s); archiving WITHOUT the journal", js.folder, e)
+        return None
 
 
 def mgmt_config(settings: Settings) -> MgmtConfig:

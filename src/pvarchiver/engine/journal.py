@@ -224,14 +224,23 @@ class Journal:
             self.stats.last_error = f"fsync: {e.strerror or e}"
             log.error("journal fsync failed: %s", e)
 
-    def rotate(self) -> int:
+    def rotate(self) -> int | None:
         """Close the current segment and start the next one (at the start of an engine write
-        cycle, with no event handled in between); returns the number of the sealed one."""
+        cycle, with no event handled in between); returns the number of the sealed one, or
+        None when the next one cannot be created (a full disk): the current one then goes
+        on, and nothing is dropped until a rotation succeeds."""
         self.flush()
         sealed = self.segment
+        try:
+            fd = self._open(sealed + 1)
+        except OSError as e:
+            self.stats.write_errors += 1
+            self.stats.last_error = f"new segment: {e.strerror or e}"
+            log.error("journal: cannot start segment %d: %s", sealed + 1, e)
+            return None
         old = self._fd
-        self.segment += 1
-        self._fd = self._open(self.segment)
+        self.segment = sealed + 1
+        self._fd = fd
         os.close(old)
         # the new segment starts with every live definition: it never needs an older one
         self._records[:0] = list(self._defs.values())
