@@ -15,17 +15,10 @@ from pvarchiver.retrieval.sources import merged_chunks
 from pvarchiver.storage import PlainPBStore
 
 from .conftest import make_store
+from .helpers.clock import Clock
 
 D = PayloadType.SCALAR_DOUBLE
 NOW = calendar.timegm((2025, 6, 1, 12, 0, 0))
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

@@ -16,19 +16,12 @@ from pvarchiver.pb import PayloadType
 from pvarchiver.storage import PlainPBStore
 
 from .conftest import make_store
+from .helpers.clock import Clock
 
 D = PayloadType.SCALAR_DOUBLE
 S = PayloadType.SCALAR_STRING
 W = PayloadType.WAVEFORM_DOUBLE
 NOW = calendar.timegm((2025, 6, 1, 12, 0, 0))
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _engine(tmp_path: Path) -> tuple[Engine, PlainPBStore, Journal]:
