@@ -25,19 +25,12 @@ from pvarchiver.settings import HealthSettings
 from pvarchiver.storage import PlainPBStore
 
 from .conftest import make_store
+from .helpers.clock import Clock
 
 D = PayloadType.SCALAR_DOUBLE
 NOW = calendar.timegm((2025, 6, 1, 12, 0, 0))
 GIB = 1 << 30
 DiskUsage = namedtuple("DiskUsage", "total used free")
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _engine(tmp_path: Path, journal: Journal | None = None) -> tuple[Engine, PlainPBStore, Clock]:
