@@ -26,12 +26,11 @@ D = PayloadType.SCALAR_DOUBLE
 
 
 @contextlib.contextmanager
-def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+def tmpfs(mnt: Path, size: str, options: str = "") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted on ``mnt`` (needs root; skips the test otherwise)."""
     mnt.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
-    )
+    opts = f"size={size}" + (f",{options}" if options else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
     try:
@@ -179,3 +178,36 @@ def test_the_served_disk_fills_and_frees_and_nothing_is_lost(tmp_path: Path) -> 
                 assert validate_file(pf).ok, pf
         text = log.read_text()
         assert "store STS: writes failing" in text and "writes succeed again" in text
+
+
+def test_a_full_disk_does_not_stop_a_store_from_opening(tmp_path: Path) -> None:
+    """serve opens its stores on a full disk (retrieval works, ETL can free space, failing
+    writes are reported): the probe cannot create its scratch folder there, so the naming
+    comes from the files already in the folder. (A tmpfs with few inodes, all taken: no
+    folder or file can be created, as on a full ext4.)"""
+    with tmpfs(tmp_path / "disk", "1m", "nr_inodes=16") as disk:
+        _full_disk_opens(disk)
+
+
+def _full_disk_opens(small_disk: Path) -> None:
+    from pvarchiver.pb import PayloadType, Sample
+    from pvarchiver.storage import open_store, parse_store_url
+    from pvarchiver.storage.naming import KeyNaming
+    from pvarchiver.storage.store import PlainPBStore
+
+    url = f"pb://localhost?name=STS&rootFolder={small_disk / 'sts'}&partitionGranularity="
+    config = parse_store_url(url + "PARTITION_HOUR")
+    # a Windows-named store (as if copied from a Windows host), then the disk fills up
+    PlainPBStore(config, naming=KeyNaming(portable=True)).append(
+        "F:X", PayloadType.SCALAR_DOUBLE, [Sample(1_700_000_000, 0, 1.0)]
+    )
+    for i in range(100):  # take every inode left
+        try:
+            (small_disk / f"f{i}").touch()
+        except OSError:
+            break
+    with pytest.raises(OSError):
+        (small_disk / "sts" / "probe").mkdir()
+    st = open_store(config)
+    assert st.naming.portable  # taken from the file there
+    assert [s.val for s in st.read_all("F:X")] == [1.0]

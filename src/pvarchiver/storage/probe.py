@@ -16,6 +16,8 @@ setting are involved.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import shutil
 import uuid
@@ -33,12 +35,18 @@ from .naming import (
 from .partitions import Granularity, parse_partition_name, partition_for
 from .url import StoreConfig
 
+log = logging.getLogger(__name__)
+
 #: characters a file name of ours may contain under AA names (besides letters and digits)
 _AA_CHARS = ':"*<>?|'
 #: characters the portable form needs (the U+F000 block) and PV-name punctuation
 _PORTABLE_CHARS = "\uf03a\uf03f[]{};,#^+_"
 #: how many folder entries the search for an existing data file may look at
 _SCAN_LIMIT = 20_000
+
+
+#: errors that mean "no room now", not "this folder cannot hold files"
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class StoreFolderError(RuntimeError):
@@ -80,6 +88,12 @@ def probe_folder(
         scratch = root / f".pvarchiver-probe-{uuid.uuid4().hex[:12]}"
         scratch.mkdir()
     except OSError as e:
+        if e.errno in _FULL and root.is_dir():
+            # A full disk is no reason not to start: retrieval works, ETL frees space, and
+            # the store's failing writes are reported (getPVStatus, health) until it has
+            # room. The names are then those of the files already there, else the default.
+            log.warning("cannot probe %s (%s): naming taken from its files", root, e.strerror)
+            return _unprobed(root, granularity, ext)
         raise StoreFolderError(
             f"cannot create or write the folder {root}: {e.strerror or e}"
         ) from None
@@ -99,6 +113,13 @@ def probe_folder(
     if granularity is not None:
         term, example = _existing_terminator(root, granularity, ext)
     return FolderProbe(root, refused, case_insensitive, term, example)
+
+
+def _unprobed(root: Path, granularity: Granularity | None, ext: str) -> FolderProbe:
+    term, example = (None, "")
+    if granularity is not None:
+        term, example = _existing_terminator(root, granularity, ext)
+    return FolderProbe(root, frozenset(), False, term, example)
 
 
 def _existing_terminator(root: Path, granularity: Granularity, ext: str) -> tuple[str | None, str]:
