@@ -115,7 +115,6 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
             time.sleep(0.1)
         t_first = time.time()
         v_first = _latest(base)
-        kill_times: list[float] = []
         for k in range(KILLS):
             # one kill in five lands while the archiver is still starting (journal replay,
             # registry, CA connects); the others while it archives
@@ -123,7 +122,6 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
             time.sleep(alive)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            kill_times.append(time.time())
             proc = _start(root, env, port, log, archive=False)
         deadline = time.monotonic() + 60
         while not _archiving(base):

@@ -17,7 +17,6 @@ import pytest
 
 from pvarchiver.engine.journal import Journal
 from pvarchiver.engine.writer import Engine
-from pvarchiver.mgmt import health as health_module
 from pvarchiver.mgmt.health import Health, low_space_threshold, measure
 from pvarchiver.mgmt.prometheus import health_families, render
 from pvarchiver.pb import PayloadType
@@ -128,7 +127,7 @@ def test_space_watch_warns_once_and_says_when_it_is_over(
             return DiskUsage(100 * GIB, 100 * GIB - free["bytes"], free["bytes"])
         return real(path)  # type: ignore[arg-type,return-value]
 
-    monkeypatch.setattr(health_module.shutil, "disk_usage", fake)
+    monkeypatch.setattr(shutil, "disk_usage", fake)
     watch = Health([engine.sts], engine, HealthSettings())
     caplog.set_level(logging.INFO, logger="pvarchiver.mgmt.health")
     watch.check(NOW)

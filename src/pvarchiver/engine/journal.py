@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFINE, ROWS, OBJ, FIELDS, FORGET, BLOCK = 1, 2, 3, 4, 5, 6
 HEADER = struct.Struct("<BII")  # type, payload length, crc32 of the payload
-_DEF = struct.Struct("<IH")
-_ID = struct.Struct("<I")
+#: DEFINE payload head (journal id, payload type) and a bare journal id
+DEF_HEAD = struct.Struct("<IH")
+JID = struct.Struct("<I")
 SEGMENT_GLOB = "seg-*.jrn"
 #: how often the journal is written: the bound on what a killed process can lose
 TICK_SECONDS = 0.1
@@ -132,7 +133,7 @@ class Journal:
         """A new journal id for a PV; returns (id, id as 4 bytes, rows bytearray or None)."""
         jid = self._next_id
         self._next_id += 1
-        rec = record(DEFINE, _DEF.pack(jid, int(ptype)) + name.encode("utf-8"))
+        rec = record(DEFINE, DEF_HEAD.pack(jid, int(ptype)) + name.encode("utf-8"))
         self._defs[jid] = rec
         self._records.append(rec)
         rows = None
@@ -140,12 +141,12 @@ class Journal:
             rows = self.rows.get(typecode)
             if rows is None:
                 rows = self.rows[typecode] = bytearray()
-        return jid, _ID.pack(jid), rows
+        return jid, JID.pack(jid), rows
 
     def forget(self, jid: int) -> None:
         """A PV deleted or renamed: none of its journaled samples may come back."""
         self._stage_rows()  # its rows so far go before the FORGET
-        self._records.append(record(FORGET, _ID.pack(jid)))
+        self._records.append(record(FORGET, JID.pack(jid)))
         self._defs.pop(jid, None)
 
     # ------------------------------------------------------------------ samples
@@ -168,7 +169,7 @@ class Journal:
             return
         if buf.objs is None:
             self._records.append(
-                record(BLOCK, _ID.pack(jid) + buf.typecode.encode("ascii") + bytes(buf.data))
+                record(BLOCK, JID.pack(jid) + buf.typecode.encode("ascii") + bytes(buf.data))
             )
         else:
             for i in range(len(buf)):
@@ -273,9 +274,6 @@ class Journal:
         if drop_all:
             for n in segment_numbers(self.folder):
                 segment_path(self.folder, n).unlink(missing_ok=True)
-
-    def pending_bytes(self) -> int:
-        return sum(len(r) for r in self._records) + sum(len(r) for r in self.rows.values())
 
 
 async def run_journal(journal: Journal, stop: asyncio.Event, period: float = TICK_SECONDS) -> None:

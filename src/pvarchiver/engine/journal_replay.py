@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,9 +28,11 @@ from ..storage.store import PlainPBStore, fsync_dir
 from .archived_pv import ROW_DTYPES
 from .journal import (
     BLOCK,
+    DEF_HEAD,
     DEFINE,
     FIELDS,
     FORGET,
+    JID,
     OBJ,
     ROWS,
     iter_records,
@@ -41,8 +42,6 @@ from .journal import (
 
 log = logging.getLogger(__name__)
 
-_DEF = struct.Struct("<IH")
-_ID = struct.Struct("<I")
 _COLS = ("secs", "nanos", "val", "sev", "stat")
 
 
@@ -84,9 +83,9 @@ class _Reader:
 
     def feed(self, rtype: int, payload: bytes) -> None:
         if rtype == DEFINE:
-            jid, ptype = _DEF.unpack_from(payload)
+            jid, ptype = DEF_HEAD.unpack_from(payload)
             if jid not in self.pvs:
-                name = payload[_DEF.size :].decode("utf-8")
+                name = payload[DEF_HEAD.size :].decode("utf-8")
                 self.pvs[jid] = _PVData(name, PayloadType(ptype))
         elif rtype == ROWS:
             tc = chr(payload[0])
@@ -100,11 +99,11 @@ class _Reader:
                 if pv is not None:
                     pv.numeric.append(_as_rows(rows[a:b], tc))
         elif rtype == BLOCK:
-            (jid,) = _ID.unpack_from(payload)
-            tc = chr(payload[_ID.size])
+            (jid,) = JID.unpack_from(payload)
+            tc = chr(payload[JID.size])
             pv = self.pvs.get(jid)
             if pv is not None:
-                pv.numeric.append(np.frombuffer(payload, ROW_DTYPES[tc], offset=_ID.size + 1))
+                pv.numeric.append(np.frombuffer(payload, ROW_DTYPES[tc], offset=JID.size + 1))
         elif rtype == OBJ:
             jid, *row = pickle.loads(payload)
             pv = self.pvs.get(jid)
@@ -116,7 +115,7 @@ class _Reader:
             if pv is not None:
                 pv.fields[(secs, nanos)] = fields
         elif rtype == FORGET:
-            (jid,) = _ID.unpack_from(payload)
+            (jid,) = JID.unpack_from(payload)
             pv = self.pvs.get(jid)
             if pv is not None:  # deleted or renamed: what it had must not come back
                 pv.numeric.clear()

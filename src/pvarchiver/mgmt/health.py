@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..engine.store_health import StoreFailure
 from ..engine.writer import Engine
 from ..settings import HealthSettings
 from ..storage.store import PlainPBStore
+from .storage_usage import disk_space
 from .typeinfo import aa_time, report_time
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,13 @@ def measure(name: str, root: Path, settings: HealthSettings) -> FolderSpace:
     """Free space of the file system holding ``root`` (or its nearest existing parent: a
     store folder is created by its first write)."""
     out = FolderSpace(name, root)
-    p = root
-    while not p.exists() and p != p.parent:
-        p = p.parent
     try:
-        du = shutil.disk_usage(p)
+        out.total, out.free = disk_space(root)
     except OSError as e:
         out.error = e.strerror or str(e)
         return out
-    out.total, out.free = du.total, du.free
-    out.threshold = low_space_threshold(du.total, settings)
-    out.low = du.free < out.threshold
+    out.threshold = low_space_threshold(out.total, settings)
+    out.low = out.free < out.threshold
     return out
 
 

@@ -81,18 +81,23 @@ def _walk_sizes(root: Path) -> dict[str, int]:
     return sizes
 
 
-def _disk(root: Path) -> tuple[int, int]:
-    """(total, available) bytes of the file system holding ``root`` (or its nearest
-    existing parent: a store folder is only created on the first write)."""
+def disk_space(root: Path) -> tuple[int, int]:
+    """(total, free) bytes of the file system holding ``root`` (or its nearest existing
+    parent: a store folder is only created on the first write); raises OSError."""
     p = root
     while not p.exists() and p != p.parent:
         p = p.parent
+    du = shutil.disk_usage(p)
+    return du.total, du.free
+
+
+def _disk(root: Path) -> tuple[int, int]:
+    """:func:`disk_space`, (0, 0) with a warning when it cannot be read."""
     try:
-        du = shutil.disk_usage(p)
+        return disk_space(root)
     except OSError as e:
         log.warning("cannot get the disk usage of %s: %s", root, e)
         return 0, 0
-    return du.total, du.free
 
 
 def scan(stores: Sequence[PlainPBStore], pvs: Iterable[str]) -> Usage:

@@ -93,7 +93,7 @@ def probe_folder(
             # the store's failing writes are reported (getPVStatus, health) until it has
             # room. The names are then those of the files already there, else the default.
             log.warning("cannot probe %s (%s): naming taken from its files", root, e.strerror)
-            return _unprobed(root, granularity, ext)
+            return _with_existing(root, granularity, ext)
         raise StoreFolderError(
             f"cannot create or write the folder {root}: {e.strerror or e}"
         ) from None
@@ -109,17 +109,21 @@ def probe_folder(
         case_insensitive = (scratch / "PROBE").exists()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return _with_existing(root, granularity, ext, refused, case_insensitive)
+
+
+def _with_existing(
+    root: Path,
+    granularity: Granularity | None,
+    ext: str,
+    refused: frozenset[str] = frozenset(),
+    case_insensitive: bool = False,
+) -> FolderProbe:
+    """The probe's result with the terminator of the files already there."""
     term, example = (None, "")
     if granularity is not None:
         term, example = _existing_terminator(root, granularity, ext)
     return FolderProbe(root, refused, case_insensitive, term, example)
-
-
-def _unprobed(root: Path, granularity: Granularity | None, ext: str) -> FolderProbe:
-    term, example = (None, "")
-    if granularity is not None:
-        term, example = _existing_terminator(root, granularity, ext)
-    return FolderProbe(root, frozenset(), False, term, example)
 
 
 def _existing_terminator(root: Path, granularity: Granularity, ext: str) -> tuple[str | None, str]:
