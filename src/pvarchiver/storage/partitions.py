@@ -140,3 +140,21 @@ def next_etl_time(now: float, granularity: Granularity) -> int:
     while base <= now:
         base += period
     return base
+
+
+#: a data file name's end: the key's terminator (``:`` in AA names, U+F03A in portable ones,
+#: or a site's own; never a digit or ``_``, which partition names are made of), the partition
+#: name and the extension
+_SUFFIX = re.compile(r"([^\d_])(\d{4}(?:_\d{2}){0,4})(\.[A-Za-z][A-Za-z0-9_]*)$")
+
+
+def split_partition_suffix(name: str, ext: str = ".pb") -> tuple[str, str] | None:
+    """(terminator, partition name) of a data file's name ending in ``ext``, or None.
+
+    Shared by the folder probe (which terminator do the files there use), ``pb validate``
+    (which partition does a file claim) and anything else reading names it did not write.
+    """
+    m = _SUFFIX.search(name)
+    if m is None or m.group(3) != ext:
+        return None
+    return m.group(1), m.group(2)

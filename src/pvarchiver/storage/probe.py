@@ -32,7 +32,7 @@ from .naming import (
     NamingSettings,
     unportable,
 )
-from .partitions import Granularity, parse_partition_name, partition_for
+from .partitions import Granularity, parse_partition_name, split_partition_suffix
 from .url import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,6 @@ def _with_existing(
 def _existing_terminator(root: Path, granularity: Granularity, ext: str) -> tuple[str | None, str]:
     """The character before the partition name in the first data file under ``root``
     (stray files whose names do not end in a partition name are passed over)."""
-    tail = len(partition_for(0, granularity)) + len(ext)
     seen = 0
     stack = [root]
     while stack and seen < _SCAN_LIMIT:
@@ -140,12 +139,12 @@ def _existing_terminator(root: Path, granularity: Granularity, ext: str) -> tupl
             continue
         seen += len(entries)
         for e in entries:
-            name = e.name
-            if not name.endswith(ext) or len(name) <= tail or e.is_dir():
+            split = split_partition_suffix(e.name, ext)
+            if split is None or e.is_dir():
                 continue
-            if parse_partition_name(name[-tail : -len(ext)], granularity) is None:
-                continue
-            return name[-tail - 1], str(Path(e.path).relative_to(root))
+            if parse_partition_name(split[1], granularity) is None:
+                continue  # another granularity's file: not this store's
+            return split[0], str(Path(e.path).relative_to(root))
         stack.extend(
             Path(e.path)
             for e in entries

@@ -7,14 +7,13 @@ anything but a partially written tail it keeps the original next to the file as 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..pb import PBDecodeError, year_start
 from ..pb.escape import EscapeError
-from .partitions import Granularity, parse_partition_name, shift_partition
+from .partitions import Granularity, parse_partition_name, shift_partition, split_partition_suffix
 from .pbfile import PBFile, PBFileError
 from .store import fsync_dir
 
@@ -48,17 +47,12 @@ class FileReport:
         return not self.problems
 
 
-#: the partition name after the key's terminator: ``:`` in AA names, U+F03A in portable ones,
-#: or a site's own (never a digit or ``_``, which a partition name is made of)
-_PARTITION_SUFFIX = re.compile(r"[^\d_](\d{4}(?:_\d{2}){0,4})\.pb$")
-
-
 def partition_range_of(path: Path) -> tuple[int, int] | None:
     """[start, end) of the partition the file name claims, whatever its granularity."""
-    m = _PARTITION_SUFFIX.search(path.name)
-    if not m:
+    split = split_partition_suffix(path.name)
+    if split is None:
         return None
-    name = m.group(1)
+    name = split[1]
     n = name.count("_") + 1
     for g in Granularity:
         if g.name_components == n:
