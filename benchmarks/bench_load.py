@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
-import os
 import re
 import statistics
 import sys
@@ -30,21 +29,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_ca import proc_cpu
 from tests.http_server import running_server
-from tests.ioc import IOC
+from tests.ioc import IOC, counter_db
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
 YEAR_PV = "LOAD:YEAR"
-
-
-def counter_db(n: int) -> str:
-    return "".join(
-        f'record(calc, "LOAD:C{i:04d}") {{ field(SCAN, ".01 second") field(CALC, "A+1") '
-        f'field(INPA, "LOAD:C{i:04d}") }}\n'
-        for i in range(n)
-    )
 
 
 def write_year(root: Path, year: int) -> int:
@@ -53,11 +45,6 @@ def write_year(root: Path, year: int) -> int:
     samples = [Sample(t0 + 60 * i, 0, float(i)) for i in range(525_600)]
     lts.append(YEAR_PV, PayloadType.SCALAR_DOUBLE, samples)
     return len(samples)
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(text: str, name: str) -> float:
@@ -95,7 +82,7 @@ async def window(base: str, clients: int, seconds: float, year: int) -> dict[str
     lat: list[float] = []
     await asyncio.gather(
         *(pull_year(base, year, stop, pulls) for _ in range(clients)),
-        poll_status(base, "LOAD:C0000", stop, lat),
+        poll_status(base, "LOAD:C00000", stop, lat),
     )
     return {"pulls": pulls, "lat": lat}
 
@@ -111,7 +98,7 @@ def main() -> None:
         root = Path(tmp) / "storage"
         print(f"writing a year of {YEAR_PV} into the LTS ...", flush=True)
         write_year(root, year)
-        ioc = IOC(counter_db(args.pvs), Path(tmp) / "ioc", fast_scan=True)
+        ioc = IOC(counter_db("LOAD:C", args.pvs, ".01 second"), Path(tmp) / "ioc", fast_scan=True)
         ioc.start(timeout=120)
         try:
             env = {
@@ -121,7 +108,7 @@ def main() -> None:
                 "PVARCHIVER_INITIAL_SAMPLING_SECONDS": "1",
             }
             with running_server(root, env) as base:
-                names = [f"LOAD:C{i:04d}" for i in range(args.pvs)]
+                names = [f"LOAD:C{i:05d}" for i in range(args.pvs)]
                 httpx.post(base + "/mgmt/bpl/archivePV", json=[{"pv": n} for n in names])
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:

@@ -29,15 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.http_server import running_server
-from tests.ioc import IOC
-
-
-def counter_db(n: int, scan: str) -> str:
-    return "".join(
-        f'record(calc, "SOAK:C{i:04d}") {{ field(SCAN, "{scan}") field(CALC, "A+1") '
-        f'field(INPA, "SOAK:C{i:04d}") }}\n'
-        for i in range(n)
-    )
+from tests.ioc import IOC, counter_db
 
 
 def proc_sample(pid: int) -> dict[str, float]:
@@ -97,10 +89,10 @@ def main() -> None:
     ap.add_argument("--actions-per-second", type=float, default=2.0)
     args = ap.parse_args()
     rng = random.Random(7)
-    names = [f"SOAK:C{i:04d}" for i in range(args.pvs)]
+    names = [f"SOAK:C{i:05d}" for i in range(args.pvs)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "storage"
-        ioc = IOC(counter_db(args.pvs, args.scan), Path(tmp) / "ioc")
+        ioc = IOC(counter_db("SOAK:C", args.pvs, args.scan), Path(tmp) / "ioc")
         ioc.start(timeout=120)
         env = {
             "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ioc.port}",

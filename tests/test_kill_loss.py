@@ -29,7 +29,7 @@ from pvarchiver.storage.validate import validate_file
 
 from .helpers.net import free_port
 from .http_server import SRC
-from .ioc import IOC
+from .ioc import IOC, counter_db
 
 N_PVS = 20
 PERIOD = 0.1
@@ -40,27 +40,19 @@ MAX_LOSS_PER_KILL_S = 1.0
 pytestmark = pytest.mark.slow
 
 
-def _db() -> str:
-    return "".join(
-        f'record(calc, "KL:C{i:02d}") {{ field(SCAN, ".1 second") field(CALC, "A+1") '
-        f'field(INPA, "KL:C{i:02d}") }}\n'
-        for i in range(N_PVS)
-    )
-
-
 def _start(
     root: Path, env: dict[str, str], port: int, log: Path, archive: bool
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "pvarchiver", "serve", "--storage", str(root)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--initial-sampling", "0.5"]
     if archive:
-        args += [a for i in range(N_PVS) for a in ("--archive", f"KL:C{i:02d}")]
+        args += [a for i in range(N_PVS) for a in ("--archive", f"KL:C{i:05d}")]
     with open(log, "ab") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _archiving(base: str) -> bool:
-    names = ",".join(f"KL:C{i:02d}" for i in range(N_PVS))
+    names = ",".join(f"KL:C{i:05d}" for i in range(N_PVS))
     try:
         r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": names}, timeout=2)
     except httpx.HTTPError:
@@ -73,7 +65,7 @@ def _latest(base: str) -> dict[str, float]:
     out = {}
     now = time.time()
     for i in range(N_PVS):
-        pv = f"KL:C{i:02d}"
+        pv = f"KL:C{i:05d}"
         r = httpx.get(
             base + "/retrieval/data/getData.json",
             params={
@@ -91,7 +83,7 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
     rng = random.Random(1234)
     root = tmp_path / "storage"
     log = tmp_path / "serve.log"
-    with IOC(_db(), tmp_path / "ioc") as ioc:
+    with IOC(counter_db("KL:C", N_PVS, ".1 second"), tmp_path / "ioc") as ioc:
         env = dict(
             os.environ,
             PYTHONPATH=str(SRC),
@@ -142,7 +134,7 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
     losses: list[float] = []
     worst_gap = 0.0
     for i in range(N_PVS):
-        pv = f"KL:C{i:02d}"
+        pv = f"KL:C{i:05d}"
         samples = [s for st in reversed(stores) for s in st.read_all(pv)]
         ts = [(s.secs, s.nanos) for s in samples]
         vals = [s.val for s in samples]
