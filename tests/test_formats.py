@@ -204,6 +204,9 @@ def test_formats_table() -> None:
         "txt": "text/plain",
         "raw": "application/x-protobuf",
         "mat": "application/matlab",
+        "jplot": "application/json",
+        "flx": "text/xml",
+        "svg": "image/svg+xml",
     }
 
 

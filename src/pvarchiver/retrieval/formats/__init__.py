@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from ..model import PVStream
 from .jsonfmt import render_json, render_qw
 from .matlab import render_mat
+from .plots import render_flx, render_jplot, render_svg
 from .raw import render_raw
 from .text import render_csv, render_txt
 
@@ -21,10 +22,13 @@ __all__ = [
     "FORMATS",
     "Renderer",
     "render_csv",
+    "render_flx",
+    "render_jplot",
     "render_json",
     "render_mat",
     "render_qw",
     "render_raw",
+    "render_svg",
     "render_txt",
 ]
 
@@ -38,4 +42,7 @@ FORMATS: dict[str, tuple[Renderer, str]] = {
     "txt": (render_txt, "text/plain"),
     "raw": (render_raw, "application/x-protobuf"),
     "mat": (render_mat, "application/matlab"),
+    "jplot": (render_jplot, "application/json"),
+    "flx": (render_flx, "text/xml"),
+    "svg": (render_svg, "image/svg+xml"),
 }

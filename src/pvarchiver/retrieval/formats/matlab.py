@@ -2,30 +2,35 @@
 
 Two variables, as MATLAB's ``load`` sees them:
 
-* ``header``: 1x1 struct with char fields ``source`` ("Archiver appliance"), ``pvName``,
+* ``header``: struct with char fields ``source`` ("Archiver appliance"), ``pvName``,
   ``from`` and ``to`` (ISO 8601, UTC, milliseconds).
-* ``data``: 1x1 struct with ``epochSeconds`` (N x 1 uint64, UTC), ``values`` (N x 1 double for
+* ``data``: struct with ``epochSeconds`` (N x 1 uint64, UTC), ``values`` (N x 1 double for
   scalars, N x NELM double for waveforms), ``nanos`` (N x 1 uint64) and ``isDST`` (N x 1 uint8,
   whether the time was daylight saving time in the server's local time zone; all 0 in UTC).
 
+For one PV both are 1x1 structs, exactly the AA's file. For several PVs (``getDataForPVs.mat``,
+which the AA refuses) they are 1xK struct arrays, one element per PV in request order:
+``header(2).pvName`` names the PV whose samples are ``data(2).values``.
+
 A MAT-file states every element's byte size before its data, and the sizes depend on the
 number of samples, so the columns are first spooled to temporary files (memory stays flat for
-any time range) and the file is then streamed out of them; ``values`` is column-major in the
-file, so a waveform matrix is read back column by column through a memory map. The writer is
-written from the format's published description (uncompressed elements only), not from the
-AA's JMatIO.
+any time range; the PVs share one set of four files, each PV a segment of them) and the file
+is then streamed out of them; ``values`` is column-major in the file, so a waveform matrix is
+read back column by column through a memory map. The writer is written from the format's
+published description (uncompressed elements only), not from the AA's JMatIO.
 
 Details and differences from the AA:
 
-* Only the first PV of a request is written (the AA serves ``.mat`` for single PVs only).
+* Every PV of the request is written (the AA serves ``.mat`` for single PVs only, and would
+  keep only the last PV's samples if it were given several).
 * NELM is the first sample's element count, as in the AA; longer waveforms are cut to it and
   shorter ones padded with NaN (the AA pads with 0, which cannot be told from real zeros).
 * Values that are not numbers (strings, string waveforms, V4 structures) are NaN; the AA fails
   the request. ScalarByte/VectorChar are signed, as Java bytes.
 * ``from``/``to`` come from ``PVStream.extra["from"|"to"]`` (an ``(epoch s, ns)`` Instant or
   a string) when the caller provides them, else from the first and last sample.
-* A level-5 element cannot exceed 4 GiB; a larger result (some 150 M scalar samples) raises
-  ``ValueError`` before anything is sent. Level 7.3 (HDF5) would be needed for more.
+* A level-5 element cannot exceed 4 GiB; a larger result (some 150 M scalar samples in all)
+  raises ``ValueError`` before anything is sent. Level 7.3 (HDF5) would be needed for more.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
@@ -84,10 +90,11 @@ def _char(name: str, text: str) -> bytes:
     return _matrix(_array_head(_MX_CHAR, (1, len(units) // 2), name) + _element(_MI_UINT16, units))
 
 
-def _struct_head(name: str, fields: list[str]) -> bytes:
+def _struct_head(name: str, fields: list[str], count: int = 1) -> bytes:
+    """A 1 x ``count`` struct array; its elements' fields follow, element by element."""
     names = b"".join(f.encode("ascii").ljust(_FIELD_NAME_LEN, b"\0") for f in fields)
     return (
-        _array_head(_MX_STRUCT, (1, 1), name)
+        _array_head(_MX_STRUCT, (1, count), name)
         + _element(_MI_INT32, struct.pack("<i", _FIELD_NAME_LEN))
         + _element(_MI_INT8, names)
     )
@@ -194,41 +201,62 @@ def _values(chunk: Chunk, ncols: int) -> np.ndarray:
     return col.reshape(n, 1)
 
 
+@dataclass
+class _Segment:
+    """One PV's rows in the shared spool files (rows are contiguous: PVs are spooled one
+    after the other)."""
+
+    name: str
+    extra: dict[str, object]
+    row0: int  # first row in the secs/nanos/dst files
+    vals0: int  # first byte in the values file
+    n: int = 0
+    ncols: int = 0
+    first: tuple[int, int] | None = None
+    last: tuple[int, int] | None = None
+
+
 class _Spool:
-    """The four columns of ``data`` on disk."""
+    """The four columns of ``data`` on disk, for every PV of the response."""
 
     def __init__(self) -> None:
         self.secs = tempfile.TemporaryFile()
         self.nanos = tempfile.TemporaryFile()
         self.dst = tempfile.TemporaryFile()
         self.vals = tempfile.TemporaryFile()
-        self.n = 0
-        self.ncols = 0
-        self.first: tuple[int, int] | None = None
-        self.last: tuple[int, int] | None = None
+        self.segments: list[_Segment] = []
+        self._rows = 0
+        self._vals_bytes = 0
+
+    def begin(self, name: str, extra: dict[str, object]) -> None:
+        self.segments.append(_Segment(name, extra, self._rows, self._vals_bytes))
 
     def add(self, chunk: Chunk) -> None:
         b = chunk.block
         if len(b) == 0:
             return
-        if not self.ncols:
-            self.ncols = _element_count(chunk)
-            self.first = (int(b.secs[0]), int(b.nanos[0]))
-        self.last = (int(b.secs[-1]), int(b.nanos[-1]))
+        seg = self.segments[-1]
+        if not seg.ncols:
+            seg.ncols = _element_count(chunk)
+            seg.first = (int(b.secs[0]), int(b.nanos[0]))
+        seg.last = (int(b.secs[-1]), int(b.nanos[-1]))
         self.secs.write(b.secs.astype("<u8").tobytes())
         self.nanos.write(b.nanos.astype("<u8").tobytes())
         self.dst.write(_isdst(b.secs).tobytes())
-        self.vals.write(_values(chunk, self.ncols).astype("<f8").tobytes())
-        self.n += len(b)
+        vals = _values(chunk, seg.ncols).astype("<f8").tobytes()
+        self.vals.write(vals)
+        seg.n += len(b)
+        self._rows += len(b)
+        self._vals_bytes += len(vals)
 
     def close(self) -> None:
         for f in (self.secs, self.nanos, self.dst, self.vals):
             f.close()
 
 
-def _stream_file(f: IO[bytes], nbytes: int) -> Iterator[bytes]:
+def _stream_file(f: IO[bytes], offset: int, nbytes: int) -> Iterator[bytes]:
     f.flush()
-    f.seek(0)
+    f.seek(offset)
     left = nbytes
     while left > 0:
         data = f.read(min(_READ, left))
@@ -238,17 +266,17 @@ def _stream_file(f: IO[bytes], nbytes: int) -> Iterator[bytes]:
         yield data
 
 
-def _stream_columns(sp: _Spool) -> Iterator[bytes]:
-    """``values`` column-major: column 0 of every row, then column 1, ..."""
-    if sp.ncols <= 1 or sp.n == 0:
-        yield from _stream_file(sp.vals, sp.n * sp.ncols * 8)
+def _stream_columns(sp: _Spool, seg: _Segment) -> Iterator[bytes]:
+    """A PV's ``values`` column-major: column 0 of every row, then column 1, ..."""
+    if seg.ncols <= 1 or seg.n == 0:
+        yield from _stream_file(sp.vals, seg.vals0, seg.n * seg.ncols * 8)
         return
     sp.vals.flush()
-    mm = np.memmap(sp.vals, dtype="<f8", mode="r", shape=(sp.n, sp.ncols))
+    mm = np.memmap(sp.vals, dtype="<f8", mode="r", offset=seg.vals0, shape=(seg.n, seg.ncols))
     step = max(1, _READ // 8)
     try:
-        for c in range(sp.ncols):
-            for r in range(0, sp.n, step):
+        for c in range(seg.ncols):
+            for r in range(0, seg.n, step):
                 yield np.ascontiguousarray(mm[r : r + step, c]).tobytes()
     finally:
         del mm
@@ -280,43 +308,61 @@ def _matrix_header(nbytes: int) -> bytes:
 
 
 def render_mat(streams: Iterable[PVStream]) -> Iterator[bytes]:
-    """``application/matlab`` body of ``getData.mat`` (first PV only)."""
+    """``application/matlab`` body of ``getData.mat`` / ``getDataForPVs.mat``."""
     return coalesce(_render(streams))
 
 
+_HEADER_FIELDS = ["source", "pvName", "from", "to"]
+_DATA_FIELDS = ["epochSeconds", "values", "nanos", "isDST"]
+
+
+def _columns(sp: _Spool, seg: _Segment) -> list[tuple[_Column, Iterator[bytes]]]:
+    """The four fields of one ``data`` element, each with the (lazy) source of its bytes."""
+    n, ncols = seg.n, max(seg.ncols, 1)
+    return [
+        (
+            _Column("epochSeconds", _MX_UINT64, _MI_UINT64, n, 1, 8),
+            _stream_file(sp.secs, seg.row0 * 8, n * 8),
+        ),
+        (_Column("values", _MX_DOUBLE, _MI_DOUBLE, n, ncols, 8), _stream_columns(sp, seg)),
+        (
+            _Column("nanos", _MX_UINT64, _MI_UINT64, n, 1, 8),
+            _stream_file(sp.nanos, seg.row0 * 8, n * 8),
+        ),
+        (_Column("isDST", _MX_UINT8, _MI_UINT8, n, 1, 1), _stream_file(sp.dst, seg.row0, n)),
+    ]
+
+
 def _render(streams: Iterable[PVStream]) -> Iterator[bytes]:
-    stream = next(iter(streams), None)
     sp = _Spool()
     try:
-        name = ""
-        extra: dict[str, object] = {}
-        if stream is not None:
-            name = stream.meta.get("name") or stream.name
-            extra = stream.extra
+        for stream in streams:
+            sp.begin(stream.meta.get("name") or stream.name, stream.extra)
             for chunk in stream.chunks:
                 sp.add(chunk)
-        n, ncols = sp.n, max(sp.ncols, 1)
+        if not sp.segments:  # no PV at all: one empty element, as for a PV without data
+            sp.begin("", {})
+        segs = sp.segments
         header = _matrix(
-            _struct_head("header", ["source", "pvName", "from", "to"])
-            + _char("", "Archiver appliance")
-            + _char("", name)
-            + _char("", _bound(extra.get("from"), sp.first))
-            + _char("", _bound(extra.get("to"), sp.last))
+            _struct_head("header", _HEADER_FIELDS, len(segs))
+            + b"".join(
+                _char("", "Archiver appliance")
+                + _char("", seg.name)
+                + _char("", _bound(seg.extra.get("from"), seg.first))
+                + _char("", _bound(seg.extra.get("to"), seg.last))
+                for seg in segs
+            )
         )
-        cols = [
-            (_Column("epochSeconds", _MX_UINT64, _MI_UINT64, n, 1, 8), sp.secs),
-            (_Column("values", _MX_DOUBLE, _MI_DOUBLE, n, ncols, 8), None),
-            (_Column("nanos", _MX_UINT64, _MI_UINT64, n, 1, 8), sp.nanos),
-            (_Column("isDST", _MX_UINT8, _MI_UINT8, n, 1, 1), sp.dst),
-        ]
-        data_head = _struct_head("data", [c.name for c, _ in cols])
-        data_size = len(data_head) + sum(c.size for c, _ in cols)
+        columns = [_columns(sp, seg) for seg in segs]
+        data_head = _struct_head("data", _DATA_FIELDS, len(segs))
+        data_size = len(data_head) + sum(c.size for cols in columns for c, _ in cols)
         first = _file_header() + header + _matrix_header(data_size) + data_head
-        for c, _ in cols:
-            _matrix_header(c.size - 8)  # size check before anything is sent
+        for cols in columns:
+            for c, _ in cols:
+                _matrix_header(c.size - 8)  # size check before anything is sent
         yield first
-        for col, f in cols:
-            body = _stream_columns(sp) if f is None else _stream_file(f, col.nbytes)
-            yield from col.pieces(body)
+        for cols in columns:
+            for col, body in cols:
+                yield from col.pieces(body)
     finally:
         sp.close()
