@@ -105,6 +105,7 @@ def mgmt_config(settings: Settings) -> MgmtConfig:
         storage_root=settings.storage.root,
         policies_file=m.policies_file,
         storage_scan_seconds=m.storage_scan_seconds,
+        named_flags_file=m.named_flags_file,
     )
 
 

@@ -43,6 +43,8 @@ DEFAULT_LOW_SPACE_BYTES = 1 << 30
 DEFAULT_UNHEALTHY_AFTER = 60.0
 #: the AA's archappl.properties key for the engine's write period
 PROP_SECONDS_TO_BUFFER = "org.epics.archiverappliance.config.PVTypeInfo.secondsToBuffer"
+#: the AA's archappl.properties key naming a properties file of named flags to load at start
+PROP_NAMED_FLAGS_FILE = "org.epics.archiverappliance.config.NamedFlags.readFromFile"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class StorageSettings:
     naming: NamingSettings = field(default_factory=NamingSettings)
     #: the archappl.properties file read ("" for none: the AA's defaults)
     properties_file: str = ""
+    #: what ``${VAR}`` in a PV's store URLs (its typeinfo's dataStores) expands to: the
+    #: process environment, with the default stores' folder variables always defined
+    macros: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class MgmtSettings:
     initial_sampling_seconds: float = DEFAULT_INITIAL_SAMPLING
     abort_request_minutes: float = DEFAULT_ABORT_MINUTES
     storage_scan_seconds: float = DEFAULT_SCAN_SECONDS
+    #: the AA's named flags file (``NamedFlags.readFromFile`` in archappl.properties)
+    named_flags_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,9 @@ def _storage(
     root = Path(storage or env.get("PVARCHIVER_STORAGE") or "storage").resolve()
     folders = {k: env[k] for k in FOLDER_VARIABLES if k in env}
     naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
-    return StorageSettings(root, tuple(default_store_urls(root, folders)), naming, props_file)
+    macros = {**env, **{k: str(root / sub) for k, sub in FOLDER_VARIABLES.items()}, **folders}
+    urls = tuple(default_store_urls(root, folders))
+    return StorageSettings(root, urls, naming, props_file, macros)
 
 
 def _http(env: Mapping[str, str], host: str, port: int) -> HTTPSettings:
@@ -233,8 +242,11 @@ def _http(env: Mapping[str, str], host: str, port: int) -> HTTPSettings:
     )
 
 
-def _mgmt(env: Mapping[str, str], initial_sampling: float | None) -> MgmtSettings:
+def _mgmt(
+    env: Mapping[str, str], initial_sampling: float | None, props: Mapping[str, str]
+) -> MgmtSettings:
     policies = env.get("ARCHAPPL_POLICIES")
+    flags_file = props.get(PROP_NAMED_FLAGS_FILE, "").strip()
     scan = _float(env, "PVARCHIVER_STORAGE_SCAN_SECONDS", DEFAULT_SCAN_SECONDS)
     abort = _float(env, "PVARCHIVER_ABORT_REQUEST_MINUTES", DEFAULT_ABORT_MINUTES)
     if initial_sampling is None:
@@ -247,6 +259,7 @@ def _mgmt(env: Mapping[str, str], initial_sampling: float | None) -> MgmtSetting
         initial_sampling_seconds=initial_sampling,
         abort_request_minutes=abort,
         storage_scan_seconds=max(0.0, scan),
+        named_flags_file=Path(flags_file) if flags_file else None,
     )
 
 
@@ -321,7 +334,7 @@ def load_settings(
     return Settings(
         storage=store,
         http=_http(env, host, port),
-        mgmt=_mgmt(env, initial_sampling),
+        mgmt=_mgmt(env, initial_sampling, props),
         ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
         engine=_engine(env, props),
         health=_health(env),

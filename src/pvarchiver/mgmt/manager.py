@@ -49,6 +49,8 @@ class MgmtConfig:
     policies_file: Path | None = None
     #: how long a storage scan is reused by reports and /metrics (0: scan on every call)
     storage_scan_seconds: float = 60.0
+    #: the AA's named flags file, read at start (None: only the flags in the registry)
+    named_flags_file: Path | None = None
 
 
 class OperationError(Exception):

@@ -4,6 +4,8 @@ Tables and columns are the AA's (``archappl_sqlite.sql``): ``PVTypeInfo(pvName,
 typeInfoJSON, last_modified)``, ``PVAliases(pvName, realName, ...)``, ``ArchivePVRequests(pvName,
 userParams, ...)``, ``ExternalDataServers(serverid, serverinfo, ...)``; values are JSON text.
 So a registry can be inspected with the ``sqlite3`` shell and rows exchanged with a Java AA.
+One table is ours: ``NamedFlags(flagName, flagValue)`` keeps the named flags across restarts
+(the AA keeps them in memory only); ``CREATE TABLE IF NOT EXISTS`` adds it to an older file.
 
 Why a cache: getPVStatus for 10,000 PVs must answer in well under a second, and the workflow
 reads typeinfo on every status call. SQLite is only written, in batched transactions (one
@@ -35,6 +37,8 @@ _TABLES = {
     "PVAliases": ("pvName", "realName"),
     "ArchivePVRequests": ("pvName", "userParams"),
     "ExternalDataServers": ("serverid", "serverinfo"),
+    # ours, not the AA's (its named flags live in memory only): flag name -> "true"/"false"
+    "NamedFlags": ("flagName", "flagValue"),
 }
 
 
@@ -88,6 +92,9 @@ class Batch:
 
     def remove_external_server(self, server_id: str) -> None:
         self.ops.append(("ExternalDataServers", server_id, None))
+
+    def put_named_flag(self, name: str, value: bool) -> None:
+        self.ops.append(("NamedFlags", name, "true" if value else "false"))
 
 
 class Registry:
@@ -170,6 +177,11 @@ class Registry:
     def external_servers(self) -> dict[str, str]:
         with self._lock:
             return dict(self._raw["ExternalDataServers"])
+
+    def named_flags(self) -> dict[str, bool]:
+        """The named flags set through setNamedFlag (see :mod:`.named_flags`)."""
+        with self._lock:
+            return {k: v == "true" for k, v in self._raw["NamedFlags"].items()}
 
     def raw_rows(self, table: str) -> dict[str, str]:
         """A table as {key: value text}, for exportConfig."""
@@ -266,3 +278,7 @@ class Registry:
     def remove_external_server(self, server_id: str) -> None:
         with self.batch() as b:
             b.remove_external_server(server_id)
+
+    def put_named_flag(self, name: str, value: bool) -> None:
+        with self.batch() as b:
+            b.put_named_flag(name, value)

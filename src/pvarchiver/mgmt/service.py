@@ -22,6 +22,7 @@ from ..storage.store import PlainPBStore
 from .engine_link import EngineLink, EngineStatus
 from .health import Health
 from .manager import Manager, MgmtConfig
+from .named_flags import NamedFlags
 from .policies import Policies
 from .pvinput import is_glob, lookup_name, split_field
 from .registry import REGISTRY_FILENAME, Registry
@@ -52,6 +53,8 @@ class Mgmt:
     health: Health
     #: the last 100 consolidateDataForPV ETL steps, for /metrics
     consolidations: list[ETLStats] = field(default_factory=list)
+    #: named flags (getNamedFlag/setNamedFlag; ETL and retrieval read ``flags.get``)
+    flags: NamedFlags = field(default_factory=NamedFlags)
 
     @classmethod
     def create(
@@ -68,7 +71,10 @@ class Mgmt:
         manager = Manager(registry, link, policies, config, default_stores)
         usage = UsageCache(link.stores, registry.names, config.storage_scan_seconds)
         watch = Health(link.stores, link.engine, health or HealthSettings())
-        return cls(registry, link, policies, config, manager, link.stores, usage, watch)
+        flags = NamedFlags.open(registry, config.named_flags_file)
+        return cls(
+            registry, link, policies, config, manager, link.stores, usage, watch, flags=flags
+        )
 
     # ------------------------------------------------------------------ names
     def all_names(self) -> list[str]:

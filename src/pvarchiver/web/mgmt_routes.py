@@ -23,12 +23,17 @@ from ..mgmt.policies import PolicyError
 from ..mgmt.pvinput import InputError
 from ..mgmt.service import Mgmt
 from ..settings import HTTPSettings, IPNetwork
-from . import mgmt_actions, mgmt_config_actions, mgmt_report_actions
+from . import mgmt_actions, mgmt_config_actions, mgmt_flag_actions, mgmt_report_actions
 from .bpl import BPLError, BPLStyle, action_table, bpl_route
 from .mgmt_context import MgmtContext
 
 #: every module declaring ``/mgmt/bpl`` actions; a new module is added here
-MGMT_ACTION_MODULES = (mgmt_actions, mgmt_config_actions, mgmt_report_actions)
+MGMT_ACTION_MODULES = (
+    mgmt_actions,
+    mgmt_config_actions,
+    mgmt_report_actions,
+    mgmt_flag_actions,
+)
 
 __all__ = ["MGMT_ACTION_MODULES", "BPLError", "MgmtContext", "make_mgmt_routes"]
 
