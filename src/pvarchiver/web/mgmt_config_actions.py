@@ -19,6 +19,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from ..mgmt.pvinput import InputError, archive_target
+from ..mgmt.service import Mgmt
 from ..mgmt.typeinfo import PVTypeInfo
 from ..pb import PayloadType
 from ..storage.etl import ETLStats, consolidate
@@ -87,17 +88,28 @@ def validate_import(data: Any) -> list[PVTypeInfo]:
 
 @action("importConfig", set(), mutating=True)
 async def import_config(ctx: MgmtContext) -> Response:
+    infos = import_body(ctx, "importConfig")
+    return JSONResponse(await register_imports(ctx.mgmt, infos))
+
+
+def import_body(ctx: MgmtContext, action_name: str) -> list[PVTypeInfo]:
+    """The validated typeinfos of an import POST; 405/400 with the reason otherwise."""
     if ctx.request.method != "POST":
-        raise BPLError(405, "importConfig needs a POST with the exportConfig JSON as the body")
+        raise BPLError(405, f"{action_name} needs a POST with the exportConfig JSON as the body")
     try:
         data = json.loads(ctx.body.decode("utf-8", "replace") or "null")
     except json.JSONDecodeError as e:
         raise BPLError(400, f"The body is not valid JSON: {e}") from None
     try:
-        infos = validate_import(data)
+        return validate_import(data)
     except ValueError as e:
         raise BPLError(400, str(e)) from None
-    m = ctx.mgmt
+
+
+async def register_imports(m: Mgmt, infos: list[PVTypeInfo]) -> list[dict[str, str]]:
+    """Register validated typeinfos as this appliance's PVs (one transaction) and start
+    archiving them; a name already known is skipped, never overwritten. One row per entry
+    (``Imported``/``Skipped``); importConfig and importConfigForAppliance answer with it."""
     aliases = m.registry.aliases()
     rows: list[dict[str, str]] = []
     new: list[PVTypeInfo] = []
@@ -125,7 +137,7 @@ async def import_config(ctx: MgmtContext) -> Response:
             if stored is not None:
                 m.link.start(stored)
     log.info("importConfig: %d imported, %d skipped", len(new), len(rows) - len(new))
-    return JSONResponse(rows)
+    return rows
 
 
 # ---------------------------------------------------------------------- consolidate
