@@ -23,7 +23,13 @@ from ..mgmt.policies import PolicyError
 from ..mgmt.pvinput import InputError
 from ..mgmt.service import Mgmt
 from ..settings import HTTPSettings, IPNetwork
-from . import mgmt_actions, mgmt_config_actions, mgmt_flag_actions, mgmt_report_actions
+from . import (
+    mgmt_actions,
+    mgmt_config_actions,
+    mgmt_flag_actions,
+    mgmt_list_actions,
+    mgmt_report_actions,
+)
 from .bpl import BPLError, BPLStyle, action_table, bpl_route
 from .mgmt_context import MgmtContext
 
@@ -33,6 +39,7 @@ MGMT_ACTION_MODULES = (
     mgmt_config_actions,
     mgmt_report_actions,
     mgmt_flag_actions,
+    mgmt_list_actions,
 )
 
 __all__ = ["MGMT_ACTION_MODULES", "BPLError", "MgmtContext", "make_mgmt_routes"]
