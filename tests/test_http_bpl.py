@@ -151,6 +151,18 @@ def test_action_modules_are_listed_and_names_unique() -> None:
         "searchForPVsRegex",
         "areWeArchivingPV",
         "getMetadata",
+        # the rest of the AA's retrieval BPLServlet and BasicDispatcher
+        "getApplianceMetrics",
+        "getApplianceMetricsForAppliance",
+        "getInstanceMetricsForAppliance",
+        "getPVDetails",
+        "getProcessMetrics",
+        "getClientConfig",
+        "resetFailoverCachesForThisAppliance",
+        "filterArchivedPVs",
+        "ping",
+        "startupState",
+        "postStartup",
     }
     acts = Actions()
     acts.add("getVersion", _json_error)  # type: ignore[arg-type]

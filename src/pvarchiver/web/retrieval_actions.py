@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ..retrieval.runtime import RetrievalRuntime
 from ..retrieval.service import Retrieval
 from .bpl import Actions, BPLError, Context, in_thread
 
@@ -21,11 +22,27 @@ action = ACTIONS.action
 NAME_SEARCH_PARAMS = {"pv", "regex", "limit"}
 
 
+@dataclass(frozen=True)
+class RetrievalApp:
+    """What ``/retrieval`` serves from: the retrieval service and its runtime state."""
+
+    retrieval: Retrieval
+    runtime: RetrievalRuntime
+
+
 @dataclass
 class RetrievalContext(Context):
     @property
-    def retrieval(self) -> Retrieval:
+    def app(self) -> RetrievalApp:
         return self.service  # type: ignore[no-any-return]
+
+    @property
+    def retrieval(self) -> Retrieval:
+        return self.app.retrieval
+
+    @property
+    def runtime(self) -> RetrievalRuntime:
+        return self.app.runtime
 
     def one_pv(self) -> str:
         pv = self.one("pv")

@@ -19,18 +19,22 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ..retrieval.model import Chunk, PVStream
-from ..retrieval.service import Retrieval, RetrievalError
-from ..retrieval.times import TimeParseError, parse_period, parse_time, resolve_range
-from . import retrieval_actions
+from ..retrieval.names import normalize_pv_name
+from ..retrieval.runtime import RetrievalRuntime
+from ..retrieval.service import PING_PV, Retrieval, RetrievalError
+from ..retrieval.times import Instant, TimeParseError, parse_period, parse_time, resolve_range
+from . import retrieval_actions, retrieval_more_actions
 from .bpl import BPLStyle, action_table, bpl_route, in_thread
-from .retrieval_actions import RetrievalContext
+from .retrieval_actions import RetrievalApp, RetrievalContext
+from .retrieval_request import java_bool, shape_meta, spans
 
 log = logging.getLogger(__name__)
 
-SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat")
-MULTI_PV_FORMATS = ("json", "raw", "qw")
+SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat", "jplot", "flx", "svg")
+#: the AA's four for several PVs, and ``mat`` (one struct element per PV; the AA refuses it)
+MULTI_PV_FORMATS = ("json", "raw", "jplot", "qw", "mat")
 #: every module declaring ``/retrieval/bpl`` actions; a new module is added here
-RETRIEVAL_ACTION_MODULES = (retrieval_actions,)
+RETRIEVAL_ACTION_MODULES = (retrieval_actions, retrieval_more_actions)
 
 
 def error(status: int, message: str) -> PlainTextResponse:
@@ -113,7 +117,71 @@ def _failed(e: TimeParseError | RetrievalError) -> PlainTextResponse:
     return error(getattr(e, "status", 400), getattr(e, "message", str(e)))
 
 
-async def get_data(request: Request, retrieval: Retrieval) -> Response:
+def _typeinfo_meta(request: Request, pv: str) -> tuple[str | None, float | None]:
+    """The typeinfo's units and precision of ``pv`` (None, None without mgmt or typeinfo)."""
+    mgmt = getattr(request.app.state, "mgmt", None)
+    if mgmt is None:
+        return None, None
+    info = mgmt.registry.typeinfo_view(pv)
+    return (info.units, info.precision) if info is not None else (None, None)
+
+
+def _open(
+    app: RetrievalApp,
+    request: Request,
+    requested: str,
+    ranges: list[tuple[Instant, Instant]],
+    params: list[tuple[str, str]],
+) -> PVStream:
+    """One PV's stream over ``ranges`` (in order), with ``usereduced`` and
+    ``fetchLatestMetadata`` applied; raises RetrievalError before anything is read."""
+    from ..retrieval.postprocessors import split_function_syntax
+
+    retrieval = app.retrieval
+    name, pp_in_name = split_function_syntax(requested.strip())
+    pp = pp_in_name or _one(params, "pp")
+    use_reduced = java_bool(_one(params, "usereduced"))
+    pieces = [
+        piece
+        for start, end in ranges
+        for piece in spans(start, end, pp, use_reduced, app.runtime.options.use_reduced)
+    ]
+    streams = []
+    for start, end, piece_pp in pieces:
+        # the function syntax is taken apart here; the service gets the PV and the pp
+        st = retrieval.stream(name if pp_in_name else requested, start, end, piece_pp)
+        st.name = requested
+        streams.append(st)
+    stream = _concat(streams) if len(streams) > 1 else streams[0]
+    stream.extra.update({"from": ranges[0][0], "to": ranges[-1][1]})
+    if name != PING_PV:
+        real = retrieval.resolve(name)
+        units, precision = _typeinfo_meta(request, real)
+        fetch = _one(params, "fetchLatestMetadata") == "true"  # the AA compares exactly
+        engine = retrieval.metadata(real)
+        stream.meta = shape_meta(requested, engine, units, precision, fetch)
+    return stream
+
+
+def _count_request(app: RetrievalApp, request: Request, requested: str) -> None:
+    """The AA's updateRetrievalMetrics: per PV (prefix and .VAL gone), per client address."""
+    from ..retrieval.postprocessors import split_function_syntax
+
+    name = normalize_pv_name(split_function_syntax(requested.strip())[0])
+    user = request.client.host if request.client else ""
+    app.runtime.metrics.record(name, user)
+    app.runtime.process.ensure_sampling()
+
+
+def _svg_refusal(stream: PVStream) -> PlainTextResponse | None:
+    from ..retrieval.formats.plots import SVG_TYPES
+
+    if stream.type is not None and stream.type not in SVG_TYPES:
+        return error(400, f"svg draws numeric scalar PVs only; {stream.name} is {stream.type.name}")
+    return None
+
+
+async def get_data(request: Request, app: RetrievalApp) -> Response:
     ext = request.path_params["ext"]
     params = await _params(request)
     if ext not in SINGLE_PV_FORMATS:
@@ -121,28 +189,27 @@ async def get_data(request: Request, retrieval: Retrieval) -> Response:
     pv = _one(params, "pv")
     if not pv:
         return error(400, "PV name is null.")
+    _count_request(app, request, pv)
     try:
         ranges = _time_ranges(params)
-        # usereduced=true without pp selects the AA's TwoWeekRaw default, which answers
-        # raw data for what we hold: nothing to do
-        pp = _one(params, "pp")
         # resolving names lists folders and opens files: off the event loop
-        streams = await in_thread(
-            lambda: [retrieval.stream(pv, start, end, pp) for start, end in ranges]
-        )
-        for st, (start, end) in zip(streams, ranges, strict=True):
-            st.extra.update({"from": start, "to": end})
+        stream = await in_thread(_open, app, request, pv, ranges, params)
     except (TimeParseError, RetrievalError) as e:
         return _failed(e)
-    if len(streams) > 1:
-        streams = [_concat(streams)]
-    return await _respond(streams, ext, _donotchunk(params), pv)
+    if ext == "svg" and (refused := _svg_refusal(stream)) is not None:
+        return refused
+    return await _respond([stream], ext, _donotchunk(params), pv)
 
 
-async def get_data_for_pvs(request: Request, retrieval: Retrieval) -> Response:
+async def get_data_for_pvs(request: Request, app: RetrievalApp) -> Response:
     ext = request.path_params["ext"]
     if ext not in MULTI_PV_FORMATS:
-        return error(400, f"getDataForPVs supports only {', '.join(MULTI_PV_FORMATS)}")
+        return error(
+            400,
+            f"Mime type {ext} is not supported for getDataForPVs. Please use "
+            + ", ".join(f'"{f}"' for f in MULTI_PV_FORMATS)
+            + ".",
+        )
     params = await _params(request)
     names = [v for k, v in params if k == "pv"]
     if request.method == "POST":
@@ -150,15 +217,16 @@ async def get_data_for_pvs(request: Request, retrieval: Retrieval) -> Response:
     names = [n for part in names for n in part.split(",") if n.strip()] if names else []
     if not names:
         return error(400, "PV name is null.")
+    for n in names:
+        _count_request(app, request, n)
     try:
-        start, end = resolve_range(_one(params, "from"), _one(params, "to"))
-        pp = _one(params, "pp")
+        ranges = [resolve_range(_one(params, "from"), _one(params, "to"))]
 
         def open_streams() -> list[PVStream]:
             out = []
             for n in names:
                 try:
-                    out.append(retrieval.stream(n, start, end, pp))
+                    out.append(_open(app, request, n, ranges, params))
                 except RetrievalError as e:
                     if e.status != 404:
                         raise
@@ -171,7 +239,7 @@ async def get_data_for_pvs(request: Request, retrieval: Retrieval) -> Response:
     return await _respond(streams, ext, _donotchunk(params), f"{len(names)} PVs")
 
 
-async def get_data_at_time(request: Request, retrieval: Retrieval) -> Response:
+async def get_data_at_time(request: Request, app: RetrievalApp) -> Response:
     params = await _params(request)
     at_text = _one(params, "at")
     try:
@@ -183,7 +251,7 @@ async def get_data_at_time(request: Request, retrieval: Retrieval) -> Response:
     names += [v for k, v in params if k == "pv"]
     if not names:
         return error(400, "Send a JSON list of PV names in the body (or pv= parameters).")
-    result = await in_thread(retrieval.data_at_time, names, at, period)
+    result = await in_thread(app.retrieval.data_at_time, names, at, period)
     return JSONResponse(_json_safe(result))
 
 
@@ -207,30 +275,33 @@ RETRIEVAL_STYLE = BPLStyle(
 
 
 def _bound(
-    handler: Callable[[Request, Retrieval], Awaitable[Response]], retrieval: Retrieval
+    handler: Callable[[Request, RetrievalApp], Awaitable[Response]], app: RetrievalApp
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        return await handler(request, retrieval)
+        return await handler(request, app)
 
     return endpoint
 
 
-def make_routes(retrieval: Retrieval) -> list[Route]:
+def make_routes(retrieval: Retrieval, runtime: RetrievalRuntime | None = None) -> list[Route]:
+    """``/retrieval/...`` over ``retrieval``; ``runtime``: the site's retrieval options and
+    the request counters (a fresh one with the AA's defaults when not given)."""
     table = action_table(m.ACTIONS for m in RETRIEVAL_ACTION_MODULES)
+    retrieval_app = RetrievalApp(retrieval, runtime or RetrievalRuntime())
     return [
         Route("/retrieval/ping", ping, methods=["GET"]),
-        Route("/retrieval/data/getData.{ext}", _bound(get_data, retrieval), methods=["GET"]),
+        Route("/retrieval/data/getData.{ext}", _bound(get_data, retrieval_app), methods=["GET"]),
         Route(
             "/retrieval/data/getDataForPVs.{ext}",
-            _bound(get_data_for_pvs, retrieval),
+            _bound(get_data_for_pvs, retrieval_app),
             methods=["GET", "POST"],
         ),
         Route(
             "/retrieval/data/getDataAtTime",
-            _bound(get_data_at_time, retrieval),
+            _bound(get_data_at_time, retrieval_app),
             methods=["GET", "POST"],
         ),
-        bpl_route(RETRIEVAL_STYLE, table, retrieval),
+        bpl_route(RETRIEVAL_STYLE, table, retrieval_app),
     ]
 
 
