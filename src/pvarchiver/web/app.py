@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..retrieval.runtime import RetrievalOptions, RetrievalRuntime
 from ..retrieval.service import Retrieval
 from ..settings import HTTPSettings
 from .retrieval_routes import make_routes
@@ -41,10 +42,13 @@ def build_app(
     mgmt: Mgmt | None = None,
     http: HTTPSettings | None = None,
     etl: ETLScheduler | None = None,
+    retrieval_options: RetrievalOptions | None = None,
 ) -> Starlette:
-    """``/retrieval/...`` for ``retrieval``; with ``mgmt`` also ``/mgmt/bpl/...`` (limits and
-    access from ``http``) and ``/metrics`` (ETL timings when ``etl`` is given); the UI."""
-    routes: list[BaseRoute] = list(make_routes(retrieval))
+    """``/retrieval/...`` for ``retrieval`` (the site's ``retrieval_options``, else the AA's
+    defaults); with ``mgmt`` also ``/mgmt/bpl/...`` (limits and access from ``http``) and
+    ``/metrics`` (ETL timings when ``etl`` is given); the UI."""
+    runtime = RetrievalRuntime(retrieval_options or RetrievalOptions())
+    routes: list[BaseRoute] = list(make_routes(retrieval, runtime))
     if mgmt is not None:
         from .metrics_routes import make_metrics_routes
         from .mgmt_routes import make_mgmt_routes
