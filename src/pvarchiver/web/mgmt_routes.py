@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from ..mgmt.manager import OperationError
 from ..mgmt.policies import PolicyError
+from ..mgmt.process_metrics import PROCESS
 from ..mgmt.pvinput import InputError
 from ..mgmt.service import Mgmt
 from ..settings import HTTPSettings, IPNetwork
@@ -28,6 +29,7 @@ from . import (
     mgmt_config_actions,
     mgmt_flag_actions,
     mgmt_list_actions,
+    mgmt_metrics_actions,
     mgmt_report_actions,
 )
 from .bpl import BPLError, BPLStyle, action_table, bpl_route
@@ -40,6 +42,7 @@ MGMT_ACTION_MODULES = (
     mgmt_report_actions,
     mgmt_flag_actions,
     mgmt_list_actions,
+    mgmt_metrics_actions,
 )
 
 __all__ = ["MGMT_ACTION_MODULES", "BPLError", "MgmtContext", "make_mgmt_routes"]
@@ -96,4 +99,5 @@ def mgmt_style(http: HTTPSettings) -> BPLStyle:
 
 def make_mgmt_routes(mgmt: Mgmt, http: HTTPSettings | None = None) -> list[Route]:
     table = action_table(m.ACTIONS for m in MGMT_ACTION_MODULES)
+    PROCESS.start()  # this process's samples for getProcessMetrics (once a minute, a day)
     return [bpl_route(mgmt_style(http or HTTPSettings()), table, mgmt)]
