@@ -27,8 +27,10 @@ from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
 from .mgmt.pvinput import ArchiveSpec
 from .mgmt.service import Mgmt
+from .retrieval.reduce import reduce_samples
 from .retrieval.service import Retrieval
 from .settings import Settings, StorageSettings
+from .storage.chains import StoreChains
 from .storage.schedule import ETLScheduler
 from .storage.store import PlainPBStore, open_store
 from .storage.url import parse_store_url
@@ -49,8 +51,10 @@ async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
     waited for, so the shutdown consolidation never runs alongside it.
     """
     while not stop.is_set():
+        # at least once a minute: a PV given a new chain gets its stages within a minute
+        wait = min(60.0, max(1.0, scheduler.seconds_until_next(time.time())))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(1.0, scheduler.seconds_until_next(time.time())))
+            await asyncio.wait_for(stop.wait(), wait)
         if stop.is_set():
             return
         try:
@@ -66,23 +70,24 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
         log.exception("shutdown: %s failed; carrying on", what)
 
 
-def open_journal(settings: Settings, stores: Sequence[PlainPBStore]) -> Journal | None:
-    """Replay what an earlier process journaled into the first store (before anything else
-    writes there), then open the journal for this one."""
+def open_journal(
+    settings: Settings, stores: Sequence[PlainPBStore], chains: StoreChains | None = None
+) -> Journal | None:
+    """Replay what an earlier process journaled into each PV's first store (before anything
+    else writes there), then open the journal for this one."""
     js = settings.journal
     if js.folder is None:
         return None
     first = stores[0]
-    rep = replay(js.folder, first, stores[1:])
+    rep = replay(js.folder, first, stores[1:], chains)
     if rep.segments:
         log.info(
-            "journal replay: %d samples of %d PVs from %d segments, %d written to %s "
-            "(the rest were there already), %d bytes of torn tail cut, %.2f s",
+            "journal replay: %d samples of %d PVs from %d segments, %d written to their "
+            "first stores (the rest were there already), %d bytes of torn tail cut, %.2f s",
             rep.samples_read,
             rep.pvs,
             rep.segments,
             rep.samples_written,
-            first.name,
             rep.cut_bytes,
             rep.seconds,
         )
@@ -107,6 +112,20 @@ def mgmt_config(settings: Settings) -> MgmtConfig:
         storage_scan_seconds=m.storage_scan_seconds,
         named_flags_file=m.named_flags_file,
     )
+
+
+def bind_chains(chains: StoreChains, mgmt: Mgmt) -> None:
+    """Each PV's chain is its typeinfo's ``dataStores``, read from the registry when used."""
+    registry = mgmt.registry
+
+    def urls_of(pv: str) -> list[str] | None:
+        info = registry.typeinfo_view(pv)
+        return info.dataStores if info is not None else None
+
+    def listing() -> list[tuple[str, list[str]]]:
+        return [(i.pvName, i.dataStores) for i in registry.typeinfos()]
+
+    chains.bind(urls_of, listing)
 
 
 @dataclass
@@ -202,11 +221,11 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     opened = list(stores) if stores is not None else open_stores(settings.storage)
     for st in opened:
         log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
-    journal = open_journal(settings, opened)
-    engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, journal=journal)
+    chains = StoreChains(opened, settings.storage.macros, settings.storage.naming)
+    engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, chains=chains)
     client = CAClient(settings.ca.config())
     archiver = CAArchiver(engine, client)
-    link = EngineLink(engine, opened, archiver)
+    link = EngineLink(engine, opened, archiver, chains)
     mgmt = Mgmt.create(
         settings.storage.root,
         link,
@@ -214,10 +233,18 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
         mgmt_config(settings),
         settings.health,
     )
+    bind_chains(chains, mgmt)
+    # after the registry is read: each PV's journaled samples go to its own first store
+    engine.journal = open_journal(settings, opened, chains)
     retrieval = Retrieval(
-        opened, live=engine, metadata=archiver.metadata, resolve_alias=mgmt.registry.real_name
+        opened,
+        live=engine,
+        metadata=archiver.metadata,
+        resolve_alias=mgmt.registry.real_name,
+        chains=chains,
+        flags=mgmt.flags.get,
     )
-    etl = ETLScheduler(opened, time.time())
+    etl = ETLScheduler(opened, time.time(), chains, mgmt.flags.get, reduce_samples)
     appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl)
     app = build_app(retrieval, mgmt, settings.http, etl)
     app.router.lifespan_context = appliance.lifespan

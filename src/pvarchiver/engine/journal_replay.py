@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..pb import PayloadType, Sample
+from ..storage.chains import StoreChains
 from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, fsync_dir
 from .archived_pv import ROW_DTYPES
@@ -185,9 +186,15 @@ def _write_objs(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStore])
     return store.append(pv.name, pv.ptype, samples).written
 
 
-def replay(folder: Path, store: PlainPBStore, later: Sequence[PlainPBStore] = ()) -> ReplayReport:
+def replay(
+    folder: Path,
+    store: PlainPBStore,
+    later: Sequence[PlainPBStore] = (),
+    chains: StoreChains | None = None,
+) -> ReplayReport:
     """Write every journaled sample newer than what ``store`` and the ``later`` stores of the
-    chain hold into ``store``; delete (or set aside) the segments."""
+    chain hold into ``store``; delete (or set aside) the segments. With ``chains``, each PV
+    goes to its own first store instead, checked against its own later stores."""
     t0 = time.monotonic()
     rep = ReplayReport()
     nums = segment_numbers(folder) if folder.is_dir() else []
@@ -212,12 +219,8 @@ def replay(folder: Path, store: PlainPBStore, later: Sequence[PlainPBStore] = ()
                 "journal %s: %d bytes of torn or damaged tail cut", path.name, len(data) - end
             )
         rep.segments += 1
-    # what replay writes must be durable before its segments go
-    synced, store.fsync = store.fsync, True
-    try:
-        _write_all(reader, store, list(later), rep)
-    finally:
-        store.fsync = synced
+    chains = chains or StoreChains.fixed([store, *later])
+    _write_all(reader, chains, rep)
     if rep.errors:
         aside = folder / time.strftime("unreplayed-%Y%m%dT%H%M%S", time.gmtime())
         aside.mkdir(exist_ok=True)
@@ -235,9 +238,7 @@ def replay(folder: Path, store: PlainPBStore, later: Sequence[PlainPBStore] = ()
     return rep
 
 
-def _write_all(
-    reader: _Reader, store: PlainPBStore, later: list[PlainPBStore], rep: ReplayReport
-) -> None:
+def _write_all(reader: _Reader, chains: StoreChains, rep: ReplayReport) -> None:
     for pv in reader.pvs.values():
         k = pv.count()
         if not k:
@@ -245,8 +246,17 @@ def _write_all(
         rep.pvs += 1
         rep.samples_read += k
         try:
-            w = _write_numeric(store, pv, later) if pv.numeric else 0
-            w += _write_objs(store, pv, later) if pv.objs else 0
+            chain = chains.chain(pv.name)
+            store, later = chain[0], [s for s in chain[1:] if isinstance(s, PlainPBStore)]
+            if not isinstance(store, PlainPBStore):  # a blackhole first: nothing to keep
+                continue
+            # what replay writes must be durable before its segments go
+            synced, store.fsync = store.fsync, True
+            try:
+                w = _write_numeric(store, pv, later) if pv.numeric else 0
+                w += _write_objs(store, pv, later) if pv.objs else 0
+            finally:
+                store.fsync = synced
         except Exception as e:  # the store refused: keep the segments, say why
             rep.errors.append(f"{pv.name}: {e}")
             log.error("journal replay of %s failed: %s", pv.name, e)

@@ -1,4 +1,4 @@
-"""The engine's write loop: every ``secondsToBuffer`` all buffers go to the first store.
+"""The engine's write loop: every ``secondsToBuffer`` all buffers go to each PV's first store.
 
 Samples are never lost on the way: a buffer that cannot be written (disk full) is put back in
 front of the newer samples and retried at the next write; a PV whose stored type no longer
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, Sample, year_of
+from ..storage.chains import StoreChains
 from ..storage.chunk import Chunk
 from ..storage.columns import NUMPY_DTYPE, block_from_samples
 from ..storage.store import PlainPBStore, StoreError, TypeMismatchError
@@ -83,7 +84,8 @@ def _chunks(names: list[str], taken: dict[str, Buffer]) -> Iterator[list[str]]:
 
 
 class Engine:
-    """All archived PVs of this process and the path of their samples into the STS."""
+    """All archived PVs of this process and the path of their samples into their first
+    stores (``sts``, the default chain's first, for every PV unless ``chains`` says other)."""
 
     def __init__(
         self,
@@ -92,8 +94,11 @@ class Engine:
         seconds_to_buffer: float = 10.0,
         clock: Callable[[], float] | None = None,
         journal: Journal | None = None,
+        chains: StoreChains | None = None,
     ) -> None:
         self.sts = sts
+        #: each PV's stores; asked every write cycle, so a changed chain applies at once
+        self.chains = chains or StoreChains.fixed([sts])
         #: write-ahead journal of every stored sample (None: off); see journal.py
         self.journal = journal
         self._sealed: int | None = None  # journal segment sealed by the last take_all
@@ -167,11 +172,36 @@ class Engine:
     def _write_buffers(self, taken: dict[str, Buffer]) -> tuple[int, dict[str, Exception]]:
         written = 0
         failed: dict[str, Exception] = {}
+        by_store: dict[int, tuple[PlainPBStore, dict[str, Buffer]]] = {}
+        chains = self.chains
+        for name, buf in taken.items():
+            try:
+                store = chains.first(name)
+            except StoreError as e:  # its typeinfo names a store that cannot be opened
+                failed[name] = e
+                continue
+            if store.is_blackhole:
+                # the AA's blackhole as a first store: samples are accepted and discarded
+                written += len(buf)
+                continue
+            by_store.setdefault(id(store), (store, {}))[1][name] = buf  # type: ignore[arg-type]
+        for store, bufs in by_store.values():
+            w, f = self._write_to(store, bufs)
+            written += w
+            failed.update(f)
+        return written, failed
+
+    def _write_to(
+        self, store: PlainPBStore, taken: dict[str, Buffer]
+    ) -> tuple[int, dict[str, Exception]]:
+        """Write the buffers of PVs whose first store is ``store``."""
+        written = 0
+        failed: dict[str, Exception] = {}
         # one folder listing for all PVs new to the store, not one per PV
         try:
-            self.sts.prime_last_known(taken)
+            store.prime_last_known(taken)
         except OSError as e:
-            log.warning("cannot list the STS ahead of the write: %s", e)
+            log.warning("cannot list %s ahead of the write: %s", store.name, e)
         batches: dict[PayloadType, list[str]] = {}
         for name, buf in taken.items():
             ptype = self.pvs[name].ptype
@@ -179,13 +209,13 @@ class Engine:
                 batches.setdefault(ptype, []).append(name)
                 continue
             try:
-                written += self._write(self.pvs[name], buf)
+                written += self._write(store, self.pvs[name], buf)
             except Exception as e:
                 failed[name] = e
         for ptype, names in batches.items():
             for chunk in _chunks(names, taken):
                 try:
-                    w, f = self._write_batch(ptype, chunk, taken)
+                    w, f = self._write_batch(store, ptype, chunk, taken)
                 except Exception as e:  # unforeseen: retry the whole chunk next cycle
                     log.exception("batch write of %d PVs failed", len(chunk))
                     w, f = 0, dict.fromkeys(chunk, e)
@@ -194,7 +224,7 @@ class Engine:
         return written, failed
 
     def _write_batch(
-        self, ptype: PayloadType, names: list[str], taken: dict[str, Buffer]
+        self, store: PlainPBStore, ptype: PayloadType, names: list[str], taken: dict[str, Buffer]
     ) -> tuple[int, dict[str, Exception]]:
         """Scalar PVs of one type: all their rows in one vectorised encode (see
         ``PlainPBStore.append_columns_many``), the few rows with fields spliced in."""
@@ -229,13 +259,11 @@ class Engine:
             written, failed = 0, {}
             for name in names:
                 try:
-                    written += self._write(self.pvs[name], taken[name])
+                    written += self._write(store, self.pvs[name], taken[name])
                 except Exception as e:
                     failed[name] = e
             return written, failed
-        per_pv, failed = self.sts.append_columns_counts(
-            ptype, names, counts, *cols, special=special
-        )
+        per_pv, failed = store.append_columns_counts(ptype, names, counts, *cols, special=special)
         pvs = self.pvs
         for name, w in zip(names, per_pv, strict=True):
             if w:
@@ -305,12 +333,12 @@ class Engine:
             len(b) for b in self._in_flight.values()
         )
 
-    def _write(self, pv: ArchivedPV, buf: Buffer) -> int:
+    def _write(self, store: PlainPBStore, pv: ArchivedPV, buf: Buffer) -> int:
         """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
         with fields (reconnects, field changes) go through the general path, in order."""
         dtype = NUMPY_DTYPE.get(pv.ptype)
         if dtype is None:
-            r = self.sts.append(pv.name, pv.ptype, buf.samples())
+            r = store.append(pv.name, pv.ptype, buf.samples())
             pv.metrics.samples_written += r.written
             return r.written
         written = 0
@@ -319,7 +347,7 @@ class Engine:
         start = 0
         for stop in [*special, len(buf)]:
             if stop > start:
-                r = self.sts.append_columns(
+                r = store.append_columns(
                     pv.name,
                     pv.ptype,
                     secs[start:stop].astype(np.int64),
@@ -330,7 +358,7 @@ class Engine:
                 )
                 written += r.written
             if stop < len(buf):
-                written += self.sts.append(pv.name, pv.ptype, [buf.sample_at(stop)]).written
+                written += store.append(pv.name, pv.ptype, [buf.sample_at(stop)]).written
             start = stop + 1
         pv.metrics.samples_written += written
         return written

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ..engine.archived_pv import SamplingMethod
 from ..engine.source import Archiver
 from ..engine.writer import Engine
+from ..storage.chains import StoreChains
 from ..storage.store import PlainPBStore
 from .typeinfo import PVTypeInfo
 
@@ -65,10 +66,24 @@ class EngineLink:
         engine: Engine,
         stores: Sequence[PlainPBStore],
         archiver: Archiver | None = None,
+        chains: StoreChains | None = None,
     ) -> None:
         self.engine = engine
         self.stores = list(stores)
         self.archiver = archiver
+        #: every PV's stores (the default chain: ``stores``)
+        self.chains = chains or StoreChains.fixed(self.stores)
+
+    def stores_holding(self, name: str) -> list[PlainPBStore]:
+        """Every store that may hold files of ``name``: its own chain first (in ETL order),
+        then every other folder in use, each folder once."""
+        out: list[PlainPBStore] = []
+        seen: set[str] = set()
+        for st in [*self.chains.readable(name), *self.chains.stores()]:
+            if isinstance(st, PlainPBStore) and str(st.root) not in seen:
+                seen.add(str(st.root))
+                out.append(st)
+        return out
 
     @property
     def ready(self) -> bool:
@@ -150,11 +165,12 @@ class EngineLink:
         """
         removed = 0
         failed: list[str] = []
+        stores = self.stores_holding(name)
         with contextlib.ExitStack() as locks:
             # all stores at once, in ETL order: no ETL step of this PV runs in between
-            for store in self.stores:
+            for store in stores:
                 locks.enter_context(store.lock(name))
-            for store in self.stores:
+            for store in stores:
                 for pf in store.files_for_pv(name):
                     try:
                         pf.path.unlink()

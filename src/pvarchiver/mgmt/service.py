@@ -69,7 +69,7 @@ class Mgmt:
         registry = Registry(storage_root / REGISTRY_FILENAME)
         policies = Policies(config.policies_file)
         manager = Manager(registry, link, policies, config, default_stores)
-        usage = UsageCache(link.stores, registry.names, config.storage_scan_seconds)
+        usage = UsageCache(link.chains.stores, registry.names, config.storage_scan_seconds)
         watch = Health(link.stores, link.engine, health or HealthSettings())
         flags = NamedFlags.open(registry, config.named_flags_file)
         return cls(

@@ -123,13 +123,22 @@ class UsageCache:
     """The last scan, refreshed when older than the TTL; concurrent askers share one scan."""
 
     def __init__(
-        self, stores: Sequence[PlainPBStore], pvs: Callable[[], Iterable[str]], ttl: float
+        self,
+        stores: Sequence[PlainPBStore] | Callable[[], Sequence[PlainPBStore]],
+        pvs: Callable[[], Iterable[str]],
+        ttl: float,
     ) -> None:
-        self.stores = stores
+        # a callable: the folders in use change as PVs get chains of their own
+        self._stores = stores
         self.pvs = pvs
         self.ttl = ttl
         self._last: Usage | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def stores(self) -> Sequence[PlainPBStore]:
+        """Each store folder in use once."""
+        return self._stores() if callable(self._stores) else self._stores
 
     def invalidate(self) -> None:
         """Forget the last scan (after an operation that moved or removed files)."""

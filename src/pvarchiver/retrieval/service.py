@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..pb import PayloadInfo, PayloadType
+from ..storage.chains import StoreChains
 from ..storage.pbfile import PBFile, PBFileError
 from ..storage.store import PlainPBStore
 from .model import Chunk, PVStream, SampleBlock
@@ -43,7 +44,8 @@ def glob_to_regex(glob: str) -> str:
 
 
 class Retrieval:
-    """Reads PVs from a chain of stores (newest first: STS, MTS, LTS) and the engine buffer."""
+    """Reads each PV from its chain of stores (newest first: STS, MTS, LTS, as its typeinfo
+    lists them) and the engine buffer."""
 
     def __init__(
         self,
@@ -51,8 +53,13 @@ class Retrieval:
         live: LiveSource | None = None,
         metadata: MetadataProvider | None = None,
         resolve_alias: Callable[[str], str] | None = None,
+        chains: StoreChains | None = None,
+        flags: Callable[[str], bool] | None = None,
     ) -> None:
         self.stores = list(stores)
+        self.chains = chains or StoreChains.fixed(self.stores)
+        #: named flags: ``SKIP_<store>_FOR_RETRIEVAL`` leaves that store out of every read
+        self.flags = flags or (lambda _name: False)
         self.live = live
         self.metadata = metadata or (lambda pv: {})
         self.resolve_alias = resolve_alias or (lambda pv: pv)
@@ -65,9 +72,18 @@ class Retrieval:
             raise RetrievalError(400, "PV name is null.")
         return self.resolve_alias(normalize_pv_name(requested))
 
+    def stores_of(self, pv: str) -> list[PlainPBStore]:
+        """The stores to read ``pv`` from: its chain, without blackholes and the stores a
+        ``SKIP_<name>_FOR_RETRIEVAL`` flag leaves out."""
+        return [
+            st
+            for st in self.chains.readable(pv)
+            if isinstance(st, PlainPBStore) and not self.flags(f"SKIP_{st.name}_FOR_RETRIEVAL")
+        ]
+
     def stored_type(self, pv: str) -> PayloadType | None:
         """Type of the newest file of the PV in any store, None if the PV has no data."""
-        for store in self.stores:
+        for store in self.stores_of(pv):
             # (a name that cannot be a file name simply has no files)
             for pf in reversed(store.files_for_pv(pv)):
                 try:
@@ -98,7 +114,7 @@ class Retrieval:
     def _walk_names(self) -> list[str]:
         now = time.monotonic()
         names: set[str] = set()
-        for store in self.stores:
+        for store in self.chains.stores():
             names.update(store.pv_names())
         if self.live is not None:
             names.update(self.live.names())
@@ -153,7 +169,7 @@ class Retrieval:
         ptype = self.pv_type(pv)
         if ptype is None:
             raise RetrievalError(404, f"Unable to find typeinfo for pv {pv}")
-        chunks: Iterator[Chunk] = merged_chunks(self.stores, pv, start, end, self.live)
+        chunks: Iterator[Chunk] = merged_chunks(self.stores_of(pv), pv, start, end, self.live)
         out_type = ptype
         if pp_spec:
             try:
@@ -178,7 +194,7 @@ class Retrieval:
             except RetrievalError:
                 continue
             last = None
-            for chunk in merged_chunks(self.stores, pv, at, at, self.live):
+            for chunk in merged_chunks(self.stores_of(pv), pv, at, at, self.live):
                 last = chunk
             if last is None or len(last) == 0:
                 continue

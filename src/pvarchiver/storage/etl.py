@@ -16,14 +16,16 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..pb import PBDecodeError, Sample, fast
+from ..pb import PayloadType, PBDecodeError, Sample, fast
 from ..pb.escape import EscapeError
+from .chains import BlackholeStore
 from .partitions import parse_partition_name, partition_start, shift_partition
 from .paths import PB_EXTENSION
 from .pbfile import PBFile, PBFileError
@@ -41,6 +43,10 @@ class ETLStats:
     files_moved: int = 0
     files_deleted_empty: int = 0
     files_skipped: int = 0
+    #: files deleted unread: the destination is a blackhole (retention) or refuses data
+    #: (``etlIntoStoreIf`` false)
+    files_discarded: int = 0
+    bytes_discarded: int = 0
     samples_moved: int = 0
     bytes_moved: int = 0
     seconds: float = 0.0
@@ -52,9 +58,11 @@ class DestinationNewerError(StoreError):
     would lose them, so the file stays where it is and is reported."""
 
 
-def _pv_files(src: PlainPBStore, pvs: list[str] | None) -> dict[str, list[PartitionFile]]:
+def _pv_files(
+    src: PlainPBStore, pvs: Sequence[str] | None, exclude: AbstractSet[str] = frozenset()
+) -> dict[str, list[PartitionFile]]:
     """Partition files by PV: for the given PVs from their own folders, else for every PV in
-    the store by the name in each file's header."""
+    the store (but ``exclude``) by the name in each file's header."""
     if pvs is not None:
         return {pv: src.files_for_pv(pv) for pv in pvs}
     by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
@@ -68,7 +76,7 @@ def _pv_files(src: PlainPBStore, pvs: list[str] | None) -> dict[str, list[Partit
         if start is None:
             continue
         pv = _header_pv(path)
-        if pv is None:
+        if pv is None or pv in exclude:
             continue
         by_pv[pv].append(PartitionFile(start, shift_partition(start, src.granularity, 1), path))
     for files in by_pv.values():
@@ -108,8 +116,21 @@ def files_to_move(files: list[PartitionFile], src: PlainPBStore, now: float) -> 
     return [f for f in done if f.start <= limit]
 
 
-def move_file(src: PlainPBStore, dst: PlainPBStore, pv: str, pf: PartitionFile) -> tuple[int, int]:
+#: ``reducedata=``: (operator, PV, type, samples, partition start, end) -> (type, samples)
+Reducer = Callable[
+    [str, str, PayloadType, Iterator[Sample], int, int], tuple[PayloadType, Iterable[Sample]]
+]
+
+
+def move_file(
+    src: PlainPBStore,
+    dst: PlainPBStore,
+    pv: str,
+    pf: PartitionFile,
+    reducer: Reducer | None = None,
+) -> tuple[int, int]:
     """Move one source partition file into ``dst``; returns (samples, bytes) appended.
+    A ``dst`` with ``reducedata=`` gets the file's samples through ``reducer``.
 
     The source is deleted only after the destination is synced and only if its size and
     modification time are what they were when the move started.
@@ -126,6 +147,10 @@ def move_file(src: PlainPBStore, dst: PlainPBStore, pv: str, pf: PartitionFile) 
             raise StoreError(f"{pf.path}: header names {pv!r}, whose file is not here")
         if not f.has_samples:
             moved = (0, 0)
+        elif dst.config.reduce_data:
+            if reducer is None:
+                raise StoreError(f"{dst.name}: reducedata= needs post-processors; not moved")
+            moved = _reduced_append(f, dst, pv, pf, reducer)
         elif dst.granularity.approx_seconds >= src.granularity.approx_seconds:
             moved = _bulk_append(f, dst, pv)
         else:
@@ -183,46 +208,89 @@ def _bulk_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
     return nlines, nbytes
 
 
+def _decoded(f: PBFile) -> Iterator[Sample]:
+    for off, line in f.iter_lines(f.header_end):
+        try:
+            yield f.decode(line)
+        except (PBDecodeError, EscapeError) as e:
+            raise StoreError(f"{f.path}: corrupt line at offset {off}: {e}") from None
+
+
 def _event_append(f: PBFile, dst: PlainPBStore, pv: str) -> tuple[int, int]:
-    """Destination partitions finer than the source: re-partition sample by sample, streamed.
+    """Destination partitions finer than the source: re-partition sample by sample, streamed."""
+    return _append_after(dst, pv, f.header.type, _decoded(f), str(f.path))
+
+
+def _append_after(
+    dst: PlainPBStore, pv: str, ptype: PayloadType, samples: Iterable[Sample], where: str
+) -> tuple[int, int]:
+    """Append ``samples`` (time-ordered) after the destination's last one, synced.
 
     As in the bulk path, samples at or before the destination's last one may only be skipped
     when they end exactly at it (the rerun of an interrupted move).
     """
     dst_last = dst.last_known_timestamp(pv)
+    newer = DestinationNewerError(
+        f"{where}: {dst.name} already holds newer data for {pv} than this file; "
+        "not moved, so that nothing is lost"
+    )
 
-    def samples() -> Iterator[Sample]:
+    def after() -> Iterator[Sample]:
         skipped_last: tuple[int, int] | None = None
         checked = dst_last is None
-        for off, line in f.iter_lines(f.header_end):
-            try:
-                s = f.decode(line)
-            except (PBDecodeError, EscapeError) as e:
-                raise StoreError(f"{f.path}: corrupt line at offset {off}: {e}") from None
+        for s in samples:
             if not checked:
                 if (s.secs, s.nanos) <= dst_last:  # type: ignore[operator]
                     skipped_last = (s.secs, s.nanos)
                     continue
                 if skipped_last is not None and skipped_last != dst_last:
-                    raise DestinationNewerError(
-                        f"{f.path}: {dst.name} already holds newer data for {pv} than this "
-                        "file; not moved, so that nothing is lost"
-                    )
+                    raise newer
                 checked = True
             yield s
         if not checked and skipped_last != dst_last:
-            raise DestinationNewerError(
-                f"{f.path}: {dst.name} already holds newer data for {pv} than this file; "
-                "not moved, so that nothing is lost"
-            )
+            raise newer
 
     old_fsync = dst.fsync
     dst.fsync = True
     try:
-        r = dst.append(pv, f.header.type, samples())
+        r = dst.append(pv, ptype, after())
     finally:
         dst.fsync = old_fsync
     return r.written, r.bytes_written
+
+
+def _reduced_append(
+    f: PBFile, dst: PlainPBStore, pv: str, pf: PartitionFile, reducer: Reducer
+) -> tuple[int, int]:
+    """``reducedata=<op>``: the file's samples through the post-processor ``op``, appended.
+
+    Any failure raises, so the caller keeps the source: the AA deletes the source even when
+    the reduction fails, which loses the data.
+    """
+    op = dst.config.reduce_data or ""
+    try:
+        out_type, reduced = reducer(op, pv, f.header.type, _decoded(f), pf.start, pf.end)
+        rows = list(reduced)
+    except StoreError:
+        raise
+    except Exception as e:
+        raise StoreError(f"{f.path}: reducedata={op} failed: {e}") from e
+    return _append_after(dst, pv, out_type, rows, f"{f.path} ({op})")
+
+
+def discard_file(src: PlainPBStore, pv: str, pf: PartitionFile) -> int:
+    """Delete a source file whose data goes nowhere (a blackhole destination, or one whose
+    ``etlIntoStoreIf`` flag is false); returns its size. Only a file at ``pv``'s own path."""
+    if pf.path != src.path_for(pv, pf.start):
+        raise StoreError(f"{pf.path}: header names {pv!r}, whose file is not here")
+    with src.lock(pv):
+        try:
+            size = pf.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        pf.path.unlink()
+        fsync_dir(pf.path.parent)
+    return size
 
 
 def _inspect(pf: PartitionFile) -> tuple[bool, str | None]:
@@ -254,15 +322,22 @@ def _inspect(pf: PartitionFile) -> tuple[bool, str | None]:
 
 def run_etl(
     src: PlainPBStore,
-    dst: PlainPBStore,
+    dst: PlainPBStore | BlackholeStore,
     now: float | None = None,
-    pvs: list[str] | None = None,
+    pvs: Sequence[str] | None = None,
     everything: bool = False,
+    *,
+    exclude: AbstractSet[str] = frozenset(),
+    discard: bool = False,
+    reducer: Reducer | None = None,
 ) -> ETLStats:
     """One ETL pass from ``src`` into ``dst``.
 
+    ``pvs``: only these PVs (None: every PV with files in ``src`` but ``exclude``).
     ``everything`` moves all partitions, the current one included (consolidateOnShutdown and
     consolidateDataForPV); the caller must make sure nothing appends to ``src`` meanwhile.
+    ``discard`` (or a blackhole ``dst``) deletes what is due instead of moving it: that is
+    how a chain ending in ``blackhole://`` ages data out.
     Files with undecodable lines are left in place and reported: ``pvarchiver pb repair``
     fixes them.
     """
@@ -272,7 +347,8 @@ def run_etl(
     gran = src.granularity
     cur = partition_start(int(now), gran)
     empty_limit = shift_partition(cur, gran, -(src.config.hold + 1))
-    for pv, files in sorted(_pv_files(src, pvs).items()):
+    discard = discard or dst.is_blackhole
+    for pv, files in sorted(_pv_files(src, pvs, exclude).items()):
         if pv == "":
             for pf in files:  # zero-byte files: no PV to attribute them to
                 if pf.start <= empty_limit:
@@ -280,40 +356,74 @@ def run_etl(
                     stats.files_deleted_empty += 1
             continue
         movable = files if everything else files_to_move(files, src, now)
+        if discard:
+            _discard_all(src, pv, movable, stats)
+            continue
+        assert isinstance(dst, PlainPBStore)
         for pf in movable:
-            has_samples, problem = _inspect(pf)
-            if not has_samples and problem is None:
-                if everything or pf.start <= empty_limit:
-                    pf.path.unlink(missing_ok=True)
-                    stats.files_deleted_empty += 1
-                continue
-            if problem:
-                stats.files_skipped += 1
-                stats.errors.append(f"{pf.path}: {problem}")
-                log.error("ETL %s->%s: not moving %s: %s", src.name, dst.name, pf.path, problem)
+            drop_empty = everything or pf.start <= empty_limit
+            if not _move_one(src, dst, pv, pf, stats, drop_empty, reducer):
                 break  # later files must not overtake it: the destination only grows forward
-            try:
-                n, b = move_file(src, dst, pv, pf)
-            except DestinationNewerError as e:
-                # kept and reported every pass; newer files may still move after it
-                stats.files_skipped += 1
-                stats.errors.append(str(e))
-                log.error("ETL %s->%s: %s", src.name, dst.name, e)
-                continue
-            except (StoreError, PBFileError, OSError) as e:
-                stats.files_skipped += 1
-                stats.errors.append(f"{pf.path}: {e}")
-                log.error("ETL %s->%s: %s", src.name, dst.name, e)
-                break  # as above: keep this PV's files in order
-            stats.files_moved += 1
-            stats.samples_moved += n
-            stats.bytes_moved += b
     stats.seconds = time.monotonic() - t0
     return stats
 
 
+def _discard_all(src: PlainPBStore, pv: str, movable: list[PartitionFile], stats: ETLStats) -> None:
+    for pf in movable:
+        try:
+            stats.bytes_discarded += discard_file(src, pv, pf)
+            stats.files_discarded += 1
+        except (StoreError, OSError) as e:
+            stats.files_skipped += 1
+            stats.errors.append(f"{pf.path}: {e}")
+            log.error("ETL %s->%s: %s", src.name, stats.dest, e)
+
+
+def _move_one(
+    src: PlainPBStore,
+    dst: PlainPBStore,
+    pv: str,
+    pf: PartitionFile,
+    stats: ETLStats,
+    drop_empty: bool,
+    reducer: Reducer | None,
+) -> bool:
+    """Move one file, counted in ``stats``; False when the PV's later files must wait."""
+    has_samples, problem = _inspect(pf)
+    if not has_samples and problem is None:
+        if drop_empty:
+            pf.path.unlink(missing_ok=True)
+            stats.files_deleted_empty += 1
+        return True
+    if problem:
+        stats.files_skipped += 1
+        stats.errors.append(f"{pf.path}: {problem}")
+        log.error("ETL %s->%s: not moving %s: %s", src.name, dst.name, pf.path, problem)
+        return False
+    try:
+        n, b = move_file(src, dst, pv, pf, reducer)
+    except DestinationNewerError as e:
+        # kept and reported every pass; newer files may still move after it
+        stats.files_skipped += 1
+        stats.errors.append(str(e))
+        log.error("ETL %s->%s: %s", src.name, dst.name, e)
+        return True
+    except (StoreError, PBFileError, OSError) as e:
+        stats.files_skipped += 1
+        stats.errors.append(f"{pf.path}: {e}")
+        log.error("ETL %s->%s: %s", src.name, dst.name, e)
+        return False
+    stats.files_moved += 1
+    stats.samples_moved += n
+    stats.bytes_moved += b
+    return True
+
+
 def consolidate(
-    stores: list[PlainPBStore], upto: str, pvs: list[str] | None = None
+    stores: Sequence[PlainPBStore | BlackholeStore],
+    upto: str,
+    pvs: list[str] | None = None,
+    reducer: Reducer | None = None,
 ) -> list[ETLStats]:
     """Push all data of ``pvs`` (or every PV) down the store chain into the store named ``upto``."""
     names = [s.name for s in stores]
@@ -321,5 +431,6 @@ def consolidate(
         raise ValueError(f"no store named {upto!r}; stores: {', '.join(names)}")
     out = []
     for a, b in itertools.pairwise(stores[: names.index(upto) + 1]):
-        out.append(run_etl(a, b, pvs=pvs, everything=True))
+        if isinstance(a, PlainPBStore):
+            out.append(run_etl(a, b, pvs=pvs, everything=True, reducer=reducer))
     return out

@@ -138,6 +138,9 @@ class PlainPBStore:
     before it deletes the source.
     """
 
+    #: a store that keeps its data (see :class:`~.chains.BlackholeStore`)
+    is_blackhole = False
+
     def __init__(
         self, config: StoreConfig, fsync: bool = False, naming: KeyNaming | None = None
     ) -> None:
@@ -192,6 +195,12 @@ class PlainPBStore:
             if lk is None:
                 lk = self._locks[pvname] = threading.RLock()
             return lk
+
+    def share_locks_with(self, other: PlainPBStore) -> None:
+        """Use ``other``'s per-PV locks: two stores of one folder (the same folder under two
+        URLs, e.g. with another ``hold``) guard the same files."""
+        self._locks = other._locks
+        self._locks_guard = other._locks_guard
 
     def path_for(self, pvname: str, epoch_secs: int) -> Path:
         # cached per (PV, partition): building it (key, partition name, Path joins) cost

@@ -76,8 +76,14 @@ class StoreConfig:
     extra: dict[str, str] = field(default_factory=dict)
     url: str = ""
 
+    @property
+    def is_blackhole(self) -> bool:
+        return self.scheme == "blackhole"
+
     def to_url(self) -> str:
         """The store URL with the (expanded) root folder, in the AA's key spelling."""
+        if self.is_blackhole:
+            return f"blackhole://localhost?name={quote(self.name, safe='/:${}_.-')}"
         q = [
             ("name", self.name),
             ("rootFolder", str(self.root_folder)),
@@ -98,15 +104,32 @@ class StoreConfig:
         )
 
 
+#: the store schemes this appliance can use
+SCHEMES = ("pb", "blackhole")
+
+
 def parse_store_url(url: str, env: Mapping[str, str] | None = None) -> StoreConfig:
-    """Parse a ``pb://`` store URL; other schemes are recognised but not supported yet.
-    ``env`` holds the variables of ``${VAR}`` macros (None: none)."""
+    """Parse a ``pb://`` or ``blackhole://`` store URL; other schemes (``parquet://``) are
+    refused with :class:`StoreURLError`. ``env`` holds the variables of ``${VAR}`` macros
+    (None: none)."""
     parts = urlsplit(url.strip())
-    if parts.scheme != "pb":
-        raise StoreURLError(f"unsupported store scheme {parts.scheme!r} in {url!r} (only pb://)")
+    if parts.scheme not in SCHEMES:
+        raise StoreURLError(
+            f"unsupported store scheme {parts.scheme!r} in {url!r} (supported: pb://, blackhole://)"
+        )
     params: dict[str, list[str]] = {}
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         params.setdefault(k, []).append(v)
+    if parts.scheme == "blackhole":
+        # the AA's BlackholeStoragePlugin reads only name= (default "blackhole")
+        names = params.get("name") or ["blackhole"]
+        return StoreConfig(
+            name=names[-1] or "blackhole",
+            root_folder=Path(),
+            granularity=Granularity.PARTITION_YEAR,
+            scheme="blackhole",
+            url=url,
+        )
 
     def one(key: str, default: str | None = None) -> str | None:
         vals = params.pop(key, None)
