@@ -28,6 +28,7 @@ from .mgmt.manager import MgmtConfig
 from .mgmt.pvinput import ArchiveSpec
 from .mgmt.service import Mgmt
 from .retrieval.reduce import reduce_samples
+from .retrieval.runtime import RetrievalOptions
 from .retrieval.service import Retrieval
 from .settings import Settings, StorageSettings
 from .storage.chains import StoreChains
@@ -246,7 +247,10 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     )
     etl = ETLScheduler(opened, time.time(), chains, mgmt.flags.get, reduce_samples)
     appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl)
-    app = build_app(retrieval, mgmt, settings.http, etl)
+    options = RetrievalOptions(
+        settings.retrieval.use_reduced, settings.retrieval.client_config_root
+    )
+    app = build_app(retrieval, mgmt, settings.http, etl, options)
     app.router.lifespan_context = appliance.lifespan
     appliance.app = app
     return appliance

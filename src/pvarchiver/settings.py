@@ -43,6 +43,14 @@ DEFAULT_LOW_SPACE_BYTES = 1 << 30
 DEFAULT_UNHEALTHY_AFTER = 60.0
 #: the AA's archappl.properties key for the engine's write period
 PROP_SECONDS_TO_BUFFER = "org.epics.archiverappliance.config.PVTypeInfo.secondsToBuffer"
+#: the AA's archappl.properties keys of retrieval: what usereduced=true means, and the
+#: folder getClientConfig serves
+PROP_USE_REDUCED = "org.epics.archiverappliance.retrieval.DefaultUseReducedPostProcessor"
+PROP_CLIENT_CONFIG_ROOT = (
+    "org.epics.archiverappliance.retrieval.bpl.GetClientConfiguration.DocumentRoot"
+)
+#: the AA's shipped archappl.properties value of PROP_USE_REDUCED
+DEFAULT_USE_REDUCED = "org.epics.archiverappliance.retrieval.postprocessors.TwoWeekRaw"
 #: the AA's archappl.properties key naming a properties file of named flags to load at start
 PROP_NAMED_FLAGS_FILE = "org.epics.archiverappliance.config.NamedFlags.readFromFile"
 
@@ -125,6 +133,16 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class RetrievalSettings:
+    """Retrieval's site settings (the AA's archappl.properties keys)."""
+
+    #: the post-processor class ``usereduced=true`` selects when a request names none
+    use_reduced: str = DEFAULT_USE_REDUCED
+    #: the folder getClientConfig serves files from (None: not configured)
+    client_config_root: Path | None = None
+
+
+@dataclass(frozen=True)
 class JournalSettings:
     """The engine's write-ahead journal (``engine/journal.py``)."""
 
@@ -156,6 +174,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     journal: JournalSettings = field(default_factory=JournalSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     #: PV names to request at start (``--archive``), as archivePV requests
     archive: tuple[str, ...] = ()
@@ -299,6 +318,14 @@ def _health(env: Mapping[str, str]) -> HealthSettings:
     return HealthSettings(percent, size, after)
 
 
+def _retrieval(props: Mapping[str, str]) -> RetrievalSettings:
+    root = props.get(PROP_CLIENT_CONFIG_ROOT, "").strip()
+    return RetrievalSettings(
+        use_reduced=props.get(PROP_USE_REDUCED, "").strip() or DEFAULT_USE_REDUCED,
+        client_config_root=Path(root) if root else None,
+    )
+
+
 def _journal(
     env: Mapping[str, str], root: Path, folder: str | None, fsync: float | None
 ) -> JournalSettings:
@@ -339,6 +366,7 @@ def load_settings(
         engine=_engine(env, props),
         health=_health(env),
         journal=_journal(env, store.root, journal, journal_fsync),
+        retrieval=_retrieval(props),
         archive=tuple(archive),
     )
 

@@ -12,16 +12,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-#: archappl.properties: the post-processor ``usereduced=true`` selects (a Java class name)
-PROP_USE_REDUCED = "org.epics.archiverappliance.retrieval.DefaultUseReducedPostProcessor"
-#: archappl.properties: the folder getClientConfig serves files from
-PROP_CLIENT_CONFIG_ROOT = (
-    "org.epics.archiverappliance.retrieval.bpl.GetClientConfiguration.DocumentRoot"
-)
 
 # the AA's RetrievalMetrics row names
 NUMBER_OF_REQUESTS = "Number of Retrieval Requests"
@@ -35,19 +27,13 @@ _SAMPLE_PERIOD = 60.0
 
 @dataclass(frozen=True)
 class RetrievalOptions:
-    """The site's retrieval settings (from ``archappl.properties``, the AA's keys)."""
+    """The site's retrieval settings (:class:`pvarchiver.settings.RetrievalSettings`)."""
 
     #: the post-processor class ``usereduced=true`` means when no ``pp`` is given; the AA's
     #: shipped archappl.properties sets TwoWeekRaw (its code's fallback is FirstSamplePP)
     use_reduced: str = "org.epics.archiverappliance.retrieval.postprocessors.TwoWeekRaw"
     #: where getClientConfig finds ``configFile`` (None: not configured, every call 404)
     client_config_root: Path | None = None
-
-    @classmethod
-    def from_properties(cls, props: Mapping[str, str]) -> RetrievalOptions:
-        root = props.get(PROP_CLIENT_CONFIG_ROOT, "").strip()
-        use = props.get(PROP_USE_REDUCED, "").strip() or cls.use_reduced
-        return cls(use_reduced=use, client_config_root=Path(root) if root else None)
 
 
 @dataclass
