@@ -25,7 +25,7 @@ from .policies import Policies, PolicyError
 from .pvinput import ArchiveSpec, InputError, archive_target
 from .registry import Registry
 from .typeinfo import PVTypeInfo
-from .workflow import ArchiveRequest, State, build_typeinfo, policy_input
+from .workflow import ArchiveRequest, State, archived_name, build_typeinfo, policy_input
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ class Manager:
                 pol = self.policies.determine(policy_input(req, m))
                 if pol.samplingMethod == "DONT_ARCHIVE" and req.samplingPeriod is None:
                     raise PolicyError(f"policy {pol.policyName} says DONT_ARCHIVE for this PV")
-                real = m.fields.get("NAME") or req.pvName
+                real = archived_name(req, m)
                 if real != req.pvName and archive_target(real, []).pv != real:
                     real = req.pvName  # .NAME gave something odd: keep the requested name
                 info = build_typeinfo(
@@ -413,6 +413,43 @@ class Manager:
             return False
         self.registry.delete_requests([name])
         return True
+
+    def skip_alias_check(self, requested: str) -> None:
+        """skipAliasCheck: archive a pending request under the name it was asked for, even
+        if its .NAME names another record. Only a request not yet turned into a typeinfo."""
+        name = self.registry.real_name(requested)
+        if self.registry.has_typeinfo(name):
+            raise OperationError(
+                400, f"PV {name} is archived already: its alias check was done when it was added"
+            )
+        req = self.pending.get(name)
+        if req is None:
+            raise OperationError(404, f"No archive request for {name} in the archive workflow")
+        if name in self.busy:
+            raise OperationError(
+                409, f"The archive request for {name} is being completed; too late to change it"
+            )
+        if not req.skipAliasCheck:
+            req.skipAliasCheck = True
+            self.registry.put_requests([(name, req.to_params())])
+
+    def restart_workflow(self) -> tuple[int, bool]:
+        """restartArchivePVWorkflowThreadForThisAppliance: abort every request in the
+        workflow and start the workflow loop again if it has stopped; returns (requests
+        aborted, loop restarted). Requests whose typeinfo is being written finish. A running
+        loop is left alone: cancelled while it writes a batch, those PVs would be registered
+        but never handed to the engine."""
+        aborted = 0
+        for name in list(self.pending):
+            if name not in self.busy and self.abort(name):
+                aborted += 1
+        task = self._task
+        if task is None or not task.done():
+            return aborted, False
+        if not task.cancelled() and task.exception() is not None:
+            log.error("archive workflow: the loop had stopped: %r", task.exception())
+        self._task = asyncio.create_task(self._loop())
+        return aborted, True
 
     # ------------------------------------------------------------------ lifecycle
     def pause_resume(self, names: list[str], pause: bool) -> list[dict[str, str]]:
@@ -534,7 +571,7 @@ class Manager:
             new_info.touch()
 
             def work() -> None:
-                copy_pv_data(self.link.stores, name, new_name)
+                copy_pv_data(self.link.stores_holding(name), name, new_name)
                 self.registry.put_typeinfo(new_info)
 
             await asyncio.to_thread(work)

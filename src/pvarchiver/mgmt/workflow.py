@@ -51,6 +51,9 @@ class ArchiveRequest:
     archiveFields: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     usePVAccess: bool = False
+    #: skipAliasCheck: archive the requested name even if its .NAME says it is an alias
+    #: (pCAS servers that use .NAME for something else)
+    skipAliasCheck: bool = False
     requestTime: str = field(default_factory=lambda: aa_time(time.time()))
     currentState: str = State.START.value
     lastError: str = ""
@@ -82,6 +85,14 @@ def _as_float(text: str | None) -> float | None:
         return None
 
 
+def archived_name(req: ArchiveRequest, m: Measurement) -> str:
+    """The name to archive: the record's own name (its .NAME) when the request named an
+    alias, unless the client asked to skip that check."""
+    if req.skipAliasCheck:
+        return req.pvName
+    return m.fields.get("NAME") or req.pvName
+
+
 def policy_input(req: ArchiveRequest, m: Measurement) -> dict[str, Any]:
     """determinePolicy's pvInfo dict, with the AA's keys."""
     info: dict[str, Any] = {
@@ -93,8 +104,8 @@ def policy_input(req: ArchiveRequest, m: Measurement) -> dict[str, Any]:
         "storageRate": m.storage_rate,
         "aliasName": "",
     }
-    real = m.fields.get("NAME")
-    if real and real != req.pvName:
+    real = archived_name(req, m)
+    if real != req.pvName:
         info["aliasName"] = real
     if req.policyName:
         info["policyName"] = req.policyName

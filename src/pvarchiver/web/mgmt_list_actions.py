@@ -10,17 +10,24 @@
   appliance for its part with these. This server is one appliance, so they answer what the
   cluster-wide actions answer, through the same code.
 * getApplianceProperties, webAppReady: what the AA's UI and its other web apps ask mgmt.
+* modifyMetaFields, skipAliasCheck, restartArchivePVWorkflowThreadForThisAppliance,
+  appendAndAliasPV: one PV's archive fields, alias check and history; the work is done in
+  :mod:`pvarchiver.mgmt` (the manager, :mod:`pvarchiver.mgmt.append_alias`).
 """
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import JSONResponse, Response
 
 from ..mgmt import lists
+from ..mgmt.append_alias import append_and_alias
+from ..mgmt.pvinput import lookup_name
 from ..mgmt.typeinfo import java_double
 from ..mgmt.workflow import MINIMUM_SAMPLING_PERIOD
 from . import mgmt_actions, mgmt_config_actions
-from .bpl import Actions, BPLError
+from .bpl import Actions, BPLError, in_thread
 from .mgmt_context import MgmtContext
 
 #: the actions of this module (listed in :data:`pvarchiver.web.mgmt_routes.MGMT_ACTION_MODULES`)
@@ -128,3 +135,76 @@ async def webapp_ready(ctx: MgmtContext) -> Response:
     if name not in WEBAPPS:
         raise BPLError(400, f"Unknown webapp {name!r}; one of {', '.join(WEBAPPS)}")
     return Response(b"", status_code=200)
+
+
+# ---------------------------------------------------------------------- one PV's configuration
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def apply_meta_commands(fields: list[str], commands: list[str]) -> list[str]:
+    """modifyMetaFields' commands, in order, on a PV's archive fields: ``add,F1,F2``,
+    ``remove,F1`` and ``clear``. The AA ignores a verb it does not know; here it is a 400,
+    so a typo never reads as done. Order is kept (the AA's is a hash set's)."""
+    out = list(fields)
+    for command in commands:
+        verb, *names = [p.strip() for p in command.split(",")]
+        names = [n for n in names if n]
+        for n in names:
+            if not _FIELD.fullmatch(n):
+                raise BPLError(400, f"{n!r} in {command!r} is not a field name")
+            if n == "VAL":
+                raise BPLError(400, "VAL is the PV's value, not a field archived with it")
+        if verb == "add":
+            out += [n for n in dict.fromkeys(names) if n not in out]
+        elif verb == "remove":
+            out = [f for f in out if f not in names]
+        elif verb == "clear":
+            out = []
+        else:
+            raise BPLError(400, f"Unknown command {command!r}: use add,F,... remove,F,... or clear")
+    return out
+
+
+@action("modifyMetaFields", {"pv", "command"}, mutating=True)
+async def modify_meta_fields(ctx: MgmtContext) -> Response:
+    """The fields (HIHI, LOLO, ...) archived with a paused PV; they take effect when it is
+    resumed. Answer: the AA's ``{"pvName", "fields": "F1,F2"}``."""
+    m = ctx.mgmt
+    name = m.registry.real_name(lookup_name(ctx.one_pv()))
+    commands = ctx.all("command")
+    if not [c for c in commands if c.strip()]:
+        raise BPLError(400, "Missing parameter command (add,F1,F2 / remove,F1 / clear)")
+    info = m.registry.typeinfo(name)
+    if info is None:
+        raise BPLError(404, f"PV {name} is not being archived")
+    if not info.paused:
+        raise BPLError(400, f"Please pause the pv {name} first")
+    if name in m.manager.busy:
+        raise BPLError(409, f"Another operation on {name} is in progress; try again")
+    info.archiveFields = apply_meta_commands(info.archiveFields, commands)
+    info.touch()
+    await in_thread(m.registry.put_typeinfo, info)
+    return JSONResponse({"pvName": name, "fields": ",".join(info.archiveFields)})
+
+
+@action("skipAliasCheck", {"pv"}, mutating=True)
+async def skip_alias_check(ctx: MgmtContext) -> Response:
+    ctx.mgmt.manager.skip_alias_check(lookup_name(ctx.one_pv()))
+    return JSONResponse({"status": "ok"})
+
+
+@action("restartArchivePVWorkflowThreadForThisAppliance", set(), mutating=True)
+async def restart_workflow(ctx: MgmtContext) -> Response:
+    """Every request still in the archive workflow is aborted, as the AA's; the workflow
+    loop is started again if it had stopped (see Manager.restart_workflow)."""
+    aborted, restarted = ctx.mgmt.manager.restart_workflow()
+    state = "restarted" if restarted else "was running; kept"
+    desc = f"Aborted {aborted} archive requests; the archive PV workflow {state}"
+    return JSONResponse({"status": "ok", "desc": desc})
+
+
+@action("appendAndAliasPV", {"olderpv", "newerpv", "storage"}, mutating=True)
+async def append_and_alias_pv(ctx: MgmtContext) -> Response:
+    older, newer = ctx.required("olderpv"), ctx.required("newerpv")
+    storage = ctx.required("storage")
+    return JSONResponse(await append_and_alias(ctx.mgmt, older, newer, storage))
