@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from ..storage.url import parse_store_url
+from ..storage.partitions import Granularity
 from .engine_link import EngineStatus
 from .metaget import MetaGet
 from .process_metrics import ProcessSample
@@ -203,6 +204,24 @@ def _main_meta(mg: MetaGet) -> str:
 
 
 # ---------------------------------------------------------------------- aggregate
+def _name_and_seconds(url: str) -> tuple[str, int] | None:
+    """A store URL's ``name`` and partition seconds, read from its query alone: typeinfos
+    keep the AA's macros (``${ARCHAPPL_SHORT_TERM_FOLDER}``) in ``rootFolder``, which this
+    does not need. None for a blackhole or a URL without a name or granularity (the AA
+    logs those and leaves them out)."""
+    parts = urlsplit(url)
+    if parts.scheme == "blackhole":
+        return None
+    query = dict(parse_qsl(parts.query))
+    name, gran = query.get("name"), query.get("partitionGranularity")
+    if not name or not gran:
+        return None
+    try:
+        return name, Granularity.parse(gran).approx_seconds
+    except ValueError:
+        return None
+
+
 def aggregated_info(infos: Iterable[PVTypeInfo]) -> dict[str, Any]:
     """getAggregatedApplianceInfo over the typeinfos as they are now: rates summed from
     the typeinfos, and per store the storage rate times its partition's seconds (the AA's
@@ -215,15 +234,10 @@ def aggregated_info(infos: Iterable[PVTypeInfo]) -> dict[str, Any]:
         event_rate += info.computedEventRate
         count += 1
         for url in info.dataStores:
-            try:
-                cfg = parse_store_url(url)
-            except ValueError:
-                continue  # the AA logs and skips a URL it cannot parse
-            if cfg.scheme == "blackhole":
-                continue
-            impact[cfg.name] = int(
-                impact.get(cfg.name, 0) + cfg.granularity.approx_seconds * info.computedStorageRate
-            )
+            store = _name_and_seconds(url)
+            if store is not None:
+                name, seconds = store
+                impact[name] = int(impact.get(name, 0) + seconds * info.computedStorageRate)
     return {
         "totalStorageRate": java_double(storage_rate),
         "totalEventRate": java_double(event_rate),
