@@ -1,17 +1,15 @@
 """What retrieval keeps about itself while it runs: request counts per PV (the AA's
-``RetrievalMetrics``), process samples (its ``ProcessMetrics``) and the site's retrieval
-options from ``archappl.properties``.
+``RetrievalMetrics``) and the site's retrieval options from ``archappl.properties``.
 
-The AA shows these in its retrieval BPL (getPVDetails, getApplianceMetrics...,
-getProcessMetrics); they live in memory only, as in the AA, and start from zero at each start.
+The AA shows the counts in its retrieval BPL (getPVDetails, getApplianceMetrics...); they live
+in memory only, as in the AA, and start from zero at each start. (Process samples for
+getProcessMetrics are the process's own, :data:`pvarchiver.mgmt.process_metrics.PROCESS`.)
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +17,6 @@ from pathlib import Path
 NUMBER_OF_REQUESTS = "Number of Retrieval Requests"
 LAST_REQUEST = "Time of last Retrieval Request"
 UNIQUE_USERS = "Number of unique users"
-
-#: the AA keeps a day of one-a-minute process samples
-_PROCESS_SAMPLES = 24 * 60
-_SAMPLE_PERIOD = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,74 +98,9 @@ def detail(name: str, value: str) -> dict[str, str]:
     return {"name": name, "value": value, "source": "retrieval"}
 
 
-def _load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows has none; Java answers -1 there too
-        return -1.0
-
-
-def _memory_percent() -> float:
-    """Resident memory as a share of physical memory (Python has no heap maximum to divide
-    by, which the AA's ``heapUsedPercent`` uses); -1 where the system does not tell."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            rss_pages = int(f.read().split()[1])
-        total = os.sysconf("SC_PHYS_PAGES")
-        return rss_pages * 100.0 / total if total > 0 else -1.0
-    except (OSError, ValueError, IndexError, AttributeError):
-        return -1.0
-
-
-class ProcessMetrics:
-    """One sample a minute (time, load average, memory %) for the last day, taken by a
-    daemon thread started with the first request (so an idle test app starts none)."""
-
-    def __init__(self, started: float | None = None) -> None:
-        self.started = time.time() if started is None else started
-        self.samples: deque[dict[str, str]] = deque(maxlen=_PROCESS_SAMPLES)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def measure(self) -> None:
-        self.samples.append(
-            {
-                "timeInEpochSeconds": str(int(time.time())),
-                "systemLoadAverage": str(_load_average()),
-                "heapUsedPercent": str(_memory_percent()),
-            }
-        )
-
-    def ensure_sampling(self) -> None:
-        """Take the first sample now and start the one-a-minute thread (once)."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            self.measure()
-            self._thread = threading.Thread(
-                target=self._loop, name="retrieval-process-metrics", daemon=True
-            )
-            self._thread.start()
-
-    def _loop(self) -> None:
-        tick = threading.Event()  # never set: a sleep that is not a bare time.sleep
-        while True:
-            tick.wait(_SAMPLE_PERIOD)
-            self.measure()
-
-    def as_json(self, prefix: str = "RETRIEVAL_") -> dict[str, object]:
-        """The AA's getProcessMetricsJSON(prefix): uptime (s), start time, the samples."""
-        return {
-            prefix + "uptime": int(time.time() - self.started),
-            prefix + "start": _human(self.started),
-            prefix + "metrics": list(self.samples),
-        }
-
-
 @dataclass
 class RetrievalRuntime:
     """Everything above, one per web application."""
 
     options: RetrievalOptions = field(default_factory=RetrievalOptions)
     metrics: RetrievalMetrics = field(default_factory=RetrievalMetrics)
-    process: ProcessMetrics = field(default_factory=ProcessMetrics)

@@ -13,7 +13,10 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ..mgmt.metrics_reports import process_sample_json
+from ..mgmt.process_metrics import PROCESS
 from ..mgmt.pvinput import InputError, lookup_name, names_from_body, split_names
+from ..mgmt.typeinfo import report_time
 from ..retrieval.names import normalize_pv_name
 from .bpl import Actions, BPLError, in_thread, read_body
 from .retrieval_actions import RetrievalContext
@@ -75,10 +78,18 @@ async def get_pv_details(ctx: RetrievalContext) -> Response:
 @action("getProcessMetrics", set())
 async def get_process_metrics(ctx: RetrievalContext) -> Response:
     """``RETRIEVAL_uptime`` (s), ``RETRIEVAL_start`` and ``RETRIEVAL_metrics`` (one sample a
-    minute: time, load average, memory %), as the AA's ProcessMetricsReport of its
-    retrieval web application."""
-    ctx.runtime.process.ensure_sampling()
-    return _json(ctx.runtime.process.as_json("RETRIEVAL_"))
+    minute for the last day: time, load average, memory %, ...), as the AA's
+    ProcessMetricsReport of its retrieval web application. All four of the AA's applications
+    are this one process, so these are the figures mgmt's getProcessMetrics also reports."""
+    PROCESS.start()  # once; a retrieval-only app has no mgmt routes to start it
+    samples = PROCESS.samples() or [PROCESS.sample()]
+    return _json(
+        {
+            "RETRIEVAL_uptime": int(PROCESS.uptime_seconds()),
+            "RETRIEVAL_start": report_time(PROCESS.started_epoch),
+            "RETRIEVAL_metrics": [process_sample_json(s) for s in samples],
+        }
+    )
 
 
 # ------------------------------------------------------------------------------- config

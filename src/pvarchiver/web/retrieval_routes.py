@@ -170,7 +170,6 @@ def _count_request(app: RetrievalApp, request: Request, requested: str) -> None:
     name = normalize_pv_name(split_function_syntax(requested.strip())[0])
     user = request.client.host if request.client else ""
     app.runtime.metrics.record(name, user)
-    app.runtime.process.ensure_sampling()
 
 
 def _svg_refusal(stream: PVStream) -> PlainTextResponse | None:
