@@ -9,9 +9,14 @@ it stays in the workflow. The tests that need a connected PV start a real softIo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
+
+from pvarchiver.pb import PayloadType, Sample
+from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
 
 from .helpers.mgmt import bpl, ca_env, statuses, wait_status
 from .http_server import Server, running_server
@@ -20,6 +25,66 @@ from .ioc import IOC
 A, B, C = "LS:A", "LS:B", "LS:C"
 ALIAS = "LS:A_ALIAS"
 PENDING = "LS:PENDING"  # no IOC serves it: stays in Initial sampling
+
+# appendAndAliasPV: two pairs of PVs with a history written into the stores before the
+# server starts (value ranges tell the PVs apart: older 1000s/2000s, newer 5000s/6000s)
+OLD, NEW, OLD_ALIAS = "LS:OLD", "LS:NEW", "LS:OLD_ALIAS"
+OLD2, NEW2 = "LS:OLD2", "LS:NEW2"
+HISTORY: dict[str, list[tuple[str, str, int, int, float]]] = {
+    # pv: [(store, first sample, samples, seconds apart, first value)]
+    OLD: [
+        ("LTS", "2020-03-01T00:00:00Z", 40, 3600, 1000),
+        # its last 6 samples are at or after NEW's first: the newer PV's data wins there
+        ("MTS", "2021-05-31T00:00:00Z", 30, 3600, 1100),
+    ],
+    NEW: [
+        ("MTS", "2021-06-01T00:00:00Z", 10, 600, 5000),
+        ("STS", "2021-06-02T10:00:00Z", 5, 60, 5100),
+    ],
+    OLD2: [("LTS", "2019-01-01T00:00:00Z", 20, 86400, 2000)],
+    NEW2: [
+        ("LTS", "2020-01-01T00:00:00Z", 10, 3600, 6000),
+        ("STS", "2021-01-01T00:00:00Z", 5, 60, 6100),
+    ],
+}
+
+
+def epoch(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def history(pv: str) -> list[tuple[int, float]]:
+    """(seconds, value) of every sample seeded for ``pv``, in time order."""
+    out = []
+    for _store, first, n, step, value in HISTORY[pv]:
+        out += [(epoch(first) + i * step, float(value + i)) for i in range(n)]
+    return sorted(out)
+
+
+def served_stores(root: Path) -> dict[str, PlainPBStore]:
+    """The server's default STS, MTS and LTS, opened as serve opens them."""
+    configs = map(parse_store_url, default_store_urls(root))
+    return {c.name: open_store(c) for c in configs}
+
+
+def seed_history(root: Path) -> None:
+    stores = served_stores(root)
+    for pv, parts in HISTORY.items():
+        for store, first, n, step, value in parts:
+            samples = [Sample(epoch(first) + i * step, 0, float(value + i)) for i in range(n)]
+            result = stores[store].append(pv, PayloadType.SCALAR_DOUBLE, samples)
+            assert result.written == n
+
+
+def retrieved(base: str, pv: str) -> list[tuple[int, float]]:
+    r = httpx.get(
+        f"{base}/retrieval/data/getData.json",
+        params={"pv": pv, "from": "2018-01-01T00:00:00Z", "to": "2022-01-01T00:00:00Z"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return [(d["secs"], d["val"]) for d in r.json()[0]["data"]]
+
 
 IOC_DB = """
 record(ao, "LS:IOC:REAL") { field(VAL, "1") }
@@ -68,12 +133,21 @@ def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ioc: IOC) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("lists")
-    with running_server(tmp / "storage", ca_env(ioc)) as base:
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lists") / "storage"
+
+
+@pytest.fixture(scope="module")
+def server(storage: Path, ioc: IOC) -> Iterator[Server]:
+    seed_history(storage)
+    with running_server(storage, ca_env(ioc)) as base:
         put_typeinfo(base, A, archiveFields=["HIHI", "LOLO"])
         put_typeinfo(base, B)
         put_typeinfo(base, C)
+        for name in HISTORY:
+            put_typeinfo(base, name)
+        r = bpl(base, "addAlias", params={"pv": OLD, "aliasname": OLD_ALIAS})
+        assert r.status_code == 200, r.text
         r = bpl(base, "addAlias", params={"pv": A, "aliasname": ALIAS})
         assert r.status_code == 200, r.text
         r = bpl(base, "archivePV", params={"pv": PENDING})
@@ -305,3 +379,77 @@ def test_skip_alias_check(server: Server, ioc: IOC) -> None:
     aliases = bpl(server, "getAllAliases").json()
     assert {"aliasName": al2, "srcPVName": real} in aliases
     assert al1 not in [a["aliasName"] for a in aliases]
+
+
+def test_append_and_alias_pv(server: Server, storage: Path) -> None:
+    """OLD's history before NEW's first sample, then all of NEW, end up in NEW, in the LTS
+    (the store asked for); OLD is deleted and becomes an alias of NEW (with its own alias)."""
+    first_new = history(NEW)[0][0]
+    want = [x for x in history(OLD) if x[0] < first_new] + history(NEW)
+    assert len(want) == 40 + 24 + 10 + 5
+    assert retrieved(server, NEW) == history(NEW)
+    r = bpl(server, "appendAndAliasPV", params={"olderpv": OLD, "newerpv": NEW, "storage": "LTS"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "status": "ok",
+        "desc": f"Appended the data of {OLD} to {NEW}; {OLD} is an alias of {NEW}",
+        "deleteNewer": "ok",
+        "deleteOlder": "ok",
+        "addAlias": "ok",
+        "beforeEventCount": str(len(want)),
+        "afterEventCount": str(len(want)),
+    }
+    assert retrieved(server, NEW) == want
+    assert retrieved(server, OLD) == want  # the old name is an alias now
+    stores = served_stores(storage)
+    assert [pf.start for pf in stores["LTS"].files_for_pv(NEW)] == [
+        epoch("2020-01-01T00:00:00Z"),
+        epoch("2021-01-01T00:00:00Z"),
+    ]
+    for name, st in stores.items():
+        assert st.files_for_pv(OLD) == [], name
+        if name != "LTS":
+            assert st.files_for_pv(NEW) == [], name
+        leftovers = [p for p in st.root.rglob("*") if "_appendAlias_" in p.name]
+        assert leftovers == [], leftovers
+    names = bpl(server, "getAllPVs", params={"limit": "-1"}).json()
+    assert NEW in names and OLD not in names
+    aliases = bpl(server, "getAllAliases").json()
+    assert {"aliasName": OLD, "srcPVName": NEW} in aliases
+    assert {"aliasName": OLD_ALIAS, "srcPVName": NEW} in aliases
+    info = bpl(server, "getPVTypeInfo", params={"pv": NEW}).json()
+    assert info["paused"] == "true"  # as the AA: the user resumes it
+
+
+def test_append_and_alias_into_a_middle_store(server: Server, storage: Path) -> None:
+    """storage=MTS: NEW2's data from the LTS and the STS moves into the MTS with OLD2's."""
+    want = history(OLD2) + history(NEW2)
+    r = bpl(server, "appendAndAliasPV", params={"olderpv": OLD2, "newerpv": NEW2, "storage": "MTS"})
+    assert r.status_code == 200, r.text
+    assert r.json()["afterEventCount"] == str(len(want))
+    assert retrieved(server, NEW2) == want
+    stores = served_stores(storage)
+    assert stores["LTS"].files_for_pv(NEW2) == [] and stores["STS"].files_for_pv(NEW2) == []
+    assert sum(1 for _ in stores["MTS"].read_all(NEW2)) == len(want)
+
+
+def test_append_and_alias_refusals_change_nothing(server: Server) -> None:
+    put_typeinfo(server, "LS:UNPAUSED", paused="false")
+    put_typeinfo(server, "LS:INT", DBRType="DBR_SCALAR_INT")
+
+    def call(older: str, newer: str, storage: str = "LTS") -> httpx.Response:
+        params = {"olderpv": older, "newerpv": newer, "storage": storage}
+        return bpl(server, "appendAndAliasPV", params=params)
+
+    refused(
+        bpl(server, "appendAndAliasPV", params={"newerpv": B, "storage": "LTS"}), 400, "olderpv"
+    )
+    refused(call("LS:NOPE", B), 404, "PV LS:NOPE is not being archived")
+    refused(call(A, ALIAS), 400, "the same PV")
+    refused(call("LS:UNPAUSED", B), 400, "Cannot append unless PV LS:UNPAUSED is paused.")
+    refused(call(A, "LS:INT"), 400, "different DBR Types")
+    refused(call(A, B, "XTS"), 400, "Cannot find storage with name XTS for pv LS:B")
+    refused(call(A, B), 400, "no data for LS:A")
+    names = bpl(server, "getAllPVs", params={"limit": "-1"}).json()
+    assert {A, B, "LS:UNPAUSED", "LS:INT"} <= set(names)
+    assert A not in [a["aliasName"] for a in bpl(server, "getAllAliases").json()]
