@@ -249,7 +249,9 @@ def test_jplot_single_and_many(base: str) -> None:
     series = r.json()
     assert [s["label"] for s in series] == [DBL, WF, STR]
     assert [v for _, v in series[0]["data"]] == [1010.0, 1011.0, 1012.0]
-    assert series[1]["data"] == [] and series[2]["data"] == []  # both have data earlier only
+    # no samples in the range: each starts with its last sample before `from`, as in json
+    assert series[1]["data"] == [[ms + 4000, [4.0, 4.5, -1.0]]]
+    assert series[2]["data"] == [[ms + 1000, "d"]]
     r = data(base, "getData.jplot", pv=WF, **{"from": iso(RECENT), "to": iso(RECENT + 1)})
     assert [v for _, v in r.json()[0]["data"]] == [[0.0, 0.5, -1.0], [1.0, 1.5, -1.0]]
     r = data(base, "getData.jplot", pv=STR, **{"from": iso(RECENT), "to": iso(RECENT + 1)})
@@ -327,9 +329,11 @@ def test_usereduced_sparsifies_data_older_than_two_weeks(base: str) -> None:
     reduced = json_samples(base, DBL, start, end, usereduced="true")
     old_part = [s for s in reduced if s["secs"] < NOW - TWO_WEEKS]
     recent_part = [s for s in reduced if s["secs"] >= NOW - TWO_WEEKS]
-    # before the cut: the first sample of each 900 s bin, as pp=firstSample gives it
+    # before the cut: the first sample of each 900 s bin, as pp=firstSample gives it, then
+    # the raw part's own "last sample before its start" (later than the last bin's first)
     first = json_samples(base, DBL, start, OLD + 7200, pp="firstSample")
-    assert old_part == first and len(old_part) == len({s["secs"] // 900 for s in raw[:7200]})
+    assert len(first) == len({s["secs"] // 900 for s in raw[:7200]})
+    assert old_part == [*first, raw[7199]]
     assert recent_part == raw[7200:]  # after it: raw
     assert json_samples(base, DBL, start, end, usereduced="TRUE") == reduced  # parseBoolean
     assert json_samples(base, DBL, start, end, usereduced="yes") == raw
