@@ -149,7 +149,7 @@ def test_a_chain_ending_in_a_blackhole_deletes_what_its_last_store_no_longer_hol
     chains = chains_for(tmp_path, {SHORT_PV: [STS, MTS3, BLACKHOLE], DEFAULT_PV: []})
     now = T0 + 12 * HOUR
     seed(chains, now)
-    sts, mts, lts = chains.default
+    _sts, mts, lts = chains.default
     assert isinstance(lts, PlainPBStore) and isinstance(mts, PlainPBStore)
     sched = ETLScheduler(list(chains.default), now, chains)  # type: ignore[arg-type]
     # two days of ETL passes, every hour, with the clock moving on
@@ -244,8 +244,7 @@ def test_reducedata_reduces_during_etl_and_a_failed_reduction_keeps_the_source(
 # ---------------------------------------------------------------------- retrieval
 def test_retrieval_reads_each_pvs_own_chain_and_skips_flagged_stores(tmp_path: Path) -> None:
     other = (
-        f"pb://localhost?name=OWN&rootFolder={tmp_path / 'own'}"
-        "&partitionGranularity=PARTITION_DAY"
+        f"pb://localhost?name=OWN&rootFolder={tmp_path / 'own'}&partitionGranularity=PARTITION_DAY"
     )
     chains = chains_for(tmp_path, {SHORT_PV: [STS, other]})
     sts = chains.default[0]

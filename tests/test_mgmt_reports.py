@@ -415,10 +415,12 @@ def test_consolidate_paused_pv_into_lts(
 ) -> None:
     base, _root, _ = site
     r = bpl(base, "consolidateDataForPV", params={"pv": SLOW, "storage": "LTS"})
-    assert r.status_code == 400 and "not paused" in r.json()["validation"]
+    assert r.status_code == 400, r.text
+    assert r.json()["validation"] == f"Cannot consolidate unless PV {SLOW} is paused."  # the AA's
     assert bpl(base, "pauseArchivingPV", params={"pv": SLOW}).json()["status"] == "ok"
     r = bpl(base, "consolidateDataForPV", params={"pv": SLOW, "storage": "XTS"})
-    assert r.status_code == 400 and "Unknown store" in r.json()["validation"]
+    assert r.status_code == 400
+    assert r.json()["validation"].startswith(f"Cannot find storage with name XTS for pv {SLOW}")
     r = bpl(base, "consolidateDataForPV", params={"pv": SLOW})
     assert r.status_code == 400 and "storage" in r.json()["validation"]
     r = bpl(base, "consolidateDataForPV", params={"pv": "RP:NOPE", "storage": "LTS"})

@@ -52,8 +52,10 @@ async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
     waited for, so the shutdown consolidation never runs alongside it.
     """
     while not stop.is_set():
-        # at least once a minute: a PV given a new chain gets its stages within a minute
-        wait = min(60.0, max(1.0, scheduler.seconds_until_next(time.time())))
+        # at least once a minute (or as often as a set first-run delay): a PV given a new
+        # chain gets its stages within that time
+        cap = 60.0 if scheduler.first_run is None else max(1.0, scheduler.first_run)
+        wait = min(cap, max(1.0, scheduler.seconds_until_next(time.time())))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait)
         if stop.is_set():
@@ -245,7 +247,15 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
         chains=chains,
         flags=mgmt.flags.get,
     )
-    etl = ETLScheduler(opened, time.time(), chains, mgmt.flags.get, reduce_samples)
+    etl = ETLScheduler(
+        opened,
+        time.time(),
+        chains,
+        mgmt.flags.get,
+        reduce_samples,
+        settings.storage.etl_first_run_seconds,
+    )
+    mgmt.etl = etl
     appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl)
     options = RetrievalOptions(
         settings.retrieval.use_reduced, settings.retrieval.client_config_root

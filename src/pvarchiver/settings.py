@@ -68,6 +68,9 @@ class StorageSettings:
     #: what ``${VAR}`` in a PV's store URLs (its typeinfo's dataStores) expands to: the
     #: process environment, with the default stores' folder variables always defined
     macros: Mapping[str, str] = field(default_factory=dict)
+    #: seconds after start (or after a PV's chain first needs it) that an ETL stage runs its
+    #: first pass; None: at its aligned time, as the AA (up to one period later)
+    etl_first_run_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +249,10 @@ def _storage(
     naming = NamingSettings.from_properties(props, props_file or "archappl.properties")
     macros = {**env, **{k: str(root / sub) for k, sub in FOLDER_VARIABLES.items()}, **folders}
     urls = tuple(default_store_urls(root, folders))
-    return StorageSettings(root, urls, naming, props_file, macros)
+    first: float | None = None
+    if env.get("PVARCHIVER_ETL_FIRST_RUN_SECONDS", "").strip():
+        first = max(0.0, _float(env, "PVARCHIVER_ETL_FIRST_RUN_SECONDS", 0.0))
+    return StorageSettings(root, urls, naming, props_file, macros, first)
 
 
 def _http(env: Mapping[str, str], host: str, port: int) -> HTTPSettings:

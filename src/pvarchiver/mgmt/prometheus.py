@@ -279,15 +279,26 @@ def etl_families(stages: Sequence[ETLStage], consolidations: Sequence[ETLStats])
         nxt = Family(
             "pvarchiver_etl_next_run_timestamp_seconds", "gauge", "When the stage runs next"
         )
+        discarded = Family(
+            "pvarchiver_etl_last_files_discarded",
+            "gauge",
+            "Files the stage's last pass deleted unmoved (a blackhole destination: retention)",
+        )
+        seen: dict[tuple[str, str], int] = {}
         for st in stages:
             lab = {"source": st.source.name, "dest": st.dest.name}
+            pair = (st.source.name, st.dest.name)
+            seen[pair] = seen.get(pair, 0) + 1
+            if seen[pair] > 1:  # two chains with same-named stores (MTS with hold=2 and 3)
+                lab["variant"] = str(seen[pair])
             if st.last is not None:
                 last.add(st.last.seconds, lab)
                 moved.add(st.last.files_moved, lab)
+                discarded.add(st.last.files_discarded, lab)
                 errs.add(len(st.last.errors), lab)
             runs.add(len(st.history), lab)
             nxt.add(st.next_run, lab)
-        fams += [f for f in (last, moved, errs, runs, nxt) if f.samples]
+        fams += [f for f in (last, moved, discarded, errs, runs, nxt) if f.samples]
     cons = Family(
         "pvarchiver_consolidation_seconds",
         "summary",

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .. import __version__
 from ..settings import HealthSettings
 from ..storage.etl import ETLStats
+from ..storage.schedule import ETLScheduler
 from ..storage.store import PlainPBStore
 from .engine_link import EngineLink, EngineStatus
 from .health import Health
@@ -53,6 +54,9 @@ class Mgmt:
     health: Health
     #: the last 100 consolidateDataForPV ETL steps, for /metrics
     consolidations: list[ETLStats] = field(default_factory=list)
+    #: the appliance's ETL (consolidateDataForPV runs a PV's stages through it); None in
+    #: a process without ETL
+    etl: ETLScheduler | None = None
     #: named flags (getNamedFlag/setNamedFlag; ETL and retrieval read ``flags.get``)
     flags: NamedFlags = field(default_factory=NamedFlags)
 

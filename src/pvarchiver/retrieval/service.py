@@ -73,13 +73,16 @@ class Retrieval:
         return self.resolve_alias(normalize_pv_name(requested))
 
     def stores_of(self, pv: str) -> list[PlainPBStore]:
-        """The stores to read ``pv`` from: its chain, without blackholes and the stores a
+        """The stores to read ``pv`` from: its chain, then any other folder in use that holds
+        files of it (left by a changeStore that a crash interrupted, or by a chain changed
+        since: the data stays visible), without blackholes and the stores a
         ``SKIP_<name>_FOR_RETRIEVAL`` flag leaves out."""
-        return [
-            st
-            for st in self.chains.readable(pv)
-            if isinstance(st, PlainPBStore) and not self.flags(f"SKIP_{st.name}_FOR_RETRIEVAL")
+        chain = [st for st in self.chains.readable(pv) if isinstance(st, PlainPBStore)]
+        folders = {str(st.root) for st in chain}
+        extra = [
+            st for st in self.chains.stores() if str(st.root) not in folders and st.files_for_pv(pv)
         ]
+        return [st for st in chain + extra if not self.flags(f"SKIP_{st.name}_FOR_RETRIEVAL")]
 
     def stored_type(self, pv: str) -> PayloadType | None:
         """Type of the newest file of the PV in any store, None if the PV has no data."""

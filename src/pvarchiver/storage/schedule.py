@@ -13,6 +13,7 @@ false the stage deletes what is due instead of moving it, as the AA does.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -57,8 +58,11 @@ class ETLScheduler:
         chains: StoreChains | None = None,
         flags: FlagLookup | None = None,
         reducer: Reducer | None = None,
+        first_run: float | None = None,
     ) -> None:
         self.stores = list(stores)
+        #: a new stage's first pass this many seconds after it appears (None: aligned)
+        self.first_run = first_run
         self.chains = chains or StoreChains.fixed(self.stores)
         self.flags: FlagLookup = flags or (lambda _name: False)
         self.reducer = reducer
@@ -74,9 +78,12 @@ class ETLScheduler:
         for spec in self.chains.stages():
             stage = self._by_key.get(spec.key)
             if stage is None:
-                stage = ETLStage(
-                    spec.source, spec.dest, next_etl_time(now, spec.source.granularity)
+                first = (
+                    next_etl_time(now, spec.source.granularity)
+                    if self.first_run is None
+                    else now + self.first_run
                 )
+                stage = ETLStage(spec.source, spec.dest, first)
             stage.spec = spec
             keep[spec.key] = stage
             stages.append(stage)
@@ -129,6 +136,30 @@ class ETLScheduler:
                     "ETL %s->%s: %d file(s) skipped", stats.source, stats.dest, stats.files_skipped
                 )
             out.append(stats)
+        return out
+
+    def consolidate(
+        self, chain: Sequence[Store], upto: str, pv: str, at: float | None = None
+    ) -> list[ETLStats]:
+        """``consolidateDataForPV``: run ``pv``'s stages from its first store up to the store
+        named ``upto``: everything, the current partition included (``at`` None: the caller
+        has made sure nothing writes the PV), or as a pass at time ``at`` would (hold and
+        gather apply). Named flags apply as to every ETL pass; ValueError for an unknown
+        store."""
+        names = [s.name for s in chain]
+        if upto not in names:
+            raise ValueError(f"no store named {upto!r}; stores: {', '.join(names)}")
+        out = []
+        for a, b in itertools.pairwise(chain[: names.index(upto) + 1]):
+            if not isinstance(a, PlainPBStore):
+                continue
+            stage = ETLStage(a, b, 0.0, StageSpec(a, b, (pv,)))
+            why = self.skipped_by_flags(stage)
+            if why is not None:
+                log.info("consolidate %s %s->%s skipped: %s", pv, a.name, b.name, why)
+                continue
+            now = time.time() if at is None else at
+            out.append(self.run_stage(stage, now, everything=at is None))
         return out
 
     def seconds_until_next(self, now: float) -> float:

@@ -23,6 +23,7 @@ from ..mgmt.pvinput import (
 )
 from ..mgmt.typeinfo import aa_time, report_time
 from ..pb import PayloadType
+from ..storage.chains import ChainError
 from .bpl import Actions, BPLError
 from .mgmt_context import MgmtContext, typeinfo_from_body
 
@@ -214,6 +215,10 @@ async def put_typeinfo(ctx: MgmtContext) -> Response:
         raise BPLError(409, f"PV {name} is in the archive workflow or busy; try again")
     if not info.dataStores:
         info.dataStores = list(m.manager.default_stores)
+    try:
+        m.link.chains.validate(info.dataStores)
+    except ChainError as e:
+        raise BPLError(400, f"The dataStores of {name} cannot be used: {e}") from None
     info.applianceIdentity = m.config.identity
     info.touch()
     await asyncio.to_thread(m.registry.put_typeinfo, info)

@@ -1,5 +1,4 @@
-"""exportConfig / importConfig (moving an appliance's PV configuration) and
-consolidateDataForPV (push one paused PV's data down the store chain now).
+"""exportConfig / importConfig (moving an appliance's PV configuration).
 
 exportConfig answers the list of every PVTypeInfo in the AA's JSON encoding, so a file saved
 from a Java AA can be imported here and the other way round. importConfig validates the whole
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -22,7 +20,7 @@ from ..mgmt.pvinput import InputError, archive_target
 from ..mgmt.service import Mgmt
 from ..mgmt.typeinfo import PVTypeInfo
 from ..pb import PayloadType
-from ..storage.etl import ETLStats, consolidate
+from ..storage.chains import ChainError
 from .bpl import Actions, BPLError
 from .mgmt_context import MgmtContext
 
@@ -128,6 +126,12 @@ async def register_imports(m: Mgmt, infos: list[PVTypeInfo]) -> list[dict[str, s
         info.applianceIdentity = m.config.identity  # it is ours now
         if not info.dataStores:
             info.dataStores = list(m.manager.default_stores)
+        try:
+            m.link.chains.validate(info.dataStores)
+        except ChainError as e:
+            why = f"The dataStores of {name} cannot be used here: {e}; skipped"
+            rows.append({"pvName": name, "status": "Skipped", "validation": why})
+            continue
         new.append(info)
         rows.append({"pvName": name, "status": "Imported"})
     if new:
@@ -138,64 +142,3 @@ async def register_imports(m: Mgmt, infos: list[PVTypeInfo]) -> list[dict[str, s
                 m.link.start(stored)
     log.info("importConfig: %d imported, %d skipped", len(new), len(rows) - len(new))
     return rows
-
-
-# ---------------------------------------------------------------------- consolidate
-@action("consolidateDataForPV", {"pv", "storage"}, mutating=True)
-async def consolidate_pv(ctx: MgmtContext) -> Response:
-    m = ctx.mgmt
-    requested = ctx.one_pv()
-    storage = ctx.required("storage")
-    name = m.resolve(requested)
-    info = m.registry.typeinfo_view(name)
-    if info is None:
-        raise BPLError(404, f"PV {requested} is not being archived")
-    stores = list(m.link.stores)
-    names = [s.name for s in stores]
-    if storage not in names:
-        raise BPLError(400, f"Unknown store {storage!r}; the stores are {', '.join(names)}")
-    if not info.paused:
-        raise BPLError(
-            400, f"PV {name} is not paused; pause it before consolidating its data into {storage}"
-        )
-    if name in m.manager.busy:
-        raise BPLError(409, f"Another operation on {name} is in progress; try again")
-    m.manager.busy.add(name)
-    t0 = time.monotonic()
-    try:
-        try:  # what the engine still buffers (pausing stops new events only) moves too
-            await ctx.mgmt.link.flush(name)
-        except OSError as exc:
-            raise BPLError(500, f"Could not write the buffered samples of {name}: {exc}") from exc
-        stats: list[ETLStats] = await asyncio.to_thread(consolidate, stores, storage, [name])
-    finally:
-        m.manager.busy.discard(name)
-    m.usage.invalidate()
-    record_consolidation(m, stats)
-    errors = [e for s in stats for e in s.errors]
-    moved = sum(s.files_moved for s in stats)
-    samples = sum(s.samples_moved for s in stats)
-    if errors:
-        # a damaged file, not bad input: kept in place, reported; `pvarchiver pb repair`
-        return JSONResponse(
-            {
-                "status": "error",
-                "validation": f"Some files of {name} could not be moved: " + "; ".join(errors),
-                "filesMoved": str(moved),
-            },
-            status_code=500,
-        )
-    return JSONResponse(
-        {
-            "status": "ok",
-            "desc": f"Successfully consolidated PV {name} into {storage}",
-            "filesMoved": str(moved),
-            "samplesMoved": str(samples),
-            "seconds": f"{time.monotonic() - t0:.3f}",
-        }
-    )
-
-
-def record_consolidation(mgmt: object, stats: list[ETLStats]) -> None:
-    """Keep the stats of consolidation runs for ``/metrics`` (last 100)."""
-    mgmt.consolidations = [*mgmt.consolidations, *stats][-100:]

@@ -31,6 +31,7 @@ from . import (
     mgmt_list_actions,
     mgmt_metrics_actions,
     mgmt_report_actions,
+    mgmt_store_actions,
 )
 from .bpl import BPLError, BPLStyle, action_table, bpl_route
 from .mgmt_context import MgmtContext
@@ -43,6 +44,7 @@ MGMT_ACTION_MODULES = (
     mgmt_flag_actions,
     mgmt_list_actions,
     mgmt_metrics_actions,
+    mgmt_store_actions,
 )
 
 __all__ = ["MGMT_ACTION_MODULES", "BPLError", "MgmtContext", "make_mgmt_routes"]
