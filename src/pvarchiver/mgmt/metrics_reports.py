@@ -9,6 +9,7 @@ with :func:`java_duration`, so a client that parses them gets what it would from
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -204,6 +205,7 @@ def _main_meta(mg: MetaGet) -> str:
 
 
 # ---------------------------------------------------------------------- aggregate
+@functools.lru_cache(maxsize=1024)  # most PVs share a few store URLs
 def _name_and_seconds(url: str) -> tuple[str, int] | None:
     """A store URL's ``name`` and partition seconds, read from its query alone: typeinfos
     keep the AA's macros (``${ARCHAPPL_SHORT_TERM_FOLDER}``) in ``rootFolder``, which this
