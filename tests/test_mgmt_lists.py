@@ -8,6 +8,7 @@ it stays in the workflow. The tests that need a connected PV start a real softIo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -345,6 +346,7 @@ def test_modify_meta_fields(server: Server) -> None:
 
 def test_restart_archive_workflow_aborts_the_requests(server: Server) -> None:
     gone = ["LS:GONE1", "LS:GONE2"]
+    bpl(server, "restartArchivePVWorkflowThreadForThisAppliance")  # whatever other tests left
     r = bpl(server, "archivePV", params={"pv": ",".join(gone)})
     assert [row["status"] for row in r.json()] == ["Archive request submitted"] * 2
     assert set(statuses(server, gone).values()) == {"Initial sampling"}
@@ -453,3 +455,35 @@ def test_append_and_alias_refusals_change_nothing(server: Server) -> None:
     names = bpl(server, "getAllPVs", params={"limit": "-1"}).json()
     assert {A, B, "LS:UNPAUSED", "LS:INT"} <= set(names)
     assert A not in [a["aliasName"] for a in bpl(server, "getAllAliases").json()]
+
+
+def test_restart_starts_a_stopped_workflow_loop(tmp_path: Path) -> None:
+    """The AA's reason for the action is a stuck workflow thread. Here the loop is an
+    asyncio task: a stopped one (as after an unexpected error) is started again, a running
+    one is kept (cancelling it mid-batch would lose track of the batch's PVs)."""
+    from pvarchiver.engine.writer import Engine
+    from pvarchiver.mgmt.engine_link import EngineLink
+    from pvarchiver.mgmt.manager import Manager, MgmtConfig
+    from pvarchiver.mgmt.policies import Policies
+    from pvarchiver.mgmt.registry import Registry
+
+    from .conftest import make_store
+
+    async def main() -> None:
+        sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
+        link = EngineLink(Engine(sts), [sts])
+        registry = Registry(tmp_path / "registry.sqlite")
+        config = MgmtConfig(storage_root=tmp_path)
+        manager = Manager(registry, link, Policies(None), config, [])
+        assert manager.restart_workflow() == (0, False)  # never started: nothing to restart
+        await manager.start(None)  # type: ignore[arg-type]  # no CA: no request is measured
+        try:
+            assert manager.restart_workflow() == (0, False)  # running: kept
+            await manager.stop()  # the loop has ended
+            assert manager.restart_workflow() == (0, True)
+            assert manager.restart_workflow() == (0, False)  # the new one runs
+        finally:
+            await manager.stop()
+            registry.close()
+
+    asyncio.run(main())
