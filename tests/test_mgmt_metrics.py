@@ -111,10 +111,9 @@ def test_process_samples_ring_and_thread() -> None:
     pm2.start(interval=0.05)
     pm2.start(interval=0.05)  # a second start does nothing
     assert wait_for(lambda: len(pm2.samples()) >= 3, 10)
+    assert pm2.running
     pm2.stop()
-    assert pm2._thread is not None
-    pm2._thread.join(5)
-    assert not pm2._thread.is_alive()
+    assert not pm2.running
 
 
 # ---------------------------------------------------------------------- the server

@@ -199,8 +199,15 @@ class ProcessMetrics:
             )
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the sampler thread and wait for it (up to ``timeout`` s)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self, interval: float) -> None:
         while True:
