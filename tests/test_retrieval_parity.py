@@ -213,6 +213,7 @@ def test_client_config(base: str) -> None:
         ("", "has not been specified"),
         ("../secret.json", "has not been specified"),
         ("sub/missing.json", "does not exist"),
+        ("sub/\x00.json", "not a valid file name"),
         (str(Path(base).anchor or "/") + "etc/passwd", "not inside the document root"),
     ):
         r = rbpl(base, "getClientConfig", params={"configFile": name})

@@ -105,11 +105,16 @@ def _client_config_path(root: Path | None, name: str | None) -> Path:
         raise BPLError(404, "The config file has not been specified (correctly).")
     if not root.is_dir():
         raise BPLError(404, f"The document root {root} does not exist.")
-    base = root.resolve()
-    path = (base / name).resolve()
-    if not path.is_relative_to(base):
+    try:
+        base = root.resolve()
+        path = (base / name).resolve()
+        inside = path.is_relative_to(base)
+        exists = inside and path.is_file()
+    except (OSError, ValueError):  # a NUL, a name too long for the file system
+        raise BPLError(404, f"The config file {name!r} is not a valid file name.") from None
+    if not inside:
         raise BPLError(404, "The config file is not inside the document root.")
-    if not path.is_file():
+    if not exists:
         raise BPLError(404, f"The config file {name} does not exist.")
     return path
 
