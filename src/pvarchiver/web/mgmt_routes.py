@@ -27,6 +27,7 @@ from ..settings import HTTPSettings, IPNetwork
 from . import (
     mgmt_actions,
     mgmt_config_actions,
+    mgmt_data_actions,
     mgmt_flag_actions,
     mgmt_list_actions,
     mgmt_metrics_actions,
@@ -45,6 +46,7 @@ MGMT_ACTION_MODULES = (
     mgmt_list_actions,
     mgmt_metrics_actions,
     mgmt_store_actions,
+    mgmt_data_actions,
 )
 
 __all__ = ["MGMT_ACTION_MODULES", "BPLError", "MgmtContext", "make_mgmt_routes"]
