@@ -27,7 +27,7 @@ from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
 from .mgmt.pvinput import ArchiveSpec
 from .mgmt.service import Mgmt
-from .retrieval.reduce import reduce_samples
+from .retrieval.reduce import REDUCER
 from .retrieval.runtime import RetrievalOptions
 from .retrieval.service import Retrieval
 from .settings import Settings, StorageSettings
@@ -252,7 +252,7 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
         time.time(),
         chains,
         mgmt.flags.get,
-        reduce_samples,
+        REDUCER,
         settings.storage.etl_first_run_seconds,
     )
     mgmt.etl = etl

@@ -14,7 +14,7 @@ from itertools import groupby
 from ..pb import PayloadInfo, PayloadType, Sample, year_of
 from ..storage.chunk import Chunk
 from ..storage.columns import block_from_samples
-from .postprocessors import PostProcessorError, parse_post_processor
+from .postprocessors import REGISTERED, PostProcessorError, parse_post_processor
 
 
 def _chunks(pv: str, ptype: PayloadType, samples: Iterable[Sample]) -> Iterator[Chunk]:
@@ -42,4 +42,30 @@ def reduce_samples(
     return out_type, out
 
 
-__all__ = ["PostProcessorError", "reduce_samples"]
+def extension(op: str) -> str:
+    """The AA's getExtension of ``op``: its identity, with a no-fill variant's ``Sample``
+    dropped (``meanSample_600`` -> ``mean_600``), so caches the AA wrote are found."""
+    ident = parse_post_processor(op).identity
+    for key in REGISTERED:
+        base = key[: -len("Sample")]
+        if key.endswith("Sample") and base in REGISTERED and ident.startswith(key):
+            return base + ident[len(key) :]
+    return ident
+
+
+class PostProcessorReducer:
+    """:class:`pvarchiver.storage.etl.Reducer` made of retrieval's post-processors."""
+
+    def reduce(
+        self, op: str, pv: str, ptype: PayloadType, samples: Iterator[Sample], start: int, end: int
+    ) -> tuple[PayloadType, list[Sample]]:
+        return reduce_samples(op, pv, ptype, samples, start, end)
+
+    def extension(self, op: str) -> str:
+        return extension(op)
+
+
+#: the one the appliance hands to ETL
+REDUCER = PostProcessorReducer()
+
+__all__ = ["REDUCER", "PostProcessorError", "extension", "reduce_samples"]

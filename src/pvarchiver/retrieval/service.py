@@ -11,12 +11,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from itertools import groupby
 
 import numpy as np
 
 from .. import __version__
-from ..pb import PayloadInfo, PayloadType
+from ..pb import PayloadInfo, PayloadType, year_of
 from ..storage.chains import StoreChains
+from ..storage.columns import block_from_samples
 from ..storage.pbfile import PBFile, PBFileError
 from ..storage.store import PlainPBStore
 from .model import Chunk, PVStream, SampleBlock
@@ -180,8 +182,46 @@ class Retrieval:
                 out_type = pp.output_type(ptype)
             except PostProcessorError as e:
                 raise RetrievalError(400, str(e)) from None
-            chunks = pp.process(chunks, start, end)
+            cached = self.from_caches(pv, pp_spec, out_type, start, end)
+            chunks = cached if cached is not None else pp.process(chunks, start, end)
         return PVStream(requested, self.meta_for(requested, pv), chunks, out_type)
+
+    def from_caches(
+        self, pv: str, pp_spec: str, out_type: PayloadType, start: Instant, end: Instant
+    ) -> Iterator[Chunk] | None:
+        """``pp_spec``'s answer from a store's ``pp=`` caches, or None to compute it.
+
+        Only when one store of the PV's chain keeps that post-processor's caches, they are
+        fresh for every file of the range, and no other store and not the engine hold data
+        in the range: then the caches are the answer the raw data would give (bins never
+        span two partitions when the bin size divides the partition).
+        """
+        from ..storage.pp_cache import cached_op, read_caches
+        from .reduce import REDUCER
+
+        try:
+            ext = REDUCER.extension(pp_spec)
+        except Exception:
+            return None
+        stores = self.stores_of(pv)
+        keeping = [st for st in stores if cached_op(st, ext, REDUCER)]
+        if not keeping:
+            return None
+        store = keeping[0]
+        for other in stores:
+            if other is not store and any(
+                pf.end > start[0] and pf.start <= end[0] for pf in other.files_for_pv(pv)
+            ):
+                return None
+        if self.live is not None and any(len(c) for c in self.live.read(pv, start, end)):
+            return None
+        rows = read_caches(store, pv, ext, start[0], end[0])
+        if rows is None:
+            return None
+        return (
+            Chunk(PayloadInfo(out_type, pv, year), block_from_samples(list(group), out_type))
+            for year, group in groupby(rows, key=lambda smp: year_of(smp.secs))
+        )
 
     def data_at_time(
         self, names: Sequence[str], at: Instant, search_period: int

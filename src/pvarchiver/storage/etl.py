@@ -16,10 +16,11 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from .chains import BlackholeStore
 from .partitions import parse_partition_name, partition_start, shift_partition
 from .paths import PB_EXTENSION
 from .pbfile import PBFile, PBFileError
+from .pp_cache import refresh_caches
 from .store import PartitionFile, PlainPBStore, StoreError, fsync_dir, iter_pb_files
 
 log = logging.getLogger(__name__)
@@ -116,10 +118,19 @@ def files_to_move(files: list[PartitionFile], src: PlainPBStore, now: float) -> 
     return [f for f in done if f.start <= limit]
 
 
-#: ``reducedata=``: (operator, PV, type, samples, partition start, end) -> (type, samples)
-Reducer = Callable[
-    [str, str, PayloadType, Iterator[Sample], int, int], tuple[PayloadType, Iterable[Sample]]
-]
+class Reducer(Protocol):
+    """Post-processing for ETL, given by the layer that has post-processors (retrieval):
+    ``reducedata=`` and the ``pp=`` caches."""
+
+    def reduce(
+        self, op: str, pv: str, ptype: PayloadType, samples: Iterator[Sample], start: int, end: int
+    ) -> tuple[PayloadType, Iterable[Sample]]:
+        """The samples of one partition ``[start, end)`` through the post-processor ``op``."""
+        ...
+
+    def extension(self, op: str) -> str:
+        """The file extension of ``op``'s cache files (the AA's getExtension)."""
+        ...
 
 
 def move_file(
@@ -269,7 +280,7 @@ def _reduced_append(
     """
     op = dst.config.reduce_data or ""
     try:
-        out_type, reduced = reducer(op, pv, f.header.type, _decoded(f), pf.start, pf.end)
+        out_type, reduced = reducer.reduce(op, pv, f.header.type, _decoded(f), pf.start, pf.end)
         rows = list(reduced)
     except StoreError:
         raise
@@ -360,10 +371,14 @@ def run_etl(
             _discard_all(src, pv, movable, stats)
             continue
         assert isinstance(dst, PlainPBStore)
+        moved_before = stats.files_moved
         for pf in movable:
             drop_empty = everything or pf.start <= empty_limit
             if not _move_one(src, dst, pv, pf, stats, drop_empty, reducer):
                 break  # later files must not overtake it: the destination only grows forward
+        if stats.files_moved > moved_before and dst.config.post_processors and reducer:
+            # the AA's pp= caches, after the commit; a failure costs speed, not data
+            stats.errors += refresh_caches(dst, pv, reducer)
     stats.seconds = time.monotonic() - t0
     return stats
 
