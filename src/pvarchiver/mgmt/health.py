@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,14 +151,16 @@ class Health:
     """Watches the stores' space and the journal; builds :class:`HealthReport` on demand."""
 
     def __init__(
-        self, stores: list[PlainPBStore], engine: Engine, settings: HealthSettings
+        self,
+        stores: Sequence[PlainPBStore] | Callable[[], Sequence[PlainPBStore]],
+        engine: Engine,
+        settings: HealthSettings,
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.folders: list[tuple[str, Path]] = [(s.name, s.root) for s in stores]
+        # a callable: the folders in use grow as PVs get chains of their own
+        self._stores = stores
         journal = engine.journal
-        if journal is not None:
-            self.folders.append(("journal", journal.folder))
         #: the last check, by folder name
         self.space: dict[str, FolderSpace] = {}
         self.checked_epoch = 0.0
@@ -165,6 +168,16 @@ class Health:
         self._journal_errors = journal.stats.write_errors if journal is not None else 0
         self.journal_failing_since = 0.0
         self.journal_error = ""
+
+    @property
+    def folders(self) -> list[tuple[str, Path]]:
+        """(name, folder) of every store folder in use and of the journal."""
+        stores = self._stores() if callable(self._stores) else self._stores
+        out = [(s.name, s.root) for s in stores]
+        journal = self.engine.journal  # opened after the registry is read
+        if journal is not None:
+            out.append(("journal", journal.folder))
+        return out
 
     # ------------------------------------------------------------------ checking
     def check(self, now: float | None = None) -> None:

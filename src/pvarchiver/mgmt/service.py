@@ -74,7 +74,7 @@ class Mgmt:
         policies = Policies(config.policies_file)
         manager = Manager(registry, link, policies, config, default_stores)
         usage = UsageCache(link.chains.stores, registry.names, config.storage_scan_seconds)
-        watch = Health(link.stores, link.engine, health or HealthSettings())
+        watch = Health(link.chains.stores, link.engine, health or HealthSettings())
         flags = NamedFlags.open(registry, config.named_flags_file)
         return cls(
             registry, link, policies, config, manager, link.stores, usage, watch, flags=flags
