@@ -29,9 +29,10 @@ from pvarchiver.storage.merge import merge_into
 from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.rewrite import TEMP_SUFFIX
 
-from .helpers.mgmt import bpl
+from .helpers.mgmt import bpl, ca_env, statuses, wait_status
 from .helpers.wait import wait_for
 from .http_server import Server, running_server
+from .ioc import counter_db, running_ioc
 
 T0 = 1577836800  # 2020-01-01T00:00:00Z
 DAY = 86400
@@ -422,3 +423,38 @@ def test_sigkill_during_change_type_then_rerun(tmp_path: Path) -> None:
     assert [s.secs for s in got] == secs.tolist()
     assert [s.val for s in got] == [i * 0.25 for i in range(n)]
     assert not list(folder.rglob("*" + TEMP_SUFFIX))
+
+
+# ---------------------------------------------------------------------- the engine's samples
+def _detail(base: str, pv: str, label: str) -> int:
+    rows = bpl(base, "getPVDetails", params={"pv": pv}).json()
+    return int(next((r["value"] for r in rows if r["name"] == label), 0))
+
+
+def test_samples_the_engine_still_buffers_are_converted_too(tmp_path: Path) -> None:
+    """A PV archived from a real IOC, paused while the engine still holds its last seconds
+    (it writes every 10 s): after the type change every stored sample, those included, is
+    of the new type, and none is missing."""
+    pv = "ENG:CNT00000"
+    with running_ioc(counter_db("ENG:CNT", 1, ".1 second"), tmp_path / "ioc") as ioc:
+        with running_server(tmp_path / "storage", ca_env(ioc)) as base:
+            bpl(base, "archivePV", params={"pv": pv})
+            wait_status(base, [pv], "Being archived")
+            assert wait_for(lambda: _detail(base, pv, "Samples buffered in memory") >= 5, 30)
+            # the engine's count before the pause (its rows go with the channel): at least
+            # these, and those that came until the pause, must be in the files
+            stored = _detail(base, pv, "How many events stored?")
+            assert bpl(base, "pauseArchivingPV", params={"pv": pv}).json()["status"] == "ok"
+            r = bpl(base, "changeTypeForPV", params={"pv": pv, "newtype": "DBR_SCALAR_STRING"})
+            assert r.status_code == 200, r.text
+            data = httpx.get(
+                f"{base}/retrieval/data/getData.json",
+                params={"pv": pv, "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+                timeout=30,
+            ).json()[0]["data"]
+            vals = [s["val"] for s in data]
+            assert all(isinstance(v, str) for v in vals), vals[:5]
+            numbers = [float(v) for v in vals]
+            assert len(numbers) >= stored >= 5
+            assert numbers == [numbers[0] + i for i in range(len(numbers))]  # no gap
+            assert statuses(base, [pv])[pv] == "Paused"
