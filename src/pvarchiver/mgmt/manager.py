@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ca import CAClient
+from ..storage.chains import ChainError
 from .engine_link import EngineLink
 from .file_keys import FileKeyConflict, FileKeyIndex
 from .metaget import MetaGet
@@ -371,6 +372,10 @@ class Manager:
                     default_stores=self.default_stores,
                     real_name=real,
                 )
+                try:  # a site policy's stores must be usable before the PV is archived
+                    self.link.chains.validate(info.dataStores)
+                except ChainError as e:
+                    raise PolicyError(f"policy {pol.policyName}: its dataStores: {e}") from None
                 out.append((req, mg, info, ""))
             except (PolicyError, InputError) as e:
                 out.append((req, mg, None, f"policy error: {e}"))
