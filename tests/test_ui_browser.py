@@ -304,7 +304,7 @@ def test_reports_page(archiver: tuple[Server, Path], ui: UI) -> None:
     pg.goto(f"{base}/mgmt/ui/reports.html")
     options = pg.locator("#reportSelect option")
     actions = {options.nth(i).get_attribute("data-action") for i in range(options.count())} - {None}
-    assert len(actions) == 12, actions
+    assert len(actions) == 16, actions
     pg.select_option("#reportSelect", label="Paused PVs")
     pg.wait_for_selector("#reportTable")
     assert "UI:calc1" in pg.inner_text("#reportTable")

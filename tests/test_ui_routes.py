@@ -31,6 +31,7 @@ PAGES = [
     "storage.html",
     "pvdetails.html",
     "chart.html",
+    "namedflags.html",
 ]
 
 

@@ -20,6 +20,7 @@ const AA = (() => {
     ["reports.html", "Reports"],
     ["metrics.html", "Metrics"],
     ["storage.html", "Storage"],
+    ["namedflags.html", "Named flags"],
     ["chart.html", "Quick chart"],
   ];
 

@@ -9,9 +9,19 @@
 "use strict";
 
 (() => {
-  // [label, BPL action, fixed limit or null (use the "Show at most" choice)]
+  // the AA's columns for the meta gets report (lowLevel, a JSON string, is left out as there)
+  const META_GETS = [
+    ["pvName", "PV Name"], ["isScheduled", "Monitoring started?"], ["appliance", "Appliance"],
+    ["scheduleStart", "When?"], ["timerRemaining", "Remaining"], ["timerDone", "Timer Done"],
+    ["usePVAccess", "Using pvAccess"], ["eventsSoFar", "Events so far"],
+    ["storageSoFar", "Storage so far"], ["internalState", "Internal State"], ["mainMeta", "MainMeta"],
+  ];
+  // [label, BPL action, fixed limit or null (use the "Show at most" choice), options]
+  // options: noLimit (the action takes no `limit`: the page cuts the answer instead),
+  // keyed (the answer is an object keyed by PV name), columns ([key, label] to show)
   const REPORTS = [
     ["PV's that may not exist", "getNeverConnectedPVs", null],
+    ["PV's that are currently in the METAINFO_REQUESTED", "getMetaGets", null, { noLimit: true, columns: META_GETS }],
     ["Currently disconnected PVs", "getCurrentlyDisconnectedPVs", null],
     ["Paused PVs", "getPausedPVsReport", null],
     ["Top 100 PVs by event rate", "getEventRateReport", 100],
@@ -32,6 +42,9 @@
     ["PVs with dropped events from incorrect timestamps (200)", "getPVsByDroppedEventsTimestamp", 200],
     ["PVs with dropped events from buffer overflows (100)", "getPVsByDroppedEventsBuffer", 100],
     ["PVs with dropped events from buffer overflows (200)", "getPVsByDroppedEventsBuffer", 200],
+    ["Slow changing PVs with dropped events", "getSlowChangingPVsWithDroppedEvents", null],
+    ["Archived waveforms", "getArchivedWaveforms", null, { noLimit: true }],
+    ["Time span of PVs (creation and last event)", "getTimeSpanReport", null, { noLimit: true, keyed: true }],
   ];
   const PAGE_ROWS = 500;
 
@@ -57,13 +70,17 @@
       info.textContent = "";
       return;
     }
-    const [label, action, fixed] = REPORTS[Number(i)];
+    const [label, action, fixed, opts = {}] = REPORTS[Number(i)];
     const limit = fixed || Number(limitSelect.value);
     const mine = ++gen;
     info.textContent = `Running "${label}"...`;
     let rows;
     try {
-      rows = AA.asList(await AA.bpl(action, { limit }));
+      const answer = await AA.bpl(action, opts.noLimit ? {} : { limit });
+      // getTimeSpanReport: {pv: row}; its rows carry pvName, but a missing one is the key
+      rows = opts.keyed && answer && typeof answer === "object" && !Array.isArray(answer)
+        ? Object.entries(answer).map(([pvName, r]) => Object.assign({ pvName }, r))
+        : AA.asList(answer);
     } catch (e) {
       if (mine !== gen) return;
       info.textContent = "";
@@ -81,7 +98,10 @@
       return;
     }
     const objects = shown.map((r) => (r && typeof r === "object" ? r : { pvName: r }));
-    AA.pagedTable(out, AA.columnsOf(objects).map(column), objects, PAGE_ROWS, { id: "reportTable" });
+    const columns = opts.columns
+      ? opts.columns.map(([key, lbl]) => Object.assign(column(key), { label: lbl }))
+      : AA.columnsOf(objects).map(column);
+    AA.pagedTable(out, columns, objects, PAGE_ROWS, { id: "reportTable" });
   }
 
   select.addEventListener("change", run);
