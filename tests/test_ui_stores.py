@@ -62,7 +62,7 @@ LONG = "UIS:default"  # no dataStores: the default STS, MTS, LTS
 REDUCED = "UIS:reduced"  # an LTS that reduces and keeps a post-processed cache
 MOVE = "UIS:move"  # data in the LTS, moved by Change store
 CONS = "UIS:cons"  # data in the STS at NOW+10 d and NOW+20 d, consolidated up to NOW+15 d
-TYPED = "UIS:typed"  # Change type
+TYPED = "UIS:typed"  # Change type: 1.5, 2.5, ... in its LTS
 WAVE = "UIS:wave"  # a waveform the engine archives: getArchivedWaveforms
 GHOST = "UIS:ghost"  # never connects: stays in its initial sampling (getMetaGets)
 DB = f'record(waveform, "{WAVE}") {{ field(FTVL, "DOUBLE") field(NELM, "16") }}\n'
@@ -85,7 +85,8 @@ LTS_REDUCED = (
     "&partitionGranularity=PARTITION_YEAR&reducedata=firstSample_3600&pp=mean_600"
 )
 #: one sample a day for 30 days, ending 40 days ago (in the LTS of MOVE)
-OLD = [Sample(t, 0, float(i)) for i, t in enumerate(range(NOW - 70 * DAY, NOW - 40 * DAY, DAY))]
+OLD_TIMES = range(NOW - 70 * DAY, NOW - 40 * DAY, DAY)
+OLD = [Sample(t, 0, float(i)) for i, t in enumerate(OLD_TIMES)]
 #: two samples in the future: ETL leaves them alone, a consolidation "as at" a date does not
 FUTURE = [Sample(NOW + 10 * DAY, 0, 1.0), Sample(NOW + 20 * DAY, 0, 2.0)]
 
@@ -117,6 +118,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     stores = default_stores(storage)
     stores["LTS"].append(MOVE, D, OLD)
     stores["STS"].append(CONS, D, FUTURE)
+    stores["LTS"].append(TYPED, D, [Sample(t, 0, i + 0.5) for i, t in enumerate(OLD_TIMES)])
     with IOC(DB, tmp / "ioc") as ioc:
         with running_server(storage, ca_env(ioc)) as base:
             put_typeinfo(base, SHORT, [STS, MTS3, BLACKHOLE])
@@ -366,33 +368,48 @@ def test_consolidate_up_to_a_date(site: Site, ui: UI) -> None:
 
 
 @pytest.mark.slow
-def test_change_type_shows_what_the_server_answers(site: Site, ui: UI) -> None:
-    """changeTypeForPV is being built by another engineer: whether the server has it or
-    not, the page must show its answer (a success changes the typeinfo's DBRType)."""
+def test_change_type_refused_without_force_then_forced(site: Site, ui: UI) -> None:
+    """TYPED holds 1.5, 2.5, ...: to an integer type they would lose their fractions, so
+    the server refuses without force (its message shown word for word, nothing changed)
+    and converts with it."""
     pg = ui.page
     base = site.base
     open_details(pg, base, TYPED)
+
+    def change_type(newtype: str, force: bool) -> tuple[str, str]:
+        pg.click("#pvChangeType")
+        pg.wait_for_selector("#changeTypeDialog[open]")
+        assert not pg.is_checked("#changeTypeForce")  # each dialog starts unforced
+        pg.select_option("#changeTypeSelect", newtype)
+        if force:
+            pg.check("#changeTypeForce")
+        shot(pg, f"08-change-type-dialog-{'forced' if force else 'plain'}")
+        clear_message(pg)
+        pg.click("#changeTypeOk")
+        return answer(pg)
+
+    def dbr() -> str:
+        return str(bpl(base, "getPVTypeInfo", params={"pv": TYPED}).json()["DBRType"])
+
     pg.click("#pvChangeType")
     pg.wait_for_selector("#changeTypeDialog[open]")
     # the dialog starts on the PV's own type and offers every ArchDBRTypes name
     assert pg.input_value("#changeTypeSelect") == "DBR_SCALAR_DOUBLE"
     assert pg.locator("#changeTypeSelect option").count() == 15
-    pg.select_option("#changeTypeSelect", "DBR_SCALAR_FLOAT")
-    assert not pg.is_checked("#changeTypeForce")
-    shot(pg, "08-change-type-dialog")
-    clear_message(pg)
-    pg.click("#changeTypeOk")
-    kind, text = answer(pg)
-    shot(pg, "09-change-type-answer")
-    dbr = bpl(base, "getPVTypeInfo", params={"pv": TYPED}).json()["DBRType"]
-    if kind == "ok":
-        assert dbr == "DBR_SCALAR_FLOAT", text
-    else:
-        # refused (or not offered): nothing changed, and asking again gives the same words
-        assert dbr == "DBR_SCALAR_DOUBLE"
-        again = bpl(base, "changeTypeForPV", params={"pv": TYPED, "newtype": "DBR_SCALAR_FLOAT"})
-        assert again.status_code >= 400
-        assert text == again.json()["validation"]
+    pg.click("#changeTypeDialog button[data-cancel]")
+
+    kind, text = change_type("DBR_SCALAR_INT", force=False)
+    server = bpl(base, "changeTypeForPV", params={"pv": TYPED, "newtype": "DBR_SCALAR_INT"})
+    assert server.status_code == 400, server.text
+    assert (kind, text) == ("error", server.json()["validation"])
+    assert dbr() == "DBR_SCALAR_DOUBLE"
+    shot(pg, "09-change-type-refused")
+
+    kind, text = change_type("DBR_SCALAR_INT", force=True)
+    assert kind == "ok", text
+    assert dbr() == "DBR_SCALAR_INT"
+    sync_api.expect(pg.locator("#pvDetailsTable")).to_contain_text("DBR_SCALAR_INT")
+    shot(pg, "09-change-type-forced")
     assert not ui.errors, ui.errors
 
 
