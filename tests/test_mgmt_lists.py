@@ -487,3 +487,55 @@ def test_restart_starts_a_stopped_workflow_loop(tmp_path: Path) -> None:
             registry.close()
 
     asyncio.run(main())
+
+
+def test_an_interrupted_append_is_finished_by_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data step, without a server: a swap that stops after its two newest files,
+    and a copy a crash left behind, are both put right by calling again; every sample of
+    both PVs ends in the newer PV once."""
+    from pvarchiver.mgmt import append_alias as aa
+    from pvarchiver.mgmt.rename import copy_pv_data
+
+    from .conftest import make_store
+
+    sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
+    mts = make_store(tmp_path, "MTS", "PARTITION_DAY")
+    chain = [sts, mts]
+    day = epoch("2022-03-01T00:00:00Z")
+    dbl = PayloadType.SCALAR_DOUBLE
+    older = [Sample(day + i * 7200, 0, float(i)) for i in range(48)]  # 4 days in the MTS
+    newer = [Sample(day + 3 * 86400 + i * 600, 0, 100.0 + i) for i in range(20)]  # overlaps
+    mts.append("IA:OLD", dbl, older)
+    mts.append("IA:NEW", dbl, newer[:10])
+    sts.append("IA:NEW", dbl, newer[10:])
+    want = sorted({s.timestamp: s.val for s in older if s.timestamp < newer[0].timestamp}.items())
+    want += [(s.timestamp, s.val) for s in newer]
+    # a copy a crashed call left: removed, not counted
+    mts.append(aa.temp_name("IA:NEW"), dbl, [Sample(day, 0, -1.0)])
+
+    def newest_two_then_fail(stores: list[PlainPBStore], old: str, new: str, **kw: bool) -> int:
+        """The swap got through the copy's two newest files (of four), then stopped."""
+        assert kw == {"newest_first": True}  # the order that makes this state the only one
+        for pf in stores[0].files_for_pv(old)[:-2]:
+            pf.path.unlink()
+        copy_pv_data(stores, old, new, **kw)
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(aa, "copy_pv_data", newest_two_then_fail)
+    with pytest.raises(OSError):
+        aa.append_older_into_newer(
+            chain, chain, mts, "IA:OLD", "IA:NEW", aa.temp_name("IA:NEW"), dbl
+        )
+    monkeypatch.undo()
+    got = list(aa.merged(chain, "IA:NEW", None))
+    assert len(got) > len(newer)  # part of the older history is in the newer PV already
+    counts = aa.append_older_into_newer(
+        chain, chain, mts, "IA:OLD", "IA:NEW", aa.temp_name("IA:NEW"), dbl
+    )
+    assert counts.written == len(want)
+    assert [(s.timestamp, s.val) for s in mts.read_all("IA:NEW")] == want
+    assert sts.files_for_pv("IA:NEW") == []
+    assert mts.files_for_pv(aa.temp_name("IA:NEW")) == []
+    assert len(mts.files_for_pv("IA:OLD")) == 4  # the older PV is the action's to delete

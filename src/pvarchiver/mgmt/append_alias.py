@@ -6,19 +6,24 @@ the LTS) under a temporary name; once the copy holds every sample, its files rep
 newer PV's (each file renamed into place atomically), the newer PV's files elsewhere go,
 then the older PV is deleted and its name becomes an alias of the newer one.
 
-The order is chosen so that a crash at any point loses nothing: until the newer PV's files
-are replaced, the temporary copy is extra; while they are being replaced, both old and new
-files of the newer PV exist (retrieval merges them, a sample at most twice on disk, shown
-once); the older PV's data is deleted last, after the newer PV holds it. A temporary copy
-left by a crash is never registered and is removed by the next call for the same PV.
+A crash (or an error) at any point loses nothing, and calling again finishes the work:
+
+* until the newer PV's files are replaced, the copy is extra; its name is fixed, so the next
+  call removes what a crashed one left;
+* the copy's files replace the newer PV's newest first, so an interrupted swap leaves in the
+  newer PV a time-suffix of the older PV's samples, and the next call copies the rest (each
+  PV is read as the union of its stores, each timestamp once, so a sample is never counted
+  twice nor skipped);
+* the newer PV's other files and then the older PV are deleted last, once the newer PV's
+  files in ``storage`` hold all their samples.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
-import secrets
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,16 +75,19 @@ def first_timestamp(stores: Sequence[PlainPBStore], pv: str) -> Instant | None:
 
 
 def merged(stores: Sequence[PlainPBStore], pv: str, before: Instant | None) -> Iterator[Sample]:
-    """``pv``'s samples from a chain (given newest store first: STS, MTS, LTS) read oldest
-    store first, each later than the one before (the merge retrieval does), up to ``before``."""
+    """Every sample of ``pv`` in ``stores``, in time order, each timestamp once (the first
+    store's, oldest store first, when two stores hold one), up to ``before``.
+
+    A union, not retrieval's "each later than the last" walk of the chain: after an
+    interrupted call the newer PV's store may hold older samples than its other stores, and
+    a walk would skip them; the union loses none and equals the walk otherwise."""
+    streams = [st.read_all(pv) for st in reversed(stores)]
     last: Instant | None = None
-    for st in reversed(stores):
-        for s in st.read_all(pv):
-            ts = s.timestamp
-            if before is not None and ts >= before:
-                break
-            if last is not None and ts <= last:
-                continue
+    for s in heapq.merge(*streams, key=lambda x: x.timestamp):
+        ts = s.timestamp
+        if before is not None and ts >= before:
+            break
+        if ts != last:
             last = ts
             yield s
 
@@ -152,7 +160,9 @@ def append_older_into_newer(
                     f"the combined copy holds {counts.written} samples, not "
                     f"{counts.older} + {counts.newer}; {newer} and {older} are unchanged"
                 )
-            copy_pv_data([dest], temp, newer)  # each file renamed over the newer PV's
+            # each file renamed over the newer PV's, newest first: interrupted, the newer PV
+            # holds a time-suffix of the older samples, and a new call copies the rest
+            copy_pv_data([dest], temp, newer, newest_first=True)
         except BaseException:
             _remove([dest], temp)
             raise
@@ -166,11 +176,10 @@ def append_older_into_newer(
 
 
 # ---------------------------------------------------------------------- the action
-def _temp_name(mgmt: Mgmt, newer: str) -> str:
-    while True:
-        name = f"{newer}{TEMP_INFIX}{secrets.randbelow(2**62)}"
-        if not mgmt.registry.has_typeinfo(name) and name not in mgmt.manager.pending:
-            return name
+def temp_name(newer: str) -> str:
+    """The copy's name: always the same for one PV, so that a call finds (and removes) what
+    a crashed call left."""
+    return f"{newer}{TEMP_INFIX}0"
 
 
 async def append_and_alias(
@@ -206,7 +215,9 @@ async def append_and_alias(
     ptype = next(t for t in PayloadType if t.arch_dbr_name == new_info.DBRType)
     if older in man.busy or newer in man.busy:
         raise OperationError(409, f"Another operation on {older} or {newer} is in progress")
-    temp = _temp_name(mgmt, newer)
+    temp = temp_name(newer)
+    if reg.has_typeinfo(temp) or temp in man.pending:
+        raise OperationError(409, f"{temp}, the name of the temporary copy, is a PV here")
     man.busy.update((older, newer, temp))
     try:
         try:

@@ -15,12 +15,16 @@ from ..pb import decode_header, header_line, unescape
 from ..storage.store import PlainPBStore
 
 
-def copy_pv_data(stores: Sequence[PlainPBStore], old: str, new: str) -> int:
-    """Copy every file of ``old`` in every store to ``new``; returns how many."""
+def copy_pv_data(
+    stores: Sequence[PlainPBStore], old: str, new: str, newest_first: bool = False
+) -> int:
+    """Copy every file of ``old`` in every store to ``new`` (``newest_first``: each store's
+    newest partition first, for appendAndAliasPV's swap); returns how many."""
     copied = 0
     for store in stores:
         with store.lock(old), store.lock(new):
-            for pf in store.files_for_pv(old):
+            files = store.files_for_pv(old)
+            for pf in reversed(files) if newest_first else files:
                 data = pf.path.read_bytes()
                 nl = data.find(b"\n")
                 if nl < 0:
