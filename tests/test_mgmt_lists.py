@@ -3,7 +3,11 @@ to end against a real ``pvarchiver serve`` (issue 16).
 
 One server for the module. Its PVs are registered with putPVTypeInfo (paused, so no
 Channel Access is needed) and one archive request never connects (no IOC serves it), so
-it stays in the workflow. The tests that need a connected PV start a real softIoc.
+it stays in the workflow. The appendAndAliasPV PVs get a history written into the STS, MTS
+and LTS before the server starts. The skipAliasCheck test starts the module's softIoc
+(created, with its ports, before the server, so the server points at it) when it wants its
+PVs to connect. Two tests drive mgmt objects directly: a stopped workflow loop, and an
+appendAndAliasPV swap interrupted half way.
 """
 
 from __future__ import annotations
