@@ -287,6 +287,43 @@ def test_change_store_moves_the_data_and_a_bad_url_shows_the_servers_message(
 
 
 @pytest.mark.slow
+def test_store_buttons_on_a_pv_being_archived(site: Site, ui: UI) -> None:
+    """The dialog warns that the PV is not paused; the server's refusal is shown as sent."""
+    pg = ui.page
+    base = site.base
+    r = bpl(base, "archivePV", "POST", json=[WAVE])
+    assert r.status_code == 200, r.text
+    wait_status(base, [WAVE], "Being archived", timeout=60)
+    before = stores_for(base, WAVE)
+    open_details(pg, base, WAVE)
+    pg.click("#pvChangeStore")
+    pg.wait_for_selector("#changeStoreDialog[open]")
+    note = pg.locator("#changeStoreDialog .pausedNote")
+    warning = f"{WAVE} is not paused: pause it first, or the server refuses."
+    sync_api.expect(note).to_have_text(warning)
+    clear_message(pg)
+    pg.click("#changeStoreOk")  # the URL box holds the store's own URL
+    kind, text = answer(pg)
+    server = bpl(
+        base,
+        "changeStore",
+        params={"pv": WAVE, "storage": "STS", "newbackend": before["STS"]},
+    )
+    assert server.status_code == 400
+    assert (kind, text) == ("error", server.json()["validation"])
+    assert "pause" in text
+    assert stores_for(base, WAVE) == before
+    shot(pg, "03b-change-store-not-paused")
+    # a paused PV's dialog has no such note
+    open_details(pg, base, SHORT)
+    pg.click("#pvChangeStore")
+    pg.wait_for_selector("#changeStoreDialog[open]")
+    sync_api.expect(pg.locator("#changeStoreDialog .pausedNote")).to_be_hidden()
+    pg.click("#changeStoreDialog button[data-cancel]")
+    assert not ui.errors, ui.errors
+
+
+@pytest.mark.slow
 def test_modify_store_url_changes_the_retention_shown(site: Site, ui: UI) -> None:
     pg = ui.page
     base = site.base
@@ -490,6 +527,10 @@ def test_new_reports(site: Site, ui: UI) -> None:
     assert GHOST in text
     heads = pg.locator("#reportTable th").all_inner_texts()
     assert heads[:3] == ["PV Name", "Monitoring started?", "Appliance"], heads
+    # the AA's HTML list in mainMeta drawn as a list of texts, no markup shown
+    meta = pg.locator("#reportTable tbody tr", has_text=GHOST).locator('td[data-col="mainMeta"]')
+    assert meta.locator("li").first.inner_text().startswith("Events so far: ")
+    assert "<" not in meta.inner_text()
     shot(pg, "13-report-meta-gets")
 
     # an object keyed by PV on the wire: one row per PV here, with its creation time

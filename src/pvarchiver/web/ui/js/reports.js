@@ -57,8 +57,18 @@
   AA.nav("reports.html");
   REPORTS.forEach(([label, action], i) => select.appendChild(AA.el("option", { value: String(i), "data-action": action }, label)));
 
+  /* getMetaGets' mainMeta is the AA's HTML list (<ul><li>...</li></ul>): read as text in an
+     inert document (DOMParser runs no script) and drawn as our own list, never as HTML. */
+  function htmlList(text) {
+    const doc = new DOMParser().parseFromString(String(text || ""), "text/html");
+    const items = [...doc.querySelectorAll("li")].map((li) => li.textContent);
+    if (!items.length) return doc.body.textContent || "";
+    return AA.el("ul", { class: "meta" }, items.map((t) => AA.el("li", null, t)));
+  }
+
   function column(key) {
     if (key === "pvName") return { key, label: "PV Name", render: (r) => AA.pvDetailsLink(String(r.pvName)) };
+    if (key === "mainMeta") return { key, render: (r) => htmlList(r.mainMeta) };
     return { key };
   }
 
