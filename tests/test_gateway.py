@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,15 @@ from pvarchiver.gateway.core import Gateway, GatewaySettings
 
 from .aio import run, until
 from .ca_tools import Monitor, client_env, run_tool
-from .helpers.gateway import GATEWAY_DB, direct_put, downstream, gateway
+from .helpers.fixtures import ioc_fixture
+from .helpers.gateway import GATEWAY_DB, direct_put, downstream, gateway, upstream_caught_up
 from .helpers.net import free_port
 from .ioc import IOC
 
 DB = GATEWAY_DB
 
 
-@pytest.fixture(scope="module")
-def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
-    with IOC(DB, tmp_path_factory.mktemp("gwioc"), max_array_bytes=1_000_000) as server:
-        yield server
+ioc = ioc_fixture(DB, scope="module", dirname="gwioc", max_array_bytes=1_000_000)
 
 
 def test_read_monitor_put_with_libca_tools(ioc: IOC) -> None:
@@ -238,7 +235,19 @@ def test_never_answers_its_own_client_side(ioc: IOC) -> None:
                 await ca.wait_connected(ch, 10)
                 assert (await ca.get(ch)).value is not None
                 missing = ca.create_channel("NO:SUCH:PV")
-                await asyncio.sleep(1.5)
+                # the gateway gives the name up after its connect timeout ...
+                await until(
+                    lambda: "NO:SUCH:PV" in gw.pvs and gw.pvs["NO:SUCH:PV"].state_name == "dead"
+                )
+                # ... having received searches of its own client side (the server counts
+                # every search, the provider only those it was asked: its own are not)
+                await until(lambda: gw.server.searches > gw.exist_tests)
+                # one more search of ours reaches the provider, then two reads on the same
+                # circuit: an answer to that search would have connected `missing` by now
+                asked = gw.exist_tests
+                await until(lambda: gw.exist_tests > asked)
+                for _ in range(2):
+                    await ca.get(ch)
                 assert not missing.connected
             assert gw.pvs["G:AI"].channel.server == ("127.0.0.1", ioc.port)
             assert set(gw.pvs) == {"G:AI", "NO:SUCH:PV"}
@@ -398,8 +407,12 @@ def test_no_cache_reads_the_ioc(ioc: IOC) -> None:
                     "caget", "-w", "5", "G:DB", env=client_env(gw.server.port)
                 )
                 assert out.split() == ["G:DB", "1"]
+            # G:CNT through the cached gateway: the marker upstream_caught_up waits for
+            await run_tool("caget", "-w", "5", "G:CNT", env=client_env(cached.server.port))
+            events = cached.pvs["G:DB"].events
             await direct_put(ioc, "G:DB", 2.0)  # below MDEL: no monitor update upstream
-            await asyncio.sleep(0.3)
+            await upstream_caught_up(cached, ioc)  # had the IOC sent one, it is here now
+            assert cached.pvs["G:DB"].events == events
             _rc, out, _ = await run_tool(
                 "caget", "-w", "5", "G:DB", env=client_env(cached.server.port)
             )
@@ -425,9 +438,15 @@ def test_archive_forwards_log_events(ioc: IOC) -> None:
             ca.subscribe(ch, lambda s, n, sev, st, v: log_events.append(v), mask=P.DBE_LOG)
             ca.subscribe(ch, lambda s, n, sev, st, v: value_events.append(v), mask=P.DBE_VALUE)
             await until(lambda: log_events and value_events)
+            marker = ca.create_channel("G:CNT")  # what upstream_caught_up waits for
+            await ca.wait_connected(marker, 10)
             await direct_put(ioc, "G:DB", 3.0)  # > ADEL, < MDEL
             await until(lambda: log_events[-1] == 3.0)
-            await asyncio.sleep(0.3)
+            # a VALUE update of that put would have reached the gateway, and everything the
+            # gateway queued for this client before answering a read reaches it before the
+            # answer (one output queue per circuit)
+            await upstream_caught_up(gw, ioc)
+            await ca.get(ch)
             assert value_events == [1.0]
 
     run(main())

@@ -13,6 +13,7 @@ from pvarchiver.gateway.core import Gateway, GatewaySettings
 
 from ..ioc import IOC
 from .net import free_port
+from .wait import until
 
 # the records test_gateway's IOC serves (test_gateway_netns serves them too)
 GATEWAY_DB = """
@@ -67,3 +68,31 @@ async def direct_put(ioc: IOC, name: str, value: Any) -> None:
         ch = ca.create_channel(name)
         await ca.wait_connected(ch, 10)
         await ca.put(ch, value)
+
+
+async def direct_get(ioc: IOC, name: str) -> Any:
+    """``name``'s value read straight from the IOC (not through any gateway)."""
+    async with CAClient(ioc.client_config(repeater_port=free_port())) as ca:
+        ch = ca.create_channel(name)
+        await ca.wait_connected(ch, 10)
+        return (await ca.get(ch)).value
+
+
+async def upstream_caught_up(gw: Gateway, ioc: IOC, counter: str = "G:CNT") -> None:
+    """Return once ``gw`` holds an update of ``counter`` that the IOC posted after this call
+    began: every update the IOC posted for ``gw`` before (one a put just caused, or did not
+    cause) has then reached ``gw``.
+
+    Why this holds: an IOC sends one client's monitor updates from one queue, in the order
+    they were posted, over the one circuit the gateway has to it. ``counter`` is a record
+    counting up on a scan that ``gw`` already monitors (a downstream client asked for it);
+    its value read now bounds what was posted before, so a larger one came after.
+    """
+    now = await direct_get(ioc, counter)
+    pv = gw.pvs[counter]
+
+    def newer() -> bool:
+        state = pv.state
+        return state is not None and state.value() > now
+
+    await until(newer, 30)
