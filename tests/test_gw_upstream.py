@@ -9,11 +9,9 @@ wheel receives the -caputlog lines.  Waits are on conditions, nothing asserts sp
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,8 @@ from pvarchiver.gateway.caputlog import format_line, format_value, parse_target
 
 from .aio import run, until
 from .ca_tools import client_env, run_tool, tool
-from .helpers.gateway import direct_put, downstream, gateway
+from .helpers.fixtures import ioc_fixture
+from .helpers.gateway import direct_get, direct_put, downstream, gateway
 from .helpers.net import free_port
 from .ioc import IOC
 
@@ -64,10 +63,7 @@ ASG(RO) { RULE(1, READ) }
 """
 
 
-@pytest.fixture(scope="module")
-def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
-    with IOC(DB, tmp_path_factory.mktemp("gwup"), acf=IOC_ACF) as server:
-        yield server
+ioc = ioc_fixture(DB, scope="module", dirname="gwup", acf=IOC_ACF)
 
 
 def _access(tmp_path: Path) -> Any:
@@ -78,13 +74,6 @@ def _access(tmp_path: Path) -> Any:
     return GatewayAccess.load(
         pvlist_path=str(tmp_path / "gw.pvlist"), access_path=str(tmp_path / "gw.acf")
     )
-
-
-async def direct_get(ioc: IOC, name: str) -> Any:
-    async with CAClient(ioc.client_config(repeater_port=free_port())) as ca:
-        ch = ca.create_channel(name)
-        await ca.wait_connected(ch, 10)
-        return (await ca.get(ch)).value
 
 
 def test_ioc_rights_change_pushed_and_combined_with_gateway_acf(ioc: IOC, tmp_path: Path) -> None:
@@ -110,7 +99,10 @@ def test_ioc_rights_change_pushed_and_combined_with_gateway_acf(ioc: IOC, tmp_pa
             await until(lambda: ch.access == 3)
             await ca.put(ch, 6.0)
             assert await direct_get(ioc, "U:AO") == 6.0
-            await asyncio.sleep(0.3)
+            # the IOC granted U:AO2 write too: once the gateway has that, a read on the
+            # circuit comes back after any ACCESS_RIGHTS the gateway sent before it
+            await until(lambda: gw.pvs["U:AO2"].channel.access == 3)
+            await ca.get(ro)
             assert ro.access == 1  # the gateway's ACF still says read-only
             env = client_env(gw.server.port)
             _rc, out, err = await run_tool("caput", "-c", "-w", "5", "U:AO", "7", env=env)
@@ -141,15 +133,18 @@ def test_ioc_read_access_loss_keeps_the_real_value(ioc: IOC) -> None:
             await ca.wait_connected(ch, 10)
             ca.subscribe(ch, lambda s, n, sev, st, v: values.append(v))
             await until(lambda: values == [42.0])
+            pv = gw.pvs["U:RD"]
+            seen = pv.events  # updates the gateway received from the IOC
             await direct_put(ioc, "U:EN", 0)
             await until(lambda: ch.access == 0)
-            with pytest.raises(CAError):
+            await until(lambda: pv.events > seen)  # the IOC's zeroed update reached the gateway
+            with pytest.raises(CAError):  # answered after anything the gateway sent us before
                 await ca.get(ch)
-            await asyncio.sleep(0.3)
+            seen = pv.events
             await direct_put(ioc, "U:EN", 1)
             await until(lambda: ch.access & 1 and len(values) >= 2)
-            assert (await ca.get(ch)).value == 42.0
-            await asyncio.sleep(0.3)
+            await until(lambda: pv.events > seen)  # the IOC's real update on read regained
+            assert (await ca.get(ch)).value == 42.0  # and whatever the gateway made of it is here
             assert values and set(values) == {42.0}, values
 
     run(main())
