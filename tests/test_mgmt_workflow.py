@@ -11,7 +11,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
 
+from .helpers.fixtures import ioc_fixture
 from .helpers.mgmt import bpl, ca_env, statuses, wait_status
 from .helpers.wait import wait_for
 from .http_server import Server, running_server
@@ -59,6 +59,15 @@ def served_sts(root: Path) -> PlainPBStore:
     return open_store(sts)
 
 
+def measured_events(base: str, pv: str) -> int:
+    """Events of ``pv`` seen so far in its initial sampling (getMetaGets; 0 before it
+    connects or once it is no longer measured)."""
+    for row in bpl(base, "getMetaGets").json():
+        if row["pvName"] == pv and row["isScheduled"] == "true":
+            return int(row["eventsSoFar"])
+    return 0
+
+
 def sts_files(sts: PlainPBStore, pv: str) -> list[Path]:
     """The files of ``pv`` in the STS: those under its key (``WF/AI1:`` for WF:AI1)."""
     key = sts.naming.match_key(sts.key(pv))
@@ -69,10 +78,7 @@ def sts_files(sts: PlainPBStore, pv: str) -> list[Path]:
     ]
 
 
-@pytest.fixture
-def ioc(tmp_path: Path) -> Iterator[IOC]:
-    with IOC(DB, tmp_path / "ioc") as i:
-        yield i
+ioc = ioc_fixture(DB, scope="function")
 
 
 @pytest.mark.slow
@@ -228,7 +234,9 @@ def test_restart_and_kill9_resume_everything(tmp_path: Path, ioc: IOC) -> None:
         wait_status(base, ["WF:AI1"], "Being archived")
         assert statuses(base, ["WF:AI2"])["WF:AI2"] == "Paused"
         bpl(base, "archivePV", params={"pv": "WF:CNT"})
-        time.sleep(1.5)
+        # measured for longer than the 1 s window of the other servers here (WF:CNT counts
+        # at 10 Hz), and still in its initial sampling
+        assert wait_for(lambda: measured_events(base, "WF:CNT") >= 15)
         assert statuses(base, ["WF:CNT"])["WF:CNT"] == "Initial sampling"
         os.kill(base.pid, signal.SIGKILL)
     db = sqlite3.connect(root / "registry.sqlite")
@@ -297,13 +305,14 @@ def test_site_policy_file_and_a_failing_policy(shared: tuple[Server, Path]) -> N
     assert ti["archiveFields"] == ["HIHI", "LOLO"]
     assert statuses(base, ["WF:AI1.LOLO"])["WF:AI1.LOLO"] == "Being archived"
     # the failing policy: a clear status, not a PV stuck in Initial sampling
-    deadline = time.monotonic() + 20
     row: dict[str, str] = {}
-    while time.monotonic() < deadline:
+
+    def decided() -> bool:
+        nonlocal row
         row = bpl(base, "getPVStatus", params={"pv": "WF:AI2"}).json()[0]
-        if row["status"] != "Initial sampling":
-            break
-        time.sleep(0.2)
+        return row["status"] != "Initial sampling"
+
+    wait_for(decided, 20, 0.2)
     assert row["status"] == "Not being archived"
     assert "policy error" in row["validation"] and "no policy for WF:AI2" in row["validation"]
     # it can be aborted (cleared) and requested again
@@ -313,8 +322,11 @@ def test_site_policy_file_and_a_failing_policy(shared: tuple[Server, Path]) -> N
 @pytest.mark.slow
 def test_never_connecting_request_is_listed_and_abortable(shared: tuple[Server, Path]) -> None:
     base, _ = shared
-    bpl(base, "archivePV", params={"pv": "NEVER:THERE"})
-    time.sleep(1.5)
+    # WF:AI2 (whose policy fails) in the same request: once its request is decided, the
+    # workflow has searched, measured over the whole window and judged what it asked with it
+    bpl(base, "archivePV", params={"pv": "NEVER:THERE,WF:AI2"})
+    wait_status(base, ["WF:AI2"], "Not being archived")
+    assert bpl(base, "abortArchivingPV", params={"pv": "WF:AI2"}).json()["status"] == "ok"
     assert statuses(base, ["NEVER:THERE"])["NEVER:THERE"] == "Initial sampling"
     rows = bpl(base, "getNeverConnectedPVs").json()
     assert [r["pvName"] for r in rows] == ["NEVER:THERE"]
