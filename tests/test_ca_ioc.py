@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from pvarchiver.ca import CAClient, dbr
 from pvarchiver.ca import protocol as P
 
 from .aio import run, until
+from .helpers.fixtures import ioc_fixture
+from .helpers.wait import wait_for
 from .ioc import IOC, free_port, pause, resume
 
 DB = """
@@ -50,10 +52,7 @@ record(calc, "T:CNT") { field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, 
 """
 
 
-@pytest.fixture(scope="module")
-def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
-    with IOC(DB, tmp_path_factory.mktemp("ioc")) as server:
-        yield server
+ioc = ioc_fixture(DB, scope="module")
 
 
 async def connect(ca: CAClient, *names: str) -> list[Any]:
@@ -279,7 +278,10 @@ def test_ioc_started_late_connects_within_max_search_period(tmp_path: Path) -> N
         async def main() -> float:
             async with CAClient(server.client_config(max_search_period=max_period)) as ca:
                 ch = ca.create_channel("L:AI")
-                await asyncio.sleep(10.0)  # the scenario: the IOC appears 10 s later
+                # the scenario: the IOC appears once the search backoff has grown to its
+                # maximum (gaps double from 32 ms: after the 9th try, ~8 s in, the next gap
+                # is max_period)
+                await until(lambda: ca.search_tries(ch) >= 9, 60)
                 assert not ch.connected
                 await asyncio.to_thread(server.start)
                 started = time.monotonic()
@@ -470,10 +472,7 @@ def test_registers_with_real_carepeater(tmp_path: Path) -> None:
             return False
 
     try:
-        deadline = time.monotonic() + 30
-        while not port_taken():
-            assert time.monotonic() < deadline, "caRepeater did not bind its port"
-            time.sleep(0.05)
+        assert wait_for(port_taken, 30, 0.05), "caRepeater did not bind its port"
 
         async def main() -> None:
             from pvarchiver.ca import CAConfig
