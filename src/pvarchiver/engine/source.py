@@ -27,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ..pb import PayloadType
 from .archived_pv import ArchivedPV, SamplingMethod
+from .scan import ScanSchedule
 from .writer import Engine
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,9 @@ class Archiver:
         self.controls = controls
         self._distinct: list[Source] = []  # each registered source once
         self._scan_task: asyncio.Task[None] | None = None
+        #: SCAN PVs by due time (only they: no walk over every PV, see scan.py)
+        self.scan_schedule = ScanSchedule()
+        self._scan_changed: asyncio.Event | None = None
 
     def add_source(self, protocol: str, source: Source) -> None:
         """Archive the names of ``protocol`` (``ca``, ``pva``) through ``source``."""
@@ -171,7 +176,16 @@ class Archiver:
         method, period = self.sampling.get(name, (SamplingMethod.MONITOR, 1.0))
         pv = self.engine.add_pv(name, ptype, method, period)
         self.controls.apply(name)
+        self._schedule_scan(name, method, period)
         return pv
+
+    def _schedule_scan(self, name: str, method: SamplingMethod, period: float) -> None:
+        if method is SamplingMethod.SCAN:
+            self.scan_schedule.add(name, period, time.monotonic())
+            if self._scan_changed is not None:
+                self._scan_changed.set()
+        else:
+            self.scan_schedule.remove(name)
 
     # ------------------------------------------------------------------ what mgmt asks
     # (archive/pause/resume/delete/changeArchivalParameters/added stream fields; mgmt calls
@@ -212,6 +226,7 @@ class Archiver:
         pv = self.engine.pvs.get(name)
         if pv is not None:
             pv.set_sampling(method, period)
+            self._schedule_scan(name, method, period)
 
     def add_fields(self, name: str, fields: Iterable[str]) -> None:
         """Start watching more archive fields of an archived PV (``PV.HIHI`` requests)."""
@@ -244,19 +259,23 @@ class Archiver:
 
     # ------------------------------------------------------------------ run
     async def scan_ticks(self) -> None:
-        """Once per period, SCAN PVs store their latest unstored value."""
-        loop = asyncio.get_running_loop()
-        next_tick: dict[str, float] = {}
+        """Once per period, SCAN PVs store their latest unstored value. Sleeps until the next
+        one is due (or the schedule changes): the cost follows the SCAN PVs, not all PVs."""
+        changed = self._scan_changed = asyncio.Event()
+        sched = self.scan_schedule
+        pvs = self.engine.pvs
         while True:
-            now = loop.time()
-            for name, pv in list(self.engine.pvs.items()):
-                if pv.method is not SamplingMethod.SCAN:
+            now = time.monotonic()
+            for name in sched.due(now):
+                pv = pvs.get(name)
+                if pv is None or pv.method is not SamplingMethod.SCAN:
+                    sched.remove(name)  # removed from the engine or no longer SCAN
                     continue
-                due = next_tick.setdefault(name, now + pv.period)
-                if now >= due:
-                    pv.on_scan_tick()
-                    next_tick[name] = due + pv.period if due + pv.period > now else now + pv.period
-            await asyncio.sleep(0.05)
+                pv.on_scan_tick()
+            wait = sched.seconds_until_next(time.monotonic())
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 3600.0 if wait is None else wait)
 
     def start(self) -> None:
         self._scan_task = asyncio.ensure_future(self.scan_ticks())
