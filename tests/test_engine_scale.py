@@ -1,8 +1,9 @@
 """The engine at scale and in bad weather, against real IOCs on 127.0.0.1.
 
 * 10,000 PVs of one IOC all connect and archive, with batched, rate-limited searches;
-* a PV whose IOC starts 30 s after the request connects within EPICS_CA_MAX_SEARCH_PERIOD
-  although no beacon reaches the client.
+* a PV whose IOC starts late (~30 s after the request, once the search backoff has long
+  reached its maximum) connects within EPICS_CA_MAX_SEARCH_PERIOD although no beacon reaches
+  the client.
 
 Times are printed (``-s`` shows them), never asserted: the machine is shared.
 """
@@ -96,9 +97,11 @@ def test_ioc_starting_30_s_late_without_beacons_connects_within_max_search_perio
         async with CAClient(cfg) as ca:
             arch = CAArchiver(engine, ca)
             arch.archive("LATE:CNT")
-            await asyncio.sleep(30.0)
             ch = arch.channels["LATE:CNT"]
-            assert not ch.connected and ca.search_tries(ch) >= 8
+            # the IOC starts late: gaps double from 32 ms to max_period (5 s) by the 9th
+            # try (~8 s in); 13 tries is ~30 s, the last four max_period apart
+            await until(lambda: ca.search_tries(ch) >= 13, 90)
+            assert not ch.connected
             await asyncio.to_thread(ioc.start)
             up = time.monotonic()
             await until(lambda: "LATE:CNT" in engine.pvs, max_period + 30)
@@ -111,5 +114,5 @@ def test_ioc_starting_30_s_late_without_beacons_connects_within_max_search_perio
         delay = run(main())
     finally:
         ioc.kill()
-    print(f"\nIOC started 30 s late: connected {delay:.2f} s after it came up")
+    print(f"\nIOC started ~30 s late: connected {delay:.2f} s after it came up")
     assert engine.write_all() >= 3
