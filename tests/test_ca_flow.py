@@ -16,6 +16,7 @@ import pytest
 
 from pvarchiver.ca import CAClient
 
+from .aio import until
 from .ioc import IOC, counter_db
 
 
@@ -41,25 +42,22 @@ def test_events_off_when_behind_and_on_when_caught_up(tmp_path: Path) -> None:
                 ca.subscribe(ch, cb)
             for ch in chans:
                 await ca.wait_connected(ch, 60)
-            await asyncio.sleep(2.0)
+            # steady flow: two seconds' worth of the IOC's updates (100 Hz x n) taken
+            seen = count
+            await until(lambda: count >= seen + 200 * n, 60)
             (circuit,) = ca._circuits.values()
             time.sleep(0.3)  # a short stall: drains by itself, no EVENTS_OFF
-            await asyncio.sleep(2.0)
+            seen = count  # the backlog of the stall and two seconds' more taken
+            await until(lambda: count >= seen + 230 * n, 60)
             before = ca.flow_control_offs
             slow_until = time.monotonic() + 4.0  # now a lasting processing lag
-            deadline = time.monotonic() + 30
-            while ca.flow_control_offs == before and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            await until(lambda: ca.flow_control_offs != before, 30)
             offs = ca.flow_control_offs - before
-            deadline = time.monotonic() + 30
-            while circuit.flow.events_off and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            assert not circuit.flow.events_off  # EVENTS_ON went out once the backlog drained
+            await until(lambda: not circuit.flow.events_off, 30)  # EVENTS_ON: backlog drained
             slow_until = 0.0
             seen = count
-            await asyncio.sleep(1.0)
-            after = count - seen  # monitors flow again after EVENTS_ON
-            return before, offs, after
+            await until(lambda: count - seen > n, 30)  # monitors flow again after EVENTS_ON
+            return before, offs, count - seen
 
     with IOC(counter_db("F:C", n, ".01 second"), tmp_path, fast_scan=True) as ioc:
         before, offs, after = asyncio.run(main(ioc))
@@ -79,8 +77,6 @@ def test_circuit_sends_what_flow_control_decides() -> None:
     from pvarchiver.ca import protocol as P
     from pvarchiver.ca.client import _Circuit
     from pvarchiver.ca.flow import FlowControl
-
-    from .aio import until
 
     async def main() -> bytes:
         ours, theirs = socket.socketpair()
@@ -132,10 +128,10 @@ def test_no_events_off_for_whole_bursts(tmp_path: Path) -> None:
                 ca.subscribe(ch, cb)
             for ch in chans:
                 await ca.wait_connected(ch, 60)
-            await asyncio.sleep(4.0)
+            await until(lambda: count > 30 * n, 60)  # over 30 whole bursts taken
             return ca.flow_control_offs, count
 
     with IOC(counter_db("B:C", n, ".1 second"), tmp_path) as ioc:
         offs, count = asyncio.run(main(ioc))
-    assert count > 30 * n  # 10 Hz for 4 s: the client keeps up
+    assert count > 30 * n
     assert offs == 0
