@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from .helpers.net import free_port
+from .helpers.wait import wait_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -63,18 +63,20 @@ def running_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def up_or_exited() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(log.name).read_text()}")
+                return True
             try:
-                if httpx.get(base + "/retrieval/ping", timeout=1).status_code == 200:
-                    break
+                return httpx.get(base + "/retrieval/ping", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {Path(log.name).read_text()}")
-            time.sleep(0.1)
+                return False
+
+        started = wait_for(up_or_exited, 30, 0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {Path(log.name).read_text()}")
+        if not started:
+            raise RuntimeError(f"server did not start: {Path(log.name).read_text()}")
         server = Server(base)
         server.pid = proc.pid
         yield server
