@@ -27,6 +27,8 @@ from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.store import iter_pb_files
 from pvarchiver.storage.validate import validate_file
 
+from .helpers.wait import wait_for
+
 pytestmark = pytest.mark.slow
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -131,14 +133,20 @@ class Child:
         return text.split("\n")[:-1]
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + WAIT_LIMIT
-        while not condition():
-            if self.proc.poll() is not None:
-                pytest.fail(f"child exited early ({what}): {self.err.read_text()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"child never got to: {what}")
-            time.sleep(0.002)
+        met = False  # the condition's last answer (it may be stateful: asked once a poll)
+
+        def met_or_exited() -> bool:
+            nonlocal met
+            met = condition()
+            return met or self.proc.poll() is not None
+
+        wait_for(met_or_exited, WAIT_LIMIT, 0.002)
+        if met:
+            return
+        if self.proc.poll() is not None:
+            pytest.fail(f"child exited early ({what}): {self.err.read_text()}")
+        self.kill()
+        pytest.fail(f"child never got to: {what}")
 
     def wait_ready(self) -> None:
         self.wait_for(lambda: any(x.startswith("ready") for x in self.lines()), "ready")
