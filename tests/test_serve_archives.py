@@ -12,6 +12,7 @@ import pytest
 
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 
+from .helpers.wait import wait_for
 from .http_server import running_server
 from .ioc import IOC
 
@@ -33,9 +34,10 @@ def test_serve_archives_and_sigterm_flushes_everything(tmp_path: Path) -> None:
             "EPICS_CA_REPEATER_PORT": str(ioc.repeater_port),
         }
         with running_server(root, env, ["--archive", "S:CNT"]) as base:
-            deadline = time.monotonic() + 60
             seen: list[float] = []
-            while time.monotonic() < deadline:
+
+            def twenty_served() -> bool:
+                nonlocal seen
                 r = httpx.get(
                     base + "/retrieval/data/getData.json",
                     params={
@@ -47,9 +49,9 @@ def test_serve_archives_and_sigterm_flushes_everything(tmp_path: Path) -> None:
                 )
                 if r.status_code == 200:
                     seen = [d["val"] for d in r.json()[0]["data"]]
-                    if len(seen) >= 20:
-                        break
-                time.sleep(0.2)
+                return len(seen) >= 20
+
+            wait_for(twenty_served, 60, 0.2)
             # served from the engine's buffer: the write period (10 s) has not passed yet
             assert len(seen) >= 20, seen
             r = httpx.get(base + "/retrieval/bpl/getMatchingPVs", params={"pv": "S:*"})
