@@ -20,6 +20,7 @@ from pvarchiver.storage import default_store_urls, parse_store_url, run_etl
 from pvarchiver.storage.probe import probe_folder
 from pvarchiver.storage.store import open_store
 
+from .helpers.wait import wait_for
 from .http_server import running_server
 from .ioc import IOC
 
@@ -120,13 +121,15 @@ def test_serve_on_ntfs_archives_and_reads_back_after_restart(
         }
         args = [a for pv in PVS for a in ("--archive", pv)]
         with running_server(root, env, [*args, "--initial-sampling", "0.5"]) as base:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            rows: list[dict[str, str]] = []
+
+            def all_archived() -> bool:
+                nonlocal rows
                 r = httpx.get(base + "/mgmt/bpl/getPVStatus", params={"pv": ",".join(PVS)})
-                if all(row["status"] == "Being archived" for row in r.json()):
-                    break
-                time.sleep(0.2)
-            assert all(row["status"] == "Being archived" for row in r.json()), r.json()
+                rows = r.json()
+                return all(row["status"] == "Being archived" for row in rows)
+
+            assert wait_for(all_archived, 60, 0.2), rows
             time.sleep(2)
         # SIGTERM flushed the engine (and consolidateOnShutdown moved STS on): the files are
         # on the NTFS folder, with portable names
@@ -140,9 +143,9 @@ def test_serve_on_ntfs_archives_and_reads_back_after_restart(
             assert len(first[pv]) >= 15, (pv, first[pv])
         # restart on the same folder: the old data is read back and archiving goes on
         with running_server(root, env, ["--initial-sampling", "0.5"]) as base:
-            deadline = time.monotonic() + 60
             vals: dict[str, list[float]] = {}
-            while time.monotonic() < deadline:
+
+            def archiving_on() -> bool:
                 for pv in PVS:
                     r = httpx.get(
                         base + "/retrieval/data/getData.json",
@@ -156,9 +159,9 @@ def test_serve_on_ntfs_archives_and_reads_back_after_restart(
                     vals[pv] = (
                         [d["val"] for d in r.json()[0]["data"]] if r.status_code == 200 else []
                     )
-                if all(len(vals[pv]) > len(first[pv]) + 5 for pv in PVS):
-                    break
-                time.sleep(0.3)
+                return all(len(vals[pv]) > len(first[pv]) + 5 for pv in PVS)
+
+            wait_for(archiving_on, 60, 0.3)
         for pv in PVS:
             got = vals[pv]
             assert got[: len(first[pv])] == first[pv], pv
