@@ -28,6 +28,7 @@ from pvarchiver.storage import default_store_urls, open_store, parse_store_url
 from pvarchiver.storage.validate import validate_file
 
 from .helpers.net import free_port
+from .helpers.wait import wait_for
 from .http_server import SRC
 from .ioc import IOC, counter_db
 
@@ -58,6 +59,12 @@ def _archiving(base: str) -> bool:
     except httpx.HTTPError:
         return False
     return r.status_code == 200 and all(row["status"] == "Being archived" for row in r.json())
+
+
+def _wait_archiving(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the archiver serves every PV as Being archived; fails at once if it exited."""
+    up = wait_for(lambda: proc.poll() is not None or _archiving(base), 60, 0.1)
+    assert up and proc.poll() is None, log.read_text()[-3000:]
 
 
 def _latest(base: str) -> dict[str, float]:
@@ -101,10 +108,7 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         proc = _start(root, env, port, log, archive=True)
-        deadline = time.monotonic() + 60
-        while not _archiving(base):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        _wait_archiving(base, proc, log)
         t_first = time.time()
         v_first = _latest(base)
         for k in range(KILLS):
@@ -115,10 +119,7 @@ def test_fifty_kills_lose_under_a_second_each(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             proc = _start(root, env, port, log, archive=False)
-        deadline = time.monotonic() + 60
-        while not _archiving(base):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        _wait_archiving(base, proc, log)
         time.sleep(1.0)
         t_last = time.time()
         v_last = _latest(base)
