@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .helpers.wait import wait_for
 from .http_server import running_server
 from .ioc import IOC
 from .requirements import require
@@ -77,10 +78,8 @@ def _status(base: str) -> dict[str, str]:
 
 def _wait(pred, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
+    if not wait_for(pred, timeout, 0.2):
+        raise AssertionError(f"not within {timeout:.0f} s: {what}")
     return time.monotonic() - t0
 
 
