@@ -362,6 +362,8 @@ class ValueDecoder:
 
     def read_bitset(self, buf: bytes, off: int) -> tuple[bytes, int]:
         """The raw BitSet bytes at ``off`` (the key of the plan cache) and the offset after."""
+        if off >= len(buf):
+            raise DecodeError("truncated: no bitset")
         n = buf[off]
         if n >= 254:
             r = Reader(buf, self.order, off)
