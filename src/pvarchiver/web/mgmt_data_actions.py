@@ -9,10 +9,11 @@ importDataFromPlugin's errors with bare 404s); ``docs/mgmt.md`` lists the differ
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
-import httpx
 from starlette.responses import JSONResponse, Response
 
 from ..mgmt import data_ops
@@ -50,16 +51,22 @@ def raw_fetcher(other: str) -> Callable[[str], Iterator[tuple[PayloadInfo, Sampl
     def fetch(pv: str) -> Iterator[tuple[PayloadInfo, Sample]]:
         query = urlencode({"pv": pv, "from": MERGE_FROM, "to": MERGE_TO})
         url = f"{other.rstrip('/')}/data/getData.raw?{query}"
+        # the standard library's client: a blocking stream in the merge's worker thread, and
+        # no HTTP client dependency for one action
         try:
-            with httpx.stream("GET", url, timeout=httpx.Timeout(60, connect=10)) as r:
-                if r.status_code == 404:
-                    return  # the other appliance has no data of the PV
-                if r.status_code != 200:
-                    text = r.read().decode("utf-8", "replace")[:200]
-                    raise MergeError(f"{url} answered {r.status_code}: {text}")
-                yield from parse_raw(r.iter_bytes())
-        except httpx.HTTPError as e:
+            resp = urllib.request.urlopen(url, timeout=60)
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return  # the other appliance has no data of the PV
+            text = e.read().decode("utf-8", "replace")[:200]
+            raise MergeError(f"{url} answered {e.code}: {text}") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
             raise MergeError(f"cannot read {url}: {e}") from None
+        with resp:
+            try:
+                yield from parse_raw(iter(lambda: resp.read(1 << 16), b""))
+            except OSError as e:
+                raise MergeError(f"cannot read {url}: {e}") from None
 
     return fetch
 
