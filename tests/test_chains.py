@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from pvarchiver.engine.writer import Engine
+from pvarchiver.mgmt.default_policies import BLACKHOLE, STS
+from pvarchiver.mgmt.default_policies import MTS_3_DAYS as MTS3
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.retrieval.reduce import REDUCER
 from pvarchiver.retrieval.service import Retrieval
@@ -27,15 +29,6 @@ HOUR = 3600
 DAY = 86400
 T0 = calendar.timegm((2024, 3, 10, 0, 0, 0))  # a midnight, UTC
 
-STS = (
-    "pb://localhost?name=STS&rootFolder=${ARCHAPPL_SHORT_TERM_FOLDER}"
-    "&partitionGranularity=PARTITION_HOUR&consolidateOnShutdown=true"
-)
-MTS3 = (
-    "pb://localhost?name=MTS&rootFolder=${ARCHAPPL_MEDIUM_TERM_FOLDER}"
-    "&partitionGranularity=PARTITION_DAY&hold=3&gather=1"
-)
-BLACKHOLE = "blackhole://localhost?name=BlackHole"
 DEFAULT_PV = "CH:DEFAULT"
 SHORT_PV = "CH:3DAYS"
 
@@ -303,7 +296,6 @@ def test_pp_caches_are_built_by_etl_and_answer_retrieval_while_fresh(tmp_path: P
     later = cache.stat().st_mtime_ns + 1_000_000_000
     os.utime(pf.path, ns=(later, later))
     assert means() == want
-
 
 
 @pytest.mark.parametrize("torn", [0, 7])

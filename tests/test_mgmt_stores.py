@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pvarchiver.mgmt.default_policies import BLACKHOLE, STS
+from pvarchiver.mgmt.default_policies import MTS_3_DAYS as MTS3
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage.store import PlainPBStore, iter_pb_files
 from pvarchiver.storage.url import default_store_urls, parse_store_url
@@ -30,15 +32,6 @@ DAY = 86400
 SHORT = "CHS:THREE_DAYS"  # the default policies' 3DaysMTSOnly: STS, MTS(hold=3), blackhole
 LONG = "CHS:DEFAULT"  # STS, MTS, LTS
 MOVED = "CHS:MOVED"
-STS = (
-    "pb://localhost?name=STS&rootFolder=${ARCHAPPL_SHORT_TERM_FOLDER}"
-    "&partitionGranularity=PARTITION_HOUR&consolidateOnShutdown=true"
-)
-MTS3 = (
-    "pb://localhost?name=MTS&rootFolder=${ARCHAPPL_MEDIUM_TERM_FOLDER}"
-    "&partitionGranularity=PARTITION_DAY&hold=3&gather=1"
-)
-BLACKHOLE = "blackhole://localhost?name=BlackHole"
 NOW = int(time.time())
 #: one sample an hour for 10 days, ending 2 hours before the server starts
 OLD = [Sample(t, 0, float(i)) for i, t in enumerate(range(NOW - 10 * DAY, NOW - 2 * HOUR, HOUR))]

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from starlette.responses import JSONResponse, Response
 
@@ -69,6 +70,31 @@ def store_index(chain: Sequence[Store], storage: str, name: str) -> int:
             + ", ".join(names),
         )
     return names.index(storage)
+
+
+@dataclass
+class StoreChange:
+    """A request to change one store of a PV's chain: the PV, its typeinfo and chain, the
+    store's place in it and the URLs the chain would have with the new one there."""
+
+    name: str
+    info: PVTypeInfo
+    chain: tuple[Store, ...]
+    index: int
+    urls: list[str]
+
+
+def store_change(ctx: MgmtContext, url_param: str, not_paused: str) -> StoreChange:
+    """Parse and check what changeStore and modifyStoreURLForPV share (4xx when refused)."""
+    m = ctx.mgmt
+    storage = ctx.required("storage")
+    new_url = ctx.required(url_param)
+    name, info = paused_typeinfo(m, ctx.one_pv(), not_paused)
+    chain = pv_chain(m, name)
+    idx = store_index(chain, storage, name)
+    urls = list(info.dataStores) or [s.config.url or s.config.to_url() for s in chain]
+    urls[idx] = new_url
+    return StoreChange(name, info, chain, idx, urls)
 
 
 @asynccontextmanager
@@ -150,14 +176,10 @@ async def consolidate_pv(ctx: MgmtContext) -> Response:
 @action("changeStore", {"pv", "storage", "newbackend"}, mutating=True)
 async def change_store(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
-    storage = ctx.required("storage")
-    new_url = ctx.required("newbackend")
-    name, info = paused_typeinfo(m, ctx.one_pv(), "Need to pause PV before changing store for {pv}")
-    chain = pv_chain(m, name)
-    idx = store_index(chain, storage, name)
-    old = chain[idx]
-    urls = list(info.dataStores) or [s.config.url or s.config.to_url() for s in chain]
-    urls[idx] = new_url
+    req = store_change(ctx, "newbackend", "Need to pause PV before changing store for {pv}")
+    name, info, idx, urls = req.name, req.info, req.index, req.urls
+    storage, new_url = req.chain[idx].name, urls[idx]
+    old = req.chain[idx]
     try:
         new_chain = m.link.chains.resolve(urls)
     except ChainError as e:
@@ -208,13 +230,8 @@ def _same(a: PlainPBStore, b: PlainPBStore) -> bool:
 @action("modifyStoreURLForPV", {"pv", "storage", "plugin_url"}, mutating=True)
 async def modify_store_url(ctx: MgmtContext) -> Response:
     m = ctx.mgmt
-    storage = ctx.required("storage")
-    new_url = ctx.required("plugin_url")
-    name, info = paused_typeinfo(m, ctx.one_pv(), "PV is not paused {pv}")
-    chain = pv_chain(m, name)
-    idx = store_index(chain, storage, name)
-    urls = list(info.dataStores) or [s.config.url or s.config.to_url() for s in chain]
-    urls[idx] = new_url
+    req = store_change(ctx, "plugin_url", "PV is not paused {pv}")
+    name, info, urls, new_url = req.name, req.info, req.urls, req.urls[req.index]
     try:
         m.link.chains.validate(urls)
     except ChainError as e:
