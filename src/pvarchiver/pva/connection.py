@@ -29,6 +29,7 @@ from .codec import (
     FieldDesc,
     Reader,
     Writer,
+    decode_bitset,
     decode_type,
     encode_type,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "Validated",
 ]
 
+_IOID_SUB = {o: struct.Struct(o + "IB") for o in "<>"}
 _CA_AUTH = FieldDesc(STRUCT, fields=[("user", FieldDesc(STRING)), ("host", FieldDesc(STRING))])
 
 
@@ -251,6 +253,9 @@ class ClientConnection:
                 self.order = f.order
             return
         cmd = f.command
+        if cmd == MONITOR and self.state == "ready" and len(f.payload) >= 5:
+            self._on_monitor_data(f, events)
+            return
         r = Reader(f.payload, f.order)
         if cmd == CONNECTION_VALIDATION:
             self._on_validation(r)
@@ -387,3 +392,22 @@ class ClientConnection:
         if final:
             self._ops.pop(ioid, None)
             events.append(MonitorFinished(ioid, status or Status()))
+
+    def _on_monitor_data(self, f: Frame, events: list[Event]) -> None:
+        """The hot path: a plain monitor update (no INIT, no final flag) decoded without
+        a Reader; anything else goes through :meth:`_on_monitor`."""
+        buf, order = f.payload, f.order
+        ioid, sub = _IOID_SUB[order].unpack_from(buf, 0)
+        op = self._ops.get(ioid)
+        if op is None or op.kind != MONITOR or op.state != "running" or sub & 0x18:
+            self._on_monitor(Reader(buf, order), events)
+            return
+        dec = op.decoder
+        if dec is None or dec.order != order:
+            dec = self._decoder(op, order)
+        flat = op.flat.copy()  # type: ignore[union-attr]
+        changed, off = dec.apply(buf, 5, flat)
+        raw, off = dec.read_bitset(buf, off)
+        overrun = int.from_bytes(raw, "little") if order == "<" else decode_bitset(raw, ">")
+        op.flat = flat
+        events.append(MonitorUpdate(ioid, Value(dec.layout, flat), changed, overrun))
