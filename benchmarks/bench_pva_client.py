@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.pva_peers import QsrvIOC, client_config, p4p_client_conf  # noqa: E402
+from tests.pva_peers import QsrvIOC, client_config, p4p_client_conf
 
-from pvarchiver.pva.client import PVAClient  # noqa: E402
-from pvarchiver.pva.connection import MonitorUpdate  # noqa: E402
+from pvarchiver.pva.client import PVAClient
+from pvarchiver.pva.connection import MonitorUpdate
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -69,7 +69,7 @@ async def run_ours(n: int, bport: int, warm: float, secs: float) -> dict[str, fl
     c = Counter(n)
     stamps = [0]
 
-    def make(i: int):  # noqa: ANN202
+    def make(i: int):
         def cb(u: MonitorUpdate) -> None:
             v = u.value.flat
             stamps[0] = v[ts_idx]  # what an archiver reads: value and timeStamp
@@ -101,7 +101,7 @@ def run_p4p(n: int, bport: int, warm: float, secs: float) -> dict[str, float]:
     c = Counter(n)
     subs: list = []
 
-    def make(i: int):  # noqa: ANN202
+    def make(i: int):
         def handler(*_: object) -> None:
             sub = subs[i]
             while True:
@@ -130,11 +130,12 @@ def run_p4p(n: int, bport: int, warm: float, secs: float) -> dict[str, float]:
 
 def decode_cost() -> float:
     """µs to decode one NTScalar double update (BitSet, value, timeStamp, alarm) in ours."""
+    from tests.test_pva_codec import NTSCALAR
+
     from pvarchiver.pva.codec import Writer, encode_type
     from pvarchiver.pva.connection import ClientConnection
-    from pvarchiver.pva.protocol import build_control, build_message, write_status, Status
+    from pvarchiver.pva.protocol import Status, build_control, build_message, write_status
     from pvarchiver.pva.request import pv_request
-    from tests.test_pva_codec import NTSCALAR
 
     c = ClientConnection()
     w = Writer("<")
