@@ -184,7 +184,8 @@ class Retrieval:
                 raise RetrievalError(400, str(e)) from None
             cached = self.from_caches(pv, pp_spec, out_type, start, end)
             chunks = cached if cached is not None else pp.process(chunks, start, end)
-        return PVStream(requested, self.meta_for(requested, pv), chunks, out_type)
+        # named after the PV, not the function (``mean_3(X)`` answers as ``X``), as the AA
+        return PVStream(name, self.meta_for(normalize_pv_name(name), pv), chunks, out_type)
 
     def from_caches(
         self, pv: str, pp_spec: str, out_type: PayloadType, start: Instant, end: Instant

@@ -150,7 +150,9 @@ def _open(
     for start, end, piece_pp in pieces:
         # the function syntax is taken apart here; the service gets the PV and the pp
         st = retrieval.stream(name if pp_in_name else requested, start, end, piece_pp)
-        st.name = requested
+        # the AA names the answer after the PV, never the function: ``mean_3(X)`` is ``X``
+        # (its pvNameFromRequest, which ``qw`` prints as it was sent)
+        st.name = name
         streams.append(st)
     stream = _concat(streams) if len(streams) > 1 else streams[0]
     stream.extra.update({"from": ranges[0][0], "to": ranges[-1][1]})
@@ -159,7 +161,8 @@ def _open(
         units, precision = _typeinfo_meta(request, real)
         fetch = _one(params, "fetchLatestMetadata") == "true"  # the AA compares exactly
         engine = retrieval.metadata(real)
-        stream.meta = shape_meta(requested, engine, units, precision, fetch)
+        # the other formats print the AA's pvName: prefix and ``.VAL`` gone, alias kept
+        stream.meta = shape_meta(normalize_pv_name(name), engine, units, precision, fetch)
     return stream
 
 

@@ -57,7 +57,9 @@ _SEP = b",\n"
 
 
 def _meta(stream: PVStream, waveform: bool | None) -> bytes:
-    name = stream.meta.get("name") or stream.name
+    # qw (``waveform`` given) prints the name as the request sent it, the AA's
+    # pvNameFromRequest; json prints its normalised pvName (``meta["name"]``)
+    name = stream.name if waveform is not None else (stream.meta.get("name") or stream.name)
     out = ['{ "meta": { "name": ', json_str(name), " "]
     if waveform is not None:
         out.append(f', "waveform": {"true" if waveform else "false"} ')
