@@ -77,7 +77,9 @@ def test_typeinfo_urls_with_macros_resolve_to_the_default_stores(tmp_path: Path)
         ([], "at least one"),
         ([STS, BLACKHOLE, MTS3], "must be the last"),
         ([STS, STS.replace("HOUR", "DAY")], "two data stores are named STS"),
-        ([STS, "parquet://localhost?name=LTS&rootFolder=/x"], "unsupported store scheme"),
+        ([STS, "tar://localhost?name=LTS&rootFolder=/x"], "unsupported store scheme"),
+        ([STS, "parquet://localhost?name=LTS&rootFolder=/x&compress=zstd"], "is not one of"),
+        (["parquet://localhost?name=STS&rootFolder=/x"], "cannot be a PV's first store"),
         (["pb://localhost?name=X"], "no rootFolder"),
     ],
 )
@@ -116,7 +118,7 @@ def test_the_engine_writes_each_pv_to_its_own_first_store(tmp_path: Path) -> Non
 def test_a_pv_whose_chain_cannot_be_opened_keeps_its_samples_and_says_why(
     tmp_path: Path,
 ) -> None:
-    chains = chains_for(tmp_path, {SHORT_PV: ["parquet://localhost?name=X&rootFolder=/x"]})
+    chains = chains_for(tmp_path, {SHORT_PV: ["tar://localhost?name=X&rootFolder=/x"]})
     engine = Engine(chains.default[0], clock=Clock(T0 + 100), chains=chains)  # type: ignore[arg-type]
     pv = engine.add_pv(SHORT_PV, D)
     pv.on_event(T0, 0, 0, 0, 1.0)

@@ -122,7 +122,7 @@ def test_change_store_moves_the_data_and_the_chain(site: tuple[Server, Path]) ->
     # bad input first: nothing moves
     for params, status, text in [
         ({"pv": MOVED, "storage": "XTS", "newbackend": new_lts}, 400, "Cannot find storage"),
-        ({"pv": MOVED, "storage": "LTS", "newbackend": "parquet://x?name=LTS"}, 400, "scheme"),
+        ({"pv": MOVED, "storage": "LTS", "newbackend": "tar://x?name=LTS"}, 400, "scheme"),
         ({"pv": MOVED, "storage": "LTS", "newbackend": BLACKHOLE}, 400, "delete"),
         ({"pv": MOVED, "storage": "MTS", "newbackend": BLACKHOLE}, 400, "last"),
         ({"pv": "CHS:NOPE", "storage": "LTS", "newbackend": new_lts}, 404, "not being archived"),
@@ -181,7 +181,8 @@ def test_modify_store_url_and_consolidate_as_of_a_date(site: tuple[Server, Path]
     ("stores", "why"),
     [
         ([STS, BLACKHOLE, MTS3], "must be the last"),
-        ([STS, "parquet://localhost?name=LTS&rootFolder=/tmp/x"], "unsupported store scheme"),
+        ([STS, "tar://localhost?name=LTS&rootFolder=/tmp/x"], "unsupported store scheme"),
+        (["parquet://localhost?name=STS&rootFolder=/tmp/x"], "cannot be a PV's first store"),
         ([STS, STS], "two data stores are named STS"),
     ],
 )

@@ -57,7 +57,11 @@ def test_default_granularity_is_year_and_errors_are_clear() -> None:
     with pytest.raises(StoreURLError, match="unknown partition granularity"):
         parse_store_url("pb://localhost?name=X&rootFolder=/x&partitionGranularity=WEEKLY")
     with pytest.raises(StoreURLError, match="unsupported store scheme"):
-        parse_store_url("parquet://localhost?name=X&rootFolder=/x")
+        parse_store_url("tar://localhost?name=X&rootFolder=/x")
+    with pytest.raises(StoreURLError, match="compress='zstd' is not one of"):
+        parse_store_url("parquet://localhost?name=X&rootFolder=/x&compress=zstd")
+    with pytest.raises(StoreURLError, match="zstdLevel"):
+        parse_store_url("parquet://localhost?name=X&rootFolder=/x&compress=ZSTD&zstdLevel=x")
     with pytest.raises(StoreURLError):
         parse_store_url("pb://localhost?name=X&rootFolder=/x&hold=two")
 

@@ -6,6 +6,7 @@ starts streaming, so a client never receives a 200 followed by a broken body for
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import threading
@@ -17,10 +18,10 @@ import numpy as np
 
 from .. import __version__
 from ..pb import PayloadInfo, PayloadType, year_of
-from ..storage.chains import StoreChains
+from ..storage.chains import DataStore, StoreChains
 from ..storage.columns import block_from_samples
 from ..storage.pbfile import PBFile, PBFileError
-from ..storage.store import PlainPBStore
+from ..storage.store import PlainPBStore, StoreError
 from .model import Chunk, PVStream, SampleBlock
 from .names import normalize_pv_name
 from .sources import LiveSource, merged_chunks
@@ -74,12 +75,12 @@ class Retrieval:
             raise RetrievalError(400, "PV name is null.")
         return self.resolve_alias(normalize_pv_name(requested))
 
-    def stores_of(self, pv: str) -> list[PlainPBStore]:
+    def stores_of(self, pv: str) -> list[DataStore]:
         """The stores to read ``pv`` from: its chain, then any other folder in use that holds
         files of it (left by a changeStore that a crash interrupted, or by a chain changed
         since: the data stays visible), without blackholes and the stores a
         ``SKIP_<name>_FOR_RETRIEVAL`` flag leaves out."""
-        chain = [st for st in self.chains.readable(pv) if isinstance(st, PlainPBStore)]
+        chain = [st for st in self.chains.readable(pv) if not st.is_blackhole]
         folders = {str(st.root) for st in chain}
         extra = [
             st for st in self.chains.stores() if str(st.root) not in folders and st.files_for_pv(pv)
@@ -91,6 +92,12 @@ class Retrieval:
         for store in self.stores_of(pv):
             # (a name that cannot be a file name simply has no files)
             for pf in reversed(store.files_for_pv(pv)):
+                if not isinstance(store, PlainPBStore):  # parquet://: the footer says
+                    with contextlib.suppress(StoreError):
+                        info = store.file_info(pf.path)
+                        if info.pvname == pv:
+                            return info.type
+                    continue
                 try:
                     with PBFile.open(pf.path) as f:
                         if f.header.pvname == pv:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from ..storage.columns import SampleBlock, decode_block, take_rows
 from ..storage.pbfile import Instant, PBFile, PBFileError, open_or_log
 from ..storage.store import PlainPBStore, Segment
 from .model import Chunk
+
+if TYPE_CHECKING:
+    from ..storage.chains import DataStore
+    from ..storage.parquet_store import ParquetStore
 
 log = logging.getLogger(__name__)
 
@@ -126,42 +130,90 @@ def _first_line(seg: Segment) -> tuple[int, Segment] | None:
 
 
 def merged_chunks(
-    stores: Sequence[PlainPBStore],
+    stores: Sequence[DataStore],
     pvname: str,
     start: Instant,
     end: Instant,
     live: LiveSource | None = None,
 ) -> Iterator[Chunk]:
     """The AA's merge of all stores (given newest first, as a PV's dataStores list is: STS,
-    MTS, LTS) for [start, end], plus the last sample at or before ``start``."""
-    located = [store.locate(pvname, start, end) for store in reversed(stores)]
+    MTS, LTS) for [start, end], plus the last sample at or before ``start``.
+
+    A ``parquet://`` store answers with its own chunks (:meth:`ParquetStore.read_chunks`:
+    row groups chosen by their statistics); PlainPB stores with byte segments."""
+    located: list[tuple[_Candidate | None, Callable[[int | None], Iterator[Chunk]]]] = []
     start_ns = _ns(start)
+    for store in reversed(stores):
+        if isinstance(store, PlainPBStore):
+            located.append(_pb_located(store, pvname, start, end, start_ns))
+        else:
+            located.append(_chunk_located(store, pvname, start, end))
     # The one sample "at or before from": the latest over all stores of each store's sample
     # exactly at `from` or, failing that, its last sample before `from`.
-    best: tuple[int, Segment] | None = None
-    for prev, segs in located:
-        first = _first_line(segs[0]) if segs else None
-        cand = first if first is not None and first[0] == start_ns else None
-        if cand is None and prev is not None:
-            cand = _first_line(prev)
+    best: _Candidate | None = None
+    for cand, _rest in located:
         if cand is not None and (best is None or cand[0] > best[0]):
             best = cand
     last: int | None = None
     if best is not None:
-        for chunk in _segment_chunks(best[1], None):
+        for chunk in best[1]():
             yield chunk
             last = chunk.last_ns()
-    for _prev, segs in located:
-        for seg in segs:
-            for chunk in _segment_chunks(seg, last):
-                yield chunk
-                last = chunk.last_ns()
+    for _cand, rest in located:
+        for chunk in rest(last):
+            yield chunk
+            last = chunk.last_ns()
     if live is not None:
         for chunk in live.read(pvname, start, end):
             kept = drop_not_after(chunk, last)
             if kept is not None:
                 yield kept
                 last = kept.last_ns()
+
+
+#: a store's sample at or before ``from``: (its time in ns, its chunks)
+_Candidate = tuple[int, Callable[[], Iterator[Chunk]]]
+
+
+def _pb_located(
+    store: PlainPBStore, pvname: str, start: Instant, end: Instant, start_ns: int
+) -> tuple[_Candidate | None, Callable[[int | None], Iterator[Chunk]]]:
+    prev, segs = store.locate(pvname, start, end)
+    first = _first_line(segs[0]) if segs else None
+    found = first if first is not None and first[0] == start_ns else None
+    if found is None and prev is not None:
+        found = _first_line(prev)
+    cand: _Candidate | None = None
+    if found is not None:
+        seg = found[1]
+        cand = (found[0], lambda: _segment_chunks(seg, None))
+
+    def rest(after: int | None) -> Iterator[Chunk]:
+        for seg in segs:
+            for chunk in _segment_chunks(seg, after):
+                yield chunk
+                after = chunk.last_ns()
+
+    return cand, rest
+
+
+def _chunk_located(
+    store: ParquetStore, pvname: str, start: Instant, end: Instant
+) -> tuple[_Candidate | None, Callable[[int | None], Iterator[Chunk]]]:
+    prev, chunks = store.read_chunks(pvname, start, end)
+    cand: _Candidate | None = None
+    if prev is not None:
+        one = prev
+        cand = (prev.last_ns(), lambda: iter((one,)))
+
+    def rest(after: int | None) -> Iterator[Chunk]:
+        for chunk in chunks:
+            kept = drop_not_after(chunk, after)
+            if kept is not None:
+                yield kept
+                after = kept.last_ns()
+
+    return cand, rest
 
 
 def drop_not_after(chunk: Chunk, last_ns: int | None) -> Chunk | None:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..pb import Sample
 from .naming import NamingSettings
@@ -29,6 +30,9 @@ from .partitions import Granularity
 from .probe import StoreFolderError
 from .store import PartitionFile, PlainPBStore, StoreError, open_store
 from .url import StoreConfig, StoreURLError, parse_store_url
+
+if TYPE_CHECKING:  # pyarrow is imported only when a parquet:// store is opened
+    from .parquet_store import ParquetStore
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,31 @@ class BlackholeStore:
         return iter(())
 
 
-Store = PlainPBStore | BlackholeStore
+if TYPE_CHECKING:
+    #: a store that keeps data (an ETL source, a retrieval source)
+    DataStore: TypeAlias = PlainPBStore | ParquetStore
+    Store: TypeAlias = PlainPBStore | ParquetStore | BlackholeStore
+else:  # at run time only annotations use these; ParquetStore's module loads pyarrow
+    DataStore = PlainPBStore
+    Store = PlainPBStore | BlackholeStore
+
+
+def open_data_store(
+    config: StoreConfig, naming: NamingSettings | None = None
+) -> PlainPBStore | ParquetStore:
+    """A ``pb://`` or ``parquet://`` store, its folder probed (see :func:`.store.open_store`)."""
+    if config.scheme == "parquet":
+        from .parquet_store import open_parquet_store
+
+        return open_parquet_store(config, naming)
+    return open_store(config, naming)
+
+
+#: why the engine never writes Parquet (docs/parquet.md has the measurements)
+PARQUET_FIRST_REASON = (
+    "cannot be a PV's first store: a Parquet file is rewritten whole on every append, and "
+    "the engine appends every few seconds; use a pb:// first store and parquet:// after it"
+)
 
 
 def check_chain(configs: Sequence[StoreConfig]) -> None:
@@ -91,6 +119,8 @@ def check_chain(configs: Sequence[StoreConfig]) -> None:
     ``consolidateDataForPV`` and the named flags address a PV's stores)."""
     if not configs:
         raise ChainError("a PV needs at least one data store")
+    if configs[0].scheme == "parquet":
+        raise ChainError(f"parquet store {configs[0].name} {PARQUET_FIRST_REASON}")
     for c in configs[:-1]:
         if c.is_blackhole:
             raise ChainError(
@@ -109,8 +139,8 @@ class StageSpec:
     """One ETL stage: ``source`` -> ``dest`` for ``pvs`` (None: every PV with files in the
     source's folder, except ``exclude``, the PVs whose own chains go elsewhere)."""
 
-    source: PlainPBStore
-    dest: Store
+    source: PlainPBStore | ParquetStore
+    dest: PlainPBStore | ParquetStore | BlackholeStore
     pvs: tuple[str, ...] | None
     exclude: frozenset[str] = field(default_factory=frozenset)
 
@@ -134,11 +164,14 @@ class StoreChains:
     ) -> None:
         if not default:
             raise ChainError("the default chain needs at least one store")
+        if default[0].config.scheme == "parquet":
+            raise ChainError(f"parquet store {default[0].name} {PARQUET_FIRST_REASON}")
         self.default: tuple[Store, ...] = tuple(default)
         self.macros = dict(macros or {})
         self.naming = naming
         self._by_url: dict[str, Store] = {}
         self._by_folder: dict[str, PlainPBStore] = {}
+        self._pq_by_folder: dict[str, ParquetStore] = {}
         self._chains: dict[tuple[str, ...], tuple[Store, ...]] = {}
         self._guard = threading.Lock()
         self._urls_of: UrlLookup = lambda _pv: None
@@ -170,6 +203,8 @@ class StoreChains:
         self._by_url[st.config.to_url()] = st
         if isinstance(st, PlainPBStore):
             self._by_folder.setdefault(str(st.root), st)
+        elif not st.is_blackhole:
+            self._pq_by_folder.setdefault(str(st.root), st)  # type: ignore[arg-type]
 
     def open(self, url: str) -> Store:
         """The store of ``url``, opened (and its folder probed) the first time it is named."""
@@ -186,10 +221,11 @@ class StoreChains:
                 st = BlackholeStore(cfg)
             else:
                 try:
-                    st = open_store(cfg, self.naming)
+                    st = open_data_store(cfg, self.naming)
                 except (StoreFolderError, OSError) as e:
                     raise ChainError(f"store {cfg.name}: {e}") from None
-                twin = self._by_folder.get(str(st.root))
+                folders = self._by_folder if isinstance(st, PlainPBStore) else self._pq_by_folder
+                twin = folders.get(str(st.root))
                 if twin is not None:
                     st.share_locks_with(twin)
             self._remember(st)
@@ -260,7 +296,7 @@ class StoreChains:
         """
         default_pairs = list(itertools.pairwise(self.default))
         excluded: dict[int, set[str]] = {i: set() for i in range(len(default_pairs))}
-        named: dict[tuple[int, int], tuple[PlainPBStore, Store, list[str]]] = {}
+        named: dict[tuple[int, int], tuple[DataStore, Store, list[str]]] = {}
         for pv, urls in self._listing():
             if not urls:
                 continue
@@ -278,13 +314,13 @@ class StoreChains:
             for a, b in pairs:
                 if any(a is x and b is y for x, y in default_pairs):
                     continue
-                if not isinstance(a, PlainPBStore):
+                if a.is_blackhole:
                     continue
                 named.setdefault((id(a), id(b)), (a, b, []))[2].append(pv)
         out = [
             StageSpec(a, b, None, frozenset(excluded[i]))
             for i, (a, b) in enumerate(default_pairs)
-            if isinstance(a, PlainPBStore)
+            if not a.is_blackhole
         ]
         out += [StageSpec(a, b, tuple(sorted(pvs))) for a, b, pvs in named.values()]
         return out

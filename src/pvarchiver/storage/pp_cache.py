@@ -101,7 +101,10 @@ def refresh_caches(store: PlainPBStore, pv: str, reducer: Reducer) -> list[str]:
 
 
 def cached_op(store: PlainPBStore, ext: str, reducer: Reducer) -> bool:
-    """Whether ``store`` keeps caches with the extension ``ext``."""
+    """Whether ``store`` keeps caches with the extension ``ext`` (``parquet://`` stores
+    keep none: their ``pp=`` is not implemented, so their raw data answers)."""
+    if not isinstance(store, PlainPBStore):
+        return False
     for op in store.config.post_processors:
         with contextlib.suppress(Exception):
             if reducer.extension(op) == ext:

@@ -151,7 +151,7 @@ class ETLScheduler:
             raise ValueError(f"no store named {upto!r}; stores: {', '.join(names)}")
         out = []
         for a, b in itertools.pairwise(chain[: names.index(upto) + 1]):
-            if not isinstance(a, PlainPBStore):
+            if a.is_blackhole:
                 continue
             stage = ETLStage(a, b, 0.0, StageSpec(a, b, (pv,)))
             why = self.skipped_by_flags(stage)

@@ -105,17 +105,39 @@ class StoreConfig:
 
 
 #: the store schemes this appliance can use
-SCHEMES = ("pb", "blackhole")
+SCHEMES = ("pb", "blackhole", "parquet")
+
+#: ``compress=`` of ``parquet://`` (parquet-java's codec names, case-sensitive as in the AA)
+PARQUET_COMPRESS = ("UNCOMPRESSED", "SNAPPY", "GZIP", "ZSTD", "LZ4_RAW", "BROTLI")
+
+
+def _check_parquet_keys(name: str, extra: Mapping[str, str]) -> None:
+    """``compress`` and ``zstdLevel`` of a ``parquet://`` store, refused when unusable (the
+    AA fails the store's initialisation on an unknown codec)."""
+    codec = extra.get("compress", "UNCOMPRESSED")
+    if codec not in PARQUET_COMPRESS:
+        raise StoreURLError(
+            f"store {name}: compress={codec!r} is not one of {', '.join(PARQUET_COMPRESS)}"
+        )
+    level = extra.get("zstdLevel")
+    if level is not None:
+        try:
+            n = int(level)
+        except ValueError:
+            raise StoreURLError(f"store {name}: zstdLevel={level!r} is not an integer") from None
+        if not 1 <= n <= 22:
+            raise StoreURLError(f"store {name}: zstdLevel={n} is not in 1..22")
 
 
 def parse_store_url(url: str, env: Mapping[str, str] | None = None) -> StoreConfig:
-    """Parse a ``pb://`` or ``blackhole://`` store URL; other schemes (``parquet://``) are
+    """Parse a ``pb://``, ``parquet://`` or ``blackhole://`` store URL; other schemes are
     refused with :class:`StoreURLError`. ``env`` holds the variables of ``${VAR}`` macros
     (None: none)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in SCHEMES:
         raise StoreURLError(
-            f"unsupported store scheme {parts.scheme!r} in {url!r} (supported: pb://, blackhole://)"
+            f"unsupported store scheme {parts.scheme!r} in {url!r} "
+            "(supported: pb://, parquet://, blackhole://)"
         )
     params: dict[str, list[str]] = {}
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
@@ -152,16 +174,23 @@ def parse_store_url(url: str, env: Mapping[str, str] | None = None) -> StoreConf
         raise StoreURLError(f"store {name}: {e}") from None
     if hold < 0 or gather < 0:
         raise StoreURLError(f"store {name}: hold and gather must not be negative")
+    consolidate = _bool(one("consolidateOnShutdown", "false") or "false")
+    pps = params.pop("pp", [])
+    reduce_data = one("reducedata")
+    extra = {k: v[-1] for k, v in params.items()}
+    if parts.scheme == "parquet":
+        _check_parquet_keys(name, extra)
     return StoreConfig(
         name=name,
         root_folder=Path(root),
         granularity=gran,
         hold=hold,
         gather=gather,
-        consolidate_on_shutdown=_bool(one("consolidateOnShutdown", "false") or "false"),
-        post_processors=params.pop("pp", []),
-        reduce_data=one("reducedata"),
-        extra={k: v[-1] for k, v in params.items()},
+        consolidate_on_shutdown=consolidate,
+        post_processors=pps,
+        reduce_data=reduce_data,
+        extra=extra,
+        scheme=parts.scheme,
         url=url,
     )
 
