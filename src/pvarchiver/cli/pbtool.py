@@ -1,5 +1,7 @@
-"""``pvarchiver pb dump|validate|repair FILE``: the AA's pbutils, for one PlainPB file;
-``pvarchiver pb rekey SRC DST``: copy a store tree to the other file naming (AA <-> Windows).
+"""``pvarchiver pb dump|validate|repair FILE``: the AA's pbutils, for one PlainPB (or
+``.parquet``) file; ``pvarchiver pb rekey SRC DST``: copy a store tree to the other file
+naming (AA <-> Windows); ``pvarchiver pb convert SRC DST --to parquet|pb``: a store tree in
+the other format.
 
 ``dump`` writes JSON lines: ``{"header": {...}}`` first, then one object per sample. NaN and
 infinities are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` so that every
@@ -59,7 +61,30 @@ def sample_json(ptype: PayloadType, s: Sample) -> dict[str, Any]:
     return d
 
 
+def _dump_parquet(path: Path) -> int:
+    from ..storage.parquet_convert import ConvertError, read_blocks
+
+    try:
+        info, blocks = read_blocks(path)
+        sys.stdout.write(
+            json.dumps(
+                {"header": {"type": info.type.name, "pvname": info.pvname, "year": info.year}}
+            )
+            + "\n"
+        )
+        for b in blocks:
+            for i in range(len(b)):
+                line = json.dumps(sample_json(info.type, b.sample(i)), allow_nan=False)
+                sys.stdout.write(line + "\n")
+    except ConvertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_dump(args: argparse.Namespace) -> int:
+    if args.file.endswith(".parquet"):
+        return _dump_parquet(Path(args.file))
     try:
         f = PBFile.open(Path(args.file))
     except (PBFileError, OSError) as e:
@@ -230,6 +255,40 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ..storage.parquet_convert import convert_tree
+
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_dir():
+        print(f"error: {src} is not a folder", file=sys.stderr)
+        return 2
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "{task.fields[size]}",
+        TimeRemainingColumn(),
+        transient=not sys.stderr.isatty(),
+        console=None,
+    ) as bar:
+        task = bar.add_task(f"to {args.to}", total=None, size="")
+
+        def on_progress(done: int, total: int, nbytes: int) -> None:
+            bar.update(task, completed=done, total=total, size=_size(nbytes))
+
+        level = args.level
+        rep = convert_tree(src, dst, args.to, args.compress, level, on_progress)
+    print(
+        f"{rep.converted} files converted ({_size(rep.bytes_in)} -> {_size(rep.bytes_out)}), "
+        f"{rep.already} already there, {len(rep.conflicts)} conflicts, {len(rep.errors)} errors"
+    )
+    for e in rep.conflicts + rep.errors:
+        print(f"  {e}")
+    return 0 if rep.ok else 1
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pb = sub.add_parser("pb", help="inspect, check and repair PlainPB (.pb) files")
     pbsub = pb.add_subparsers(dest="pb_command", required=True)
@@ -290,3 +349,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="report what would be done, write nothing"
     )
     k.set_defaults(func=cmd_rekey)
+    c = pbsub.add_parser(
+        "convert",
+        help="copy a store tree into the other format (.pb <-> .parquet)",
+        description=(
+            "Convert every .pb file under SRC into a .parquet file of the same key and "
+            "partition under DST (--to parquet), or every .parquet file into a .pb file "
+            "(--to pb). Each copy is read back and compared with its source (samples and a "
+            "SHA-256 over all their fields) before it is renamed into place. SRC is only "
+            "read; files already in DST are never overwritten (equal ones count as done). "
+            "Safe to interrupt and run again."
+        ),
+        epilog="Exit status: 0 when every file is converted, 1 on conflicts or errors.",
+    )
+    c.add_argument("src", metavar="SRC")
+    c.add_argument("dst", metavar="DST")
+    c.add_argument("--to", choices=("parquet", "pb"), required=True)
+    c.add_argument(
+        "--compress",
+        default="ZSTD",
+        choices=("UNCOMPRESSED", "SNAPPY", "GZIP", "ZSTD", "LZ4_RAW", "BROTLI"),
+        help="codec of the Parquet files written (default ZSTD)",
+    )
+    c.add_argument("--level", type=int, default=None, help="compression level (ZSTD 1..22)")
+    c.set_defaults(func=cmd_convert)

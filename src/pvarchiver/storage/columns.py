@@ -80,7 +80,12 @@ def block_from_samples(samples: list[Sample], ptype: PayloadType) -> SampleBlock
 
 
 def _has_extras(s: Sample) -> bool:
-    return bool(s.fields) or s.repeatcount is not None or s.fieldactualchange is not None
+    return (
+        bool(s.fields)
+        or s.repeatcount is not None
+        or s.fieldactualchange is not None
+        or s.user_tag is not None
+    )
 
 
 def take_rows(block: SampleBlock, keep: np.ndarray) -> SampleBlock:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .paths import PB_EXTENSION
 from .pbfile import PBFile, PBFileError
 from .pp_cache import refresh_caches
 from .store import PartitionFile, PlainPBStore, StoreError, fsync_dir, iter_pb_files
+
+if TYPE_CHECKING:
+    from .parquet_store import ParquetStore
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,17 @@ class DestinationNewerError(StoreError):
 
 
 def _pv_files(
-    src: PlainPBStore, pvs: Sequence[str] | None, exclude: AbstractSet[str] = frozenset()
+    src: PlainPBStore | ParquetStore,
+    pvs: Sequence[str] | None,
+    exclude: AbstractSet[str] = frozenset(),
 ) -> dict[str, list[PartitionFile]]:
     """Partition files by PV: for the given PVs from their own folders, else for every PV in
     the store (but ``exclude``) by the name in each file's header."""
     if pvs is not None:
         return {pv: src.files_for_pv(pv) for pv in pvs}
     by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
+    if not isinstance(src, PlainPBStore):
+        return _parquet_pv_files(src, exclude)
     for path in iter_pb_files(src.root):
         name = path.name
         term = src.naming.file_terminator
@@ -79,6 +86,36 @@ def _pv_files(
             continue
         pv = _header_pv(path)
         if pv is None or pv in exclude:
+            continue
+        by_pv[pv].append(PartitionFile(start, shift_partition(start, src.granularity, 1), path))
+    for files in by_pv.values():
+        files.sort()
+    return by_pv
+
+
+def _parquet_pv_files(
+    src: ParquetStore, exclude: AbstractSet[str]
+) -> dict[str, list[PartitionFile]]:
+    """:func:`_pv_files` of a ``parquet://`` store: PV names from the footers."""
+    from .parquet_store import PARQUET_EXTENSION, ParquetReadError
+
+    by_pv: dict[str, list[PartitionFile]] = defaultdict(list)
+    term = src.naming.file_terminator
+    for path in src.iter_files():
+        name = path.name
+        cut = name.rfind(term)
+        start = None
+        if cut >= 0:
+            part = name[cut + len(term) : -len(PARQUET_EXTENSION)]
+            start = parse_partition_name(part, src.granularity)
+        if start is None:
+            continue
+        try:
+            pv = "" if path.stat().st_size == 0 else src.file_info(path).pvname
+        except (ParquetReadError, OSError) as e:
+            log.error("ETL: skipping %s: %s", path, e)
+            continue
+        if pv in exclude:
             continue
         by_pv[pv].append(PartitionFile(start, shift_partition(start, src.granularity, 1), path))
     for files in by_pv.values():
@@ -98,7 +135,9 @@ def _header_pv(path: Path) -> str | None:
         return None
 
 
-def files_to_move(files: list[PartitionFile], src: PlainPBStore, now: float) -> list[PartitionFile]:
+def files_to_move(
+    files: list[PartitionFile], src: PlainPBStore | ParquetStore, now: float
+) -> list[PartitionFile]:
     """Apply hold/gather to one PV's files (oldest first); see the module docstring of the AA.
 
     Only partitions before the current one are candidates. With hold=h and gather=g, nothing
@@ -289,7 +328,7 @@ def _reduced_append(
     return _append_after(dst, pv, out_type, rows, f"{f.path} ({op})")
 
 
-def discard_file(src: PlainPBStore, pv: str, pf: PartitionFile) -> int:
+def discard_file(src: PlainPBStore | ParquetStore, pv: str, pf: PartitionFile) -> int:
     """Delete a source file whose data goes nowhere (a blackhole destination, or one whose
     ``etlIntoStoreIf`` flag is false); returns its size. Only a file at ``pv``'s own path."""
     if pf.path != src.path_for(pv, pf.start):
@@ -306,6 +345,10 @@ def discard_file(src: PlainPBStore, pv: str, pf: PartitionFile) -> int:
 
 def _inspect(pf: PartitionFile) -> tuple[bool, str | None]:
     """(whether the file holds samples, reason not to move it or None), in one read."""
+    if not pf.path.name.endswith(PB_EXTENSION):
+        from .etl_columns import inspect_parquet
+
+        return inspect_parquet(pf.path)
     try:
         with PBFile.open(pf.path) as f:
             if not f.has_samples:
@@ -332,8 +375,8 @@ def _inspect(pf: PartitionFile) -> tuple[bool, str | None]:
 
 
 def run_etl(
-    src: PlainPBStore,
-    dst: PlainPBStore | BlackholeStore,
+    src: PlainPBStore | ParquetStore,
+    dst: PlainPBStore | ParquetStore | BlackholeStore,
     now: float | None = None,
     pvs: Sequence[str] | None = None,
     everything: bool = False,
@@ -370,8 +413,15 @@ def run_etl(
         if discard:
             _discard_all(src, pv, movable, stats)
             continue
-        assert isinstance(dst, PlainPBStore)
+        assert not isinstance(dst, BlackholeStore)
         moved_before = stats.files_moved
+        if not (isinstance(src, PlainPBStore) and isinstance(dst, PlainPBStore)):
+            if dst.config.reduce_data:
+                stats.files_skipped += len(movable)
+                stats.errors.append(f"{dst.name}: reducedata= is not supported with parquet://")
+                continue
+            _move_columnar(src, dst, pv, movable, stats, everything, empty_limit)
+            continue
         for pf in movable:
             drop_empty = everything or pf.start <= empty_limit
             if not _move_one(src, dst, pv, pf, stats, drop_empty, reducer):
@@ -383,7 +433,49 @@ def run_etl(
     return stats
 
 
-def _discard_all(src: PlainPBStore, pv: str, movable: list[PartitionFile], stats: ETLStats) -> None:
+def _move_columnar(
+    src: PlainPBStore | ParquetStore,
+    dst: PlainPBStore | ParquetStore,
+    pv: str,
+    movable: list[PartitionFile],
+    stats: ETLStats,
+    everything: bool,
+    empty_limit: int,
+) -> None:
+    """Move one PV's files where a Parquet store is at either end (:mod:`.etl_columns`):
+    the files of one destination partition together, oldest first, stopping at the first
+    that cannot move so that later data never overtakes it."""
+    from .etl_columns import group_by_destination, move_files
+
+    ready: list[PartitionFile] = []
+    for pf in movable:
+        has_samples, problem = _inspect(pf)
+        if problem:
+            stats.files_skipped += 1
+            stats.errors.append(f"{pf.path}: {problem}")
+            log.error("ETL %s->%s: not moving %s: %s", src.name, dst.name, pf.path, problem)
+            break
+        if not has_samples:
+            if everything or pf.start <= empty_limit:
+                pf.path.unlink(missing_ok=True)
+                stats.files_deleted_empty += 1
+            continue
+        ready.append(pf)
+    for group in group_by_destination(dst, ready):
+        try:
+            n = move_files(src, dst, pv, group)
+        except (StoreError, OSError) as e:
+            stats.files_skipped += len(group)
+            stats.errors.append(str(e))
+            log.error("ETL %s->%s: %s", src.name, dst.name, e)
+            return
+        stats.files_moved += len(group)
+        stats.samples_moved += n
+
+
+def _discard_all(
+    src: PlainPBStore | ParquetStore, pv: str, movable: list[PartitionFile], stats: ETLStats
+) -> None:
     for pf in movable:
         try:
             stats.bytes_discarded += discard_file(src, pv, pf)
@@ -435,7 +527,7 @@ def _move_one(
 
 
 def consolidate(
-    stores: Sequence[PlainPBStore | BlackholeStore],
+    stores: Sequence[PlainPBStore | ParquetStore | BlackholeStore],
     upto: str,
     pvs: list[str] | None = None,
     reducer: Reducer | None = None,
@@ -446,6 +538,6 @@ def consolidate(
         raise ValueError(f"no store named {upto!r}; stores: {', '.join(names)}")
     out = []
     for a, b in itertools.pairwise(stores[: names.index(upto) + 1]):
-        if isinstance(a, PlainPBStore):
+        if not a.is_blackhole:
             out.append(run_etl(a, b, pvs=pvs, everything=True, reducer=reducer))
     return out

@@ -269,90 +269,47 @@ class ParquetStore:
     ) -> AppendResult:
         """Append blocks of samples (time order): rows not after the stored data (or after
         the previous row) are dropped and counted, as the AA drops them; the rest go to their
-        partitions, each partition rewritten once per call."""
+        partitions, each rewritten once per call. Streamed: memory holds about one row group
+        whatever the size of the partition or of ``blocks``. If ``blocks`` raises, the
+        partitions finished before stay written and the one in progress is left as it was."""
         result = AppendResult()
         with self.lock(pvname):
             last = self.last_known_timestamp(pvname)
             floor = -1 if last is None else last[0] * NS + last[1]
-            pending: list[SampleBlock] = []
-            cur: int | None = None
-            for block in blocks:
-                if len(block) == 0:
-                    continue
-                ts = block.secs * NS + block.nanos
-                running = np.maximum.accumulate(np.concatenate(([floor], ts)))
-                keep = ts > running[:-1]
-                result.dropped_not_increasing += int(len(ts) - keep.sum())
-                if not keep.all():
-                    block = take_rows(block, keep)
-                    ts = ts[keep]
-                if len(block) == 0:
-                    continue
-                floor = int(ts[-1])
-                i = 0
-                while i < len(block):
-                    start = partition_start(int(block.secs[i]), self.granularity)
-                    end = shift_partition(start, self.granularity, 1)
-                    j = int(np.searchsorted(block.secs, end, side="left"))
-                    if cur is not None and start != cur:
-                        result.add(self._rewrite(pvname, ptype, cur, pending))
-                        pending = []
-                    cur = start
-                    part = take_rows(block, _range_mask(len(block), i, j))
-                    pending.append(part)
-                    i = j
-            if pending and cur is not None:
-                result.add(self._rewrite(pvname, ptype, cur, pending))
-        return result
-
-    def _rewrite(
-        self, pvname: str, ptype: PayloadType, start: int, blocks: list[SampleBlock]
-    ) -> AppendResult:
-        """Old rows of the partition, then ``blocks``, into a temporary file; synced, renamed
-        over the original. The old file's rows are streamed one row group at a time."""
-        path = self.path_for(pvname, start)
-        year = year_of(start)
-        old: pq.ParquetFile | None = None
-        if path.exists() and path.stat().st_size > 0:
+            cur: _Rewrite | None = None
             try:
-                old, info = open_file(path)
-            except ParquetReadError as e:
-                self.forget(pvname)
-                raise StoreError(f"{self.name}: cannot append: {e}; file left as it was") from None
-            if info.pvname != pvname:
-                old.close()
-                raise StoreError(
-                    f"{self.name}: {path} belongs to PV {info.pvname!r}, not {pvname!r}"
-                )
-            if info.type != ptype:
-                old.close()
-                raise TypeMismatchError(
-                    f"{self.name}: {path} holds {info.type.name}, not {ptype.name}"
-                )
-            if info.year != year:
-                old.close()
-                raise StoreError(f"{self.name}: {path} footer says year {info.year}, not {year}")
-        new_rows = sum(len(b) for b in blocks)
-        tmp = path.with_name(TEMP_PREFIX + path.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self.writer(tmp, pvname, year, ptype) as out:
-                if old is not None:
-                    with old:
-                        for rg in range(old.num_row_groups):
-                            out.write(old.read_row_group(rg))
-                for b in blocks:
-                    out.write(block_to_table(ptype, year, b))
-            os.replace(tmp, path)
-        except (OSError, pa.ArrowException) as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            self.forget(pvname)
-            raise StoreError(f"{self.name}: writing {path} failed: {e}; file left as it was") from e
-        fsync_dir(path.parent)
-        last = blocks[-1]
-        self._last_known[pvname] = (int(last.secs[-1]), int(last.nanos[-1]))
-        return AppendResult(written=new_rows, bytes_written=path.stat().st_size, files=[path])
+                for block in blocks:
+                    if len(block) == 0:
+                        continue
+                    ts = block.secs * NS + block.nanos
+                    running = np.maximum.accumulate(np.concatenate(([floor], ts)))
+                    keep = ts > running[:-1]
+                    result.dropped_not_increasing += int(len(ts) - keep.sum())
+                    if not keep.all():
+                        block = take_rows(block, keep)
+                        ts = ts[keep]
+                    if len(block) == 0:
+                        continue
+                    floor = int(ts[-1])
+                    i = 0
+                    while i < len(block):
+                        start = partition_start(int(block.secs[i]), self.granularity)
+                        end = shift_partition(start, self.granularity, 1)
+                        j = int(np.searchsorted(block.secs, end, side="left"))
+                        if cur is not None and cur.start != start:
+                            result.add(cur.commit())
+                            cur = None
+                        if cur is None:
+                            cur = _Rewrite(self, pvname, ptype, start)
+                        cur.write(block if (i, j) == (0, len(block)) else _rows(block, i, j))
+                        i = j
+                if cur is not None:
+                    result.add(cur.commit())
+                    cur = None
+            finally:
+                if cur is not None:
+                    cur.abort()
+        return result
 
     def writer(self, path: Path, pvname: str, year: int, ptype: PayloadType) -> GroupWriter:
         """A writer of one file of this store's codec (see :class:`GroupWriter`)."""
@@ -477,10 +434,94 @@ def _header(info: FileInfo, pvname: str) -> PayloadInfo:
     return PayloadInfo(info.type, pvname, info.year)
 
 
-def _range_mask(n: int, a: int, b: int) -> np.ndarray:
-    m = np.zeros(n, dtype=bool)
+def _rows(block: SampleBlock, a: int, b: int) -> SampleBlock:
+    m = np.zeros(len(block), dtype=bool)
     m[a:b] = True
-    return m
+    return take_rows(block, m)
+
+
+class _Rewrite:
+    """One partition being rewritten: its old rows (checked to be this PV's, of this type
+    and year) copied into ``~TempFile~<name>``, new rows after them; :meth:`commit` syncs
+    and renames it over the original, :meth:`abort` leaves the original as it was."""
+
+    def __init__(self, store: ParquetStore, pvname: str, ptype: PayloadType, start: int) -> None:
+        self.store, self.pvname, self.ptype, self.start = store, pvname, ptype, start
+        self.path = path = store.path_for(pvname, start)
+        self.year = year = year_of(start)
+        self.tmp = path.with_name(TEMP_PREFIX + path.name)
+        self.rows = 0
+        self.last: Instant | None = None
+        self.out: GroupWriter | None = None
+        old = self._old()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out = store.writer(self.tmp, pvname, year, ptype)
+            if old is not None:
+                with old:
+                    for rg in range(old.num_row_groups):
+                        self.out.write(old.read_row_group(rg))
+        except (OSError, *READ_ERRORS) as e:
+            self._fail(e)
+
+    def _old(self) -> pq.ParquetFile | None:
+        st, path = self.store, self.path
+        if not path.exists() or path.stat().st_size == 0:
+            return None  # a zero-byte file is replaced, as the AA deletes it first
+        try:
+            old, info = open_file(path)
+        except ParquetReadError as e:
+            st.forget(self.pvname)
+            raise StoreError(f"{st.name}: cannot append: {e}; file left as it was") from None
+        why: StoreError | None = None
+        if info.pvname != self.pvname:
+            why = StoreError(
+                f"{st.name}: {path} belongs to PV {info.pvname!r}, not {self.pvname!r}"
+            )
+        elif info.type != self.ptype:
+            why = TypeMismatchError(
+                f"{st.name}: {path} holds {info.type.name}, not {self.ptype.name}"
+            )
+        elif info.year != self.year:
+            why = StoreError(f"{st.name}: {path} footer says year {info.year}, not {self.year}")
+        if why is not None:
+            old.close()
+            raise why
+        return old
+
+    def _fail(self, e: BaseException) -> None:
+        self.abort()
+        self.store.forget(self.pvname)
+        raise StoreError(
+            f"{self.store.name}: writing {self.path} failed: {e}; file left as it was"
+        ) from e
+
+    def write(self, block: SampleBlock) -> None:
+        assert self.out is not None
+        try:
+            self.out.write(block_to_table(self.ptype, self.year, block))
+        except (OSError, *READ_ERRORS) as e:
+            self._fail(e)
+        self.rows += len(block)
+        self.last = (int(block.secs[-1]), int(block.nanos[-1]))
+
+    def commit(self) -> AppendResult:
+        assert self.out is not None
+        try:
+            self.out.close()
+            os.replace(self.tmp, self.path)
+        except (OSError, *READ_ERRORS) as e:
+            self._fail(e)
+        fsync_dir(self.path.parent)
+        self.store._last_known[self.pvname] = self.last
+        size = self.path.stat().st_size
+        return AppendResult(written=self.rows, bytes_written=size, files=[self.path])
+
+    def abort(self) -> None:
+        if self.out is not None:
+            self.out.abort()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
 
 class GroupWriter:

@@ -66,6 +66,10 @@ def partition_range_of(path: Path) -> tuple[int, int] | None:
 
 
 def validate_file(path: Path) -> FileReport:
+    if path.name.endswith(".parquet"):  # parquet:// stores' files (issue 19)
+        from .parquet_validate import validate_parquet
+
+        return validate_parquet(path)
     rep = FileReport(path)
     if path.stat().st_size == 0:
         # left by a kill between creating a partition file and writing its header; it holds
@@ -131,6 +135,10 @@ class RepairReport:
 
 def repair_file(path: Path) -> RepairReport:
     """Cut a partial tail; drop undecodable and out-of-order lines (kept in a ``.bak``)."""
+    if path.name.endswith(".parquet"):
+        from .parquet_validate import repair_parquet
+
+        return repair_parquet(path)
     rep = RepairReport(path)
     v = validate_file(path)
     if any(p.kind == "empty-file" for p in v.problems):
