@@ -30,9 +30,10 @@ from .retrieval_request import java_bool, shape_meta, spans
 
 log = logging.getLogger(__name__)
 
-SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat", "jplot", "flx", "svg")
-#: the AA's four for several PVs, and ``mat`` (one struct element per PV; the AA refuses it)
-MULTI_PV_FORMATS = ("json", "raw", "jplot", "qw", "mat")
+SINGLE_PV_FORMATS = ("json", "raw", "csv", "txt", "qw", "mat", "jplot", "flx", "svg", "parquet")
+#: the AA's four for several PVs, ``mat`` (one struct element per PV; the AA refuses it) and
+#: ``parquet`` (not an AA format: docs/parquet.md)
+MULTI_PV_FORMATS = ("json", "raw", "jplot", "qw", "mat", "parquet")
 #: every module declaring ``/retrieval/bpl`` actions; a new module is added here
 RETRIEVAL_ACTION_MODULES = (retrieval_actions, retrieval_more_actions)
 

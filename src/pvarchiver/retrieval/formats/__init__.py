@@ -26,6 +26,7 @@ __all__ = [
     "render_jplot",
     "render_json",
     "render_mat",
+    "render_parquet",
     "render_qw",
     "render_raw",
     "render_svg",
@@ -33,6 +34,14 @@ __all__ = [
 ]
 
 Renderer = Callable[[Iterable[PVStream]], Iterator[bytes]]
+
+
+def render_parquet(streams: Iterable[PVStream]) -> Iterator[bytes]:
+    """``.parquet`` (:mod:`.parquetfmt`), imported when first asked for: pyarrow is big."""
+    from .parquetfmt import render_parquet as render
+
+    return render(streams)
+
 
 #: extension -> (renderer, Content-Type), as the AA's DataRetrievalServlet maps them
 FORMATS: dict[str, tuple[Renderer, str]] = {
@@ -45,4 +54,6 @@ FORMATS: dict[str, tuple[Renderer, str]] = {
     "jplot": (render_jplot, "application/json"),
     "flx": (render_flx, "text/xml"),
     "svg": (render_svg, "image/svg+xml"),
+    # not an AA format: one Parquet file for analysis tools (issue 19)
+    "parquet": (render_parquet, "application/vnd.apache.parquet"),
 }
