@@ -524,6 +524,13 @@ class _Rewrite:
             self.tmp.unlink()
 
 
+def _encodings(ptype: PayloadType) -> dict[str, str]:
+    enc = {"secondsintoyear": "DELTA_BINARY_PACKED", "nano": "DELTA_BINARY_PACKED"}
+    if ptype in (PayloadType.SCALAR_DOUBLE, PayloadType.SCALAR_FLOAT):
+        enc["val"] = "BYTE_STREAM_SPLIT"
+    return enc
+
+
 class GroupWriter:
     """Writes one file in the AA's layout, in row groups of about ``ROW_GROUP_BYTES``
     (uncompressed) however the rows arrive, synced on close."""
@@ -551,7 +558,11 @@ class GroupWriter:
             compression=compression,
             compression_level=level,
             version="2.6",
-            use_dictionary=True,
+            # time columns delta-encoded and float values byte-stream-split instead of
+            # parquet-java's dictionary (which gives up on unique values): ~30% smaller
+            # files of 1 Hz data; parquet-java reads both encodings (docs/parquet.md)
+            use_dictionary=[c for c in schema.names if c not in _encodings(ptype)],
+            column_encoding=_encodings(ptype),
             write_statistics=True,
             data_page_size=PAGE_BYTES,
             write_page_checksum=True,
