@@ -27,6 +27,8 @@ from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
 from .mgmt.pvinput import ArchiveSpec
 from .mgmt.service import Mgmt
+from .pvws.hub import Hub
+from .pvws.web import PVWS
 from .retrieval.reduce import REDUCER
 from .retrieval.runtime import RetrievalOptions
 from .retrieval.service import Retrieval
@@ -143,6 +145,7 @@ class Appliance:
     mgmt: Mgmt
     retrieval: Retrieval
     etl: ETLScheduler
+    pvws: PVWS | None = None
     app: Starlette = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _stops: list[asyncio.Event] = field(default_factory=list, init=False)
@@ -187,6 +190,8 @@ class Appliance:
             await _logged(self._health_task, "health watch")
         etl_stop.set()
         await _logged(etl, "ETL loop")
+        if self.pvws is not None:  # its listeners and own channels, before CA closes
+            await _logged(self.pvws.hub.stop(), "PVWS stop")
         await _logged(self.mgmt.manager.stop(), "archive workflow stop")
         await _logged(self.archiver.stop(), "CA archiver stop")
         await _logged(self.client.close(), "CA client close")
@@ -256,11 +261,20 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
         settings.storage.etl_first_run_seconds,
     )
     mgmt.etl = etl
-    appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl)
+    # live values for /pvws/pv: the engine's own monitors, the CA client for other PVs
+    hub = Hub(
+        engine.pvs,
+        archiver.channels,
+        client,
+        settings.pvws.max_unarchived,
+        resolve=mgmt.registry.real_name,
+    )
+    pvws = PVWS(hub, settings.pvws, settings.http)
+    appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl, pvws)
     options = RetrievalOptions(
         settings.retrieval.use_reduced, settings.retrieval.client_config_root
     )
-    app = build_app(retrieval, mgmt, settings.http, etl, options)
+    app = build_app(retrieval, mgmt, settings.http, etl, options, pvws)
     app.router.lifespan_context = appliance.lifespan
     appliance.app = app
     return appliance

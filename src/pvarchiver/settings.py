@@ -167,6 +167,25 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class PVWSSettings:
+    """The PVWS websocket ``/pvws/pv`` (docs/pvws.md)."""
+
+    #: milliseconds between updates of a scalar PV per socket (PVWS's PV_THROTTLE_MS; 0:
+    #: every update)
+    throttle_ms: float = 1000.0
+    #: the same for arrays (PV_ARRAY_THROTTLE_MS)
+    array_throttle_ms: float = 10000.0
+    #: PVs one socket may subscribe to
+    max_subscriptions: int = 10_000
+    #: PVs that are not archived connected on demand, all sockets together
+    max_unarchived: int = 1000
+    #: ``write`` allowed at all (PVWS's PV_WRITE_SUPPORT); also needs the mgmt access check
+    write: bool = False
+    #: a socket whose send has been blocked this long (a client not reading) is closed
+    stall_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything :func:`pvarchiver.appliance.build_appliance` needs."""
 
@@ -179,6 +198,7 @@ class Settings:
     journal: JournalSettings = field(default_factory=JournalSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    pvws: PVWSSettings = field(default_factory=PVWSSettings)
     #: PV names to request at start (``--archive``), as archivePV requests
     archive: tuple[str, ...] = ()
 
@@ -373,7 +393,31 @@ def load_settings(
         health=_health(env),
         journal=_journal(env, store.root, journal, journal_fsync),
         retrieval=_retrieval(props),
+        pvws=_pvws(env),
         archive=tuple(archive),
+    )
+
+
+def _pvws(env: Mapping[str, str]) -> PVWSSettings:
+    """The websocket's knobs; a negative throttle or limit is logged and the default kept."""
+    d = PVWSSettings()
+
+    def at_least_zero(name: str, default: float) -> float:
+        value = _float(env, name, default)
+        if value < 0:
+            log.error("%s must not be negative; using %s", name, default)
+            return default
+        return value
+
+    return PVWSSettings(
+        throttle_ms=at_least_zero("PVARCHIVER_PVWS_THROTTLE_MS", d.throttle_ms),
+        array_throttle_ms=at_least_zero("PVARCHIVER_PVWS_ARRAY_THROTTLE_MS", d.array_throttle_ms),
+        max_subscriptions=max(
+            0, _int(env, "PVARCHIVER_PVWS_MAX_SUBSCRIPTIONS", d.max_subscriptions)
+        ),
+        max_unarchived=max(0, _int(env, "PVARCHIVER_PVWS_MAX_UNARCHIVED", d.max_unarchived)),
+        write=env.get("PVARCHIVER_PVWS_WRITE", "").strip().lower() in ("1", "true", "yes", "on"),
+        stall_seconds=max(1.0, at_least_zero("PVARCHIVER_PVWS_STALL_SECONDS", d.stall_seconds)),
     )
 
 

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Callable, Mapping, Set
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,14 @@ NS = 1_000_000_000
 EPOCH_1991 = 662688000  # 1991-01-01T00:00:00Z
 SERVER_IOC_DRIFT_SECONDS = 1800
 SCAN_JITTER_FACTOR = 0.95
+
+
+class PVListener(Protocol):
+    """Something that watches an archived PV's live values (:meth:`ArchivedPV.add_listener`)."""
+
+    def on_event(self, secs: int, nanos: int, sev: int, stat: int, val: Any) -> None: ...
+
+    def on_connection(self, connected: bool) -> None: ...
 
 
 class SamplingMethod(StrEnum):
@@ -241,6 +249,7 @@ class ArchivedPV:
         "buffer",
         "clock",
         "control_off",
+        "listeners",
         "method",
         "metrics",
         "name",
@@ -299,6 +308,25 @@ class ArchivedPV:
         self._jid = 0
         self._jid4 = b""
         self._jrows: bytearray | None = None  # numeric scalars: the journal's shared rows
+        #: who watches the live values (the PVWS websocket): None while nobody does, so the
+        #: hot path pays one attribute test; see :meth:`add_listener`
+        self.listeners: list[PVListener] | None = None
+
+    def add_listener(self, listener: PVListener) -> None:
+        """Give ``listener`` every event as it arrives (before any filtering: paused, out of
+        order and dropped events too, as a live display wants them) and each connect and
+        disconnect. It must return at once and never raise: it runs in the hot path."""
+        if self.listeners is None:
+            self.listeners = []
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: PVListener) -> None:
+        """Stop giving ``listener`` events; the last one gone makes the hot path free again."""
+        ls = self.listeners
+        if ls is not None and listener in ls:
+            ls.remove(listener)
+            if not ls:
+                self.listeners = None
 
     def attach_journal(self, journal: Journal) -> None:
         """Journal every sample stored from now on (numeric scalars: one bytearray append
@@ -354,6 +382,9 @@ class ArchivedPV:
                 "cnxregainedepsecs": str(now),
             }
         m.last_connection_regained_epoch = now
+        if self.listeners is not None:
+            for listener in self.listeners:
+                listener.on_connection(True)
 
     def set_control(self, off_reason: str) -> None:
         """Conditional archiving: ``off_reason`` "" stores events again, else stops storing.
@@ -381,6 +412,9 @@ class ArchivedPV:
         self.metrics.connected = False
         self.metrics.last_connection_lost_epoch = int(self.clock())
         self._pending = None
+        if self.listeners is not None:
+            for listener in self.listeners:
+                listener.on_connection(False)
 
     def set_field(self, name: str, value: str) -> None:
         """An archive field (HIHI, EGU, ...) changed: attach it at the next write."""
@@ -399,6 +433,9 @@ class ArchivedPV:
         """One monitor update; returns whether it was kept."""
         m = self.metrics
         m.events_received += 1
+        if self.listeners is not None:
+            for listener in self.listeners:
+                listener.on_event(secs, nanos, sev, stat, val)
         if self.paused:
             return False
         if self.control_off:

@@ -22,6 +22,7 @@ from .ui_routes import make_ui_routes
 
 if TYPE_CHECKING:
     from ..mgmt.service import Mgmt
+    from ..pvws.web import PVWS
     from ..storage.schedule import ETLScheduler
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def build_app(
     http: HTTPSettings | None = None,
     etl: ETLScheduler | None = None,
     retrieval_options: RetrievalOptions | None = None,
+    pvws: PVWS | None = None,
 ) -> Starlette:
     """``/retrieval/...`` for ``retrieval`` (the site's ``retrieval_options``, else the AA's
     defaults); with ``mgmt`` also ``/mgmt/bpl/...`` (limits and access from ``http``) and
@@ -55,6 +57,10 @@ def build_app(
 
         routes += make_mgmt_routes(mgmt, http)
         routes += make_metrics_routes(mgmt, etl)  # GET /metrics (Prometheus text format)
+    if pvws is not None:  # the PVWS websocket /pvws/pv (and /pvws/summary, /pvws/pool)
+        from ..pvws.web import make_pvws_routes
+
+        routes += make_pvws_routes(pvws)
     routes += [Route("/mgmt", _to_ui), Route("/mgmt/", _to_ui)]
     routes += make_ui_routes()
     app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
