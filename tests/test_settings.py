@@ -222,13 +222,14 @@ def test_reference_table_lists_every_setting_and_variable() -> None:
 
 
 #: modules that may read the process environment: the command line (it makes the Settings),
-#: EPICS' own variables in the CA package, the environment of the demo IOC's child process,
-#: the properties reader's default, and the gateway's batching knobs until they move into
+#: EPICS' own variables in the CA and PVA packages, the environment of the demo IOC's child
+#: process, the properties reader's default, and the gateway's batching knobs until they move into
 #: GatewaySettings
 ENV_ALLOWED = {
     "cli/serve.py",
     "cli/gateway.py",
     "ca/client.py",
+    "pva/env.py",
     "ca/server_config.py",
     "demo.py",
     "properties.py",

@@ -20,13 +20,15 @@ from starlette.applications import Starlette
 from .ca import CAClient
 from .engine.channels import CAArchiver
 from .engine.journal import Journal, run_journal
+from .engine.pva_source import PVASource
 from .engine.journal_replay import replay
-from .engine.source import Archiver
+from .engine.source import PVA, Archiver
 from .engine.writer import Engine
 from .mgmt.engine_link import EngineLink
 from .mgmt.manager import MgmtConfig
 from .mgmt.pvinput import ArchiveSpec
 from .mgmt.service import Mgmt
+from .pva.client import PVAClient
 from .pvws.hub import Hub
 from .pvws.web import PVWS
 from .retrieval.reduce import REDUCER
@@ -116,6 +118,7 @@ def mgmt_config(settings: Settings) -> MgmtConfig:
         policies_file=m.policies_file,
         storage_scan_seconds=m.storage_scan_seconds,
         named_flags_file=m.named_flags_file,
+        default_pva=settings.pva.default_pva,
     )
 
 
@@ -146,6 +149,8 @@ class Appliance:
     retrieval: Retrieval
     etl: ETLScheduler
     pvws: PVWS | None = None
+    #: the PV Access client of the engine and the archive workflow (``pva://`` PVs)
+    pva_client: PVAClient | None = None
     app: Starlette = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _stops: list[asyncio.Event] = field(default_factory=list, init=False)
@@ -160,8 +165,10 @@ class Appliance:
         await asyncio.to_thread(health.check)
         self._health_task = asyncio.create_task(health.run(self._health_stop))
         await self.client.start()
+        if self.pva_client is not None:
+            await self.pva_client.start()
         self.archiver.start()
-        await self.mgmt.manager.start(self.client)
+        await self.mgmt.manager.start(self.client, self.pva_client)
         if self.settings.archive:
             specs = [ArchiveSpec(n) for n in self.settings.archive]
             # ordinary archive requests: already archived ones answer "Already submitted"
@@ -195,6 +202,8 @@ class Appliance:
         await _logged(self.mgmt.manager.stop(), "archive workflow stop")
         await _logged(self.archiver.stop(), "CA archiver stop")
         await _logged(self.client.close(), "CA client close")
+        if self.pva_client is not None:
+            await _logged(self.pva_client.close(), "PVA client close")
         write_stop.set()
         await _logged(writer, "write loop")
         journal_stop.set()  # the final write below rotates the journal itself
@@ -233,6 +242,8 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, chains=chains)
     client = CAClient(settings.ca.config())
     archiver = CAArchiver(engine, client)
+    pva_client = PVAClient(settings.pva.config())  # one per appliance, as the AA's engine
+    archiver.add_source(PVA, PVASource(pva_client))
     link = EngineLink(engine, opened, archiver, chains)
     mgmt = Mgmt.create(
         settings.storage.root,
@@ -271,6 +282,7 @@ def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = 
     )
     pvws = PVWS(hub, settings.pvws, settings.http)
     appliance = Appliance(settings, opened, engine, client, archiver, mgmt, retrieval, etl, pvws)
+    appliance.pva_client = pva_client
     options = RetrievalOptions(
         settings.retrieval.use_reduced, settings.retrieval.client_config_root
     )

@@ -27,6 +27,7 @@ from .storage.url import FOLDER_VARIABLES, default_store_urls
 
 if TYPE_CHECKING:
     from .ca import CAConfig
+    from .pva.env import PVAConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ PROP_CLIENT_CONFIG_ROOT = (
 )
 #: the AA's shipped archappl.properties value of PROP_USE_REDUCED
 DEFAULT_USE_REDUCED = "org.epics.archiverappliance.retrieval.postprocessors.TwoWeekRaw"
+#: the AA's archappl.properties key of the protocol of names without ca:// or pva://
+PROP_DEFAULT_PROTOCOL = "org.epics.archiverappliance.mgmt.bpl.ArchivePVAction.defaultAccessProtocol"
 #: the AA's archappl.properties key naming a properties file of named flags to load at start
 PROP_NAMED_FLAGS_FILE = "org.epics.archiverappliance.config.NamedFlags.readFromFile"
 
@@ -110,6 +113,22 @@ class CASettings:
         from .ca import CAConfig
 
         return CAConfig.from_env(self.env)
+
+
+@dataclass(frozen=True)
+class PVASettings:
+    """The ``EPICS_PVA_*`` variables the engine's PV Access client is configured from, and
+    the AA's ``defaultAccessProtocol`` (which protocol a name without ``ca://``/``pva://``
+    is archived over)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: archive names without a prefix over PVA (``defaultAccessProtocol=PVA``)
+    default_pva: bool = False
+
+    def config(self) -> PVAConfig:
+        from .pva.env import PVAConfig
+
+        return PVAConfig.from_env(self.env)
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,7 @@ class Settings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     mgmt: MgmtSettings = field(default_factory=MgmtSettings)
     ca: CASettings = field(default_factory=CASettings)
+    pva: PVASettings = field(default_factory=PVASettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     journal: JournalSettings = field(default_factory=JournalSettings)
@@ -308,6 +328,17 @@ def _mgmt(
     )
 
 
+def _pva(env: Mapping[str, str], props: Mapping[str, str]) -> PVASettings:
+    """``EPICS_PVA_*`` as they are; ``defaultAccessProtocol`` ``PVA`` or ``CA`` (another
+    value is logged and CA used, the AA's default)."""
+    proto = props.get(PROP_DEFAULT_PROTOCOL, "").strip().upper() or "CA"
+    if proto not in ("CA", "PVA"):
+        log.error("%s must be CA or PVA, not %r; using CA", PROP_DEFAULT_PROTOCOL, proto)
+        proto = "CA"
+    pva_env = {k: v for k, v in env.items() if k.startswith("EPICS_PVA")}
+    return PVASettings(pva_env, default_pva=proto == "PVA")
+
+
 def _engine(env: Mapping[str, str], props: Mapping[str, str]) -> EngineSettings:
     """``PVARCHIVER_SECONDS_TO_BUFFER``, else the AA's property, else 10 s; at least 1 s."""
     default = DEFAULT_SECONDS_TO_BUFFER
@@ -389,6 +420,7 @@ def load_settings(
         http=_http(env, host, port),
         mgmt=_mgmt(env, initial_sampling, props),
         ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
+        pva=_pva(env, props),
         engine=_engine(env, props),
         health=_health(env),
         journal=_journal(env, store.root, journal, journal_fsync),

@@ -204,6 +204,8 @@ class Buffer:
             stat,
             fields=f or None,
             fieldactualchange=True if i in self.actual_change else None,
+            # a PVA generic structure's timeStamp.userTag (pva_types.TaggedBytes)
+            user_tag=getattr(val, "user_tag", None),
         )
 
     def samples(self) -> list[Sample]:

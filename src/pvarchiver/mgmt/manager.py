@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ca import CAClient
+from ..pva.client import PVAClient
 from ..storage.chains import ChainError
 from .engine_link import EngineLink
 from .file_keys import FileKeyConflict, FileKeyIndex
 from .metaget import MetaGet
+from .metaget_pva import PVAMetaGet
 from .policies import Policies, PolicyError
 from .pvinput import ArchiveSpec, InputError, archive_target
 from .registry import Registry
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: fields read during initial sampling: NAME for aliases, the rest are policy inputs
 META_FIELDS = ("NAME", "RTYP", "MDEL", "ADEL", "SCAN")
+#: initial sampling over CA or PVA (same interface)
+AnyMetaGet = MetaGet | PVAMetaGet
 
 
 @dataclass
@@ -52,6 +56,8 @@ class MgmtConfig:
     storage_scan_seconds: float = 60.0
     #: the AA's named flags file, read at start (None: only the flags in the registry)
     named_flags_file: Path | None = None
+    #: names without ``ca://``/``pva://`` are archived over PVA (defaultAccessProtocol=PVA)
+    default_pva: bool = False
 
 
 class OperationError(Exception):
@@ -80,10 +86,11 @@ class Manager:
         self.config = config
         self.default_stores = default_stores
         self.client: CAClient | None = None
+        self.pva_client: PVAClient | None = None
         self.pending: dict[str, ArchiveRequest] = {}
-        self.metagets: dict[str, MetaGet] = {}
+        self.metagets: dict[str, AnyMetaGet] = {}
         self.busy: set[str] = set()
-        self._done: list[MetaGet] = []
+        self._done: list[AnyMetaGet] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.started_epoch = time.time()
@@ -114,9 +121,11 @@ class Manager:
             among.add(name)
 
     # ------------------------------------------------------------------ start / stop
-    async def start(self, client: CAClient) -> None:
-        """Archive every registered PV (paused ones stay paused) and resume pending requests."""
+    async def start(self, client: CAClient, pva_client: PVAClient | None = None) -> None:
+        """Archive every registered PV (paused ones stay paused) and resume pending requests;
+        ``pva_client`` measures the ``pva://`` requests (without one they wait)."""
         self.client = client
+        self.pva_client = pva_client
         n = 0
         for info in self.registry.typeinfos():
             if self.link.start(info):
@@ -146,6 +155,16 @@ class Manager:
         if self.client is None:
             return
         req.currentState = State.METAINFO_REQUESTED.value
+        mg: AnyMetaGet
+        if req.usePVAccess:
+            if self.pva_client is None:
+                return
+            mg = PVAMetaGet(
+                self.pva_client, req.pvName, self.config.measure_seconds, self._on_measured
+            )
+            self.metagets[req.pvName] = mg
+            mg.start()
+            return
         mg = MetaGet(
             self.client,
             req.pvName,
@@ -156,7 +175,7 @@ class Manager:
         self.metagets[req.pvName] = mg
         mg.start()
 
-    def _on_measured(self, mg: MetaGet) -> None:
+    def _on_measured(self, mg: AnyMetaGet) -> None:
         if self.metagets.get(mg.name) is mg:
             self._done.append(mg)
             self._wake.set()
@@ -291,7 +310,8 @@ class Manager:
                     appliance=spec.appliance,
                     archiveFields=[t.field] if t.field else [],
                     aliases=[spec.alias] if spec.alias else [],
-                    usePVAccess=t.pva,
+                    usePVAccess=t.pva
+                    or (self.config.default_pva and not spec.pv.strip().startswith("ca://")),
                 )
                 b.put_request(name, req.to_params())
                 new.append(req)
@@ -306,7 +326,7 @@ class Manager:
             self._start_metaget(req)
         return rows
 
-    async def _finalize(self, batch: list[MetaGet]) -> None:
+    async def _finalize(self, batch: list[AnyMetaGet]) -> None:
         items = []
         for mg in batch:
             req = self.pending.get(mg.name)
@@ -347,16 +367,16 @@ class Manager:
         )
 
     def _compute_and_persist(
-        self, items: list[tuple[ArchiveRequest, MetaGet]]
-    ) -> list[tuple[ArchiveRequest, MetaGet, PVTypeInfo | None, str]]:
+        self, items: list[tuple[ArchiveRequest, AnyMetaGet]]
+    ) -> list[tuple[ArchiveRequest, AnyMetaGet, PVTypeInfo | None, str]]:
         """Worker thread: policy and typeinfo for each measured PV, then one transaction
         that writes the typeinfos and aliases and deletes the requests (or records why a
         request failed)."""
-        out: list[tuple[ArchiveRequest, MetaGet, PVTypeInfo | None, str]] = []
+        out: list[tuple[ArchiveRequest, AnyMetaGet, PVTypeInfo | None, str]] = []
         for req, mg in items:
             m = mg.result
             try:
-                if not m.connected or m.native_type < 0:
+                if not m.connected or m.payload_type is None:
                     raise PolicyError("the PV disconnected before its type was known")
                 pol = self.policies.determine(policy_input(req, m))
                 if pol.samplingMethod == "DONT_ARCHIVE" and req.samplingPeriod is None:

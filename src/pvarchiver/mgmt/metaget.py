@@ -20,6 +20,7 @@ from typing import Any
 from ..ca import CAClient, dbr
 from ..ca.client import Channel
 from ..ca.protocol import DBE_ALARM, DBE_LOG
+from ..pb import PayloadType
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class Measurement:
     reads_done_epoch: float = 0.0
     ctrl: dbr.Reading | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    #: the type derived from a PVA structure (``pva://`` PVs have no CA native type)
+    ptype: PayloadType | None = None
+
+    @property
+    def payload_type(self) -> PayloadType | None:
+        """The AA type of the PV (None until its type is known)."""
+        if self.ptype is not None:
+            return self.ptype
+        return dbr.payload_type(self.native_type, self.count) if self.native_type >= 0 else None
 
     @property
     def connected(self) -> bool:

@@ -78,6 +78,11 @@ def dbr_type_name(native: int, count: int) -> str:
     return dbr.payload_type(native, count).arch_dbr_name
 
 
+def _dbr_name(m: Measurement) -> str:
+    ptype = m.payload_type
+    return ptype.arch_dbr_name if ptype is not None else dbr_type_name(m.native_type, m.count)
+
+
 def _as_float(text: str | None) -> float | None:
     try:
         return float(text) if text not in (None, "") else None
@@ -97,7 +102,7 @@ def policy_input(req: ArchiveRequest, m: Measurement) -> dict[str, Any]:
     """determinePolicy's pvInfo dict, with the AA's keys."""
     info: dict[str, Any] = {
         "pvName": req.pvName,
-        "dbrtype": dbr_type_name(m.native_type, m.count),
+        "dbrtype": _dbr_name(m),
         "elementCount": m.count,
         "eventRate": m.event_rate,
         "eventCount": m.events,
@@ -138,7 +143,9 @@ def build_typeinfo(
     unless the user chose, stores from the policy (or the defaults)."""
     now = datetime.now(UTC)
     info = PVTypeInfo(pvName=real_name or req.pvName, creationTime=now, modificationTime=now)
-    ptype = dbr.payload_type(m.native_type, m.count)
+    ptype = m.payload_type
+    if ptype is None:  # (SCALAR_STRING is 0: no `or` here)
+        ptype = dbr.payload_type(m.native_type, m.count)
     info.DBRType = ptype.arch_dbr_name
     info.scalar = not PayloadType(ptype).is_vector
     info.elementCount = m.count
