@@ -20,8 +20,8 @@ from starlette.applications import Starlette
 from .ca import CAClient
 from .engine.channels import CAArchiver
 from .engine.journal import Journal, run_journal
-from .engine.pva_source import PVASource
 from .engine.journal_replay import replay
+from .engine.pva_source import PVASource
 from .engine.source import PVA, Archiver
 from .engine.writer import Engine
 from .mgmt.engine_link import EngineLink
