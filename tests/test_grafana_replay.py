@@ -289,3 +289,66 @@ def test_prefix_and_val_as_the_aa(url: str) -> None:
 def test_unknown_operator_is_a_clear_400(url: str) -> None:
     r = httpx.get(f"{url}/data/getData.qw", params={"pv": f"nosuch_3({BPM})", **_range()})
     assert r.status_code == 400 and "nosuch" in r.text
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def provisioned(host: str, port: str) -> dict:
+    """deploy/grafana's datasource with Grafana's ``${VAR}`` expansion done."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "deploy/grafana/provisioning/datasources"
+    text = (path / "pvarchiver.yaml").read_text()
+    text = re.sub(
+        r"\$\{(\w+)\}", lambda m: {"PVARCHIVER_HOST": host, "PVARCHIVER_PORT": port}[m[1]], text
+    )
+    [ds] = yaml.safe_load(text)["datasources"]
+    return ds  # type: ignore[no-any-return]
+
+
+def test_provisioned_datasource_reaches_this_server(url: str) -> None:
+    """The provisioning file's URLs, pointed at a real server, answer what the plugin asks:
+    the test-connection call and a Live subscription, sent as data_proxy.go formats it."""
+    import asyncio
+    import json
+
+    websockets = pytest.importorskip("websockets")
+    host, port = url.removeprefix("http://").removesuffix("/retrieval").split(":")
+    ds = provisioned(host, port)
+    assert ds["type"] == "sasaki77-archiverappliance-datasource"
+    assert ds["url"] == url and ds["jsonData"]["useBackend"] is True
+    assert httpx.get(ds["url"] + "/bpl/getVersion", timeout=30).status_code == 200
+
+    async def live() -> dict:
+        async with websockets.connect(ds["jsonData"]["liveUpdateURI"]) as ws:
+            # data_proxy.go's fmt.Sprintf(`{ "type": "subscribe", "pvs": [ "%s" ] }`, pv)
+            await ws.send('{ "type": "subscribe", "pvs": [ "' + BPM + '" ] }')
+            async with asyncio.timeout(15):
+                return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+    first = asyncio.run(live())
+    # the plugin decodes value/seconds/nanos; a PV with no IOC has only the access state
+    assert first["type"] == "update" and first["pv"] == BPM
+    assert isinstance(first["seconds"], int) and isinstance(first["nanos"], int)
+
+
+def test_compose_profile_starts_grafana_beside_the_archiver() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((root / "compose.yaml").read_text())
+    g = doc["services"]["grafana"]
+    assert g["profiles"] == ["grafana"] and g["depends_on"] == ["archiver"]
+    assert "grafana/grafana" in g["image"]
+    src, dest = g["volumes"][0].split(":")[:2]
+    assert (root / src / "datasources" / "pvarchiver.yaml").is_file()
+    assert dest == "/etc/grafana/provisioning"
+    env = g["environment"]
+    assert env["PVARCHIVER_HOST"] == "archiver" and env["PVARCHIVER_PORT"] == "17665"
+    assert "sasaki77-archiverappliance-datasource" in env["GF_PLUGINS_PREINSTALL"]
