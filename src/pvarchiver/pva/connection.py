@@ -172,6 +172,10 @@ class ClientConnection:
         self._registry: dict[int, FieldDesc] = {}
         self._ops: dict[int, _Op] = {}
         self._auth = "anonymous"
+        #: one Layout and ValueDecoder per distinct structure type and byte order, shared by
+        #: every operation of that type: 1,000 NTScalar monitors cost one layout and one
+        #: set of compiled BitSet plans, not 1,000 (memory per PV, and plans compiled once)
+        self._decoders: dict[tuple[FieldDesc, str], ValueDecoder] = {}
 
     # ------------------------------------------------------------ output
 
@@ -319,17 +323,25 @@ class ClientConnection:
         fd = decode_type(r, self._registry)
         if fd is None or fd.code != STRUCT:
             raise ProtocolError(f"ioid {ioid}: INIT reply without a structure type")
-        layout = Layout(fd)
-        op.decoder = ValueDecoder(layout, r.order, self._registry)
-        op.flat = layout.defaults()
+        op.decoder = self._shared_decoder(fd, r.order)
+        op.flat = op.decoder.layout.defaults()
         op.state = "ready"
         return status
+
+    def _shared_decoder(self, fd: FieldDesc, order: str) -> ValueDecoder:
+        key = (fd, order)
+        dec = self._decoders.get(key)
+        if dec is None or dec.layout.top.type_id != fd.type_id:
+            dec = ValueDecoder(Layout(fd), order, self._registry)
+            if len(self._decoders) < 1024:  # a hostile peer must not grow it for ever
+                self._decoders[key] = dec
+        return dec
 
     def _decoder(self, op: _Op, order: str) -> ValueDecoder:
         dec = op.decoder
         assert dec is not None
         if dec.order != order:  # a server may switch byte order between messages
-            dec = op.decoder = ValueDecoder(dec.layout, order, self._registry)
+            dec = op.decoder = self._shared_decoder(dec.layout.top, order)
         return dec
 
     def _on_get(self, r: Reader, events: list[Event]) -> None:
