@@ -36,8 +36,8 @@ from .pva_peers import p4p_client_conf, p4p_server, qsrv_ioc
 
 QSRV_DB = """
 record(calc, "QS:CNT") { field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "QS:CNT") }
-record(ai, "QS:AI") { field(EGU, "mm") field(HOPR, "50") field(LOPR, "-5") field(HIHI, "40") field(HHSV, "MAJOR")
-                      field(PREC, "3") field(VAL, "1.5") field(PINI, "YES") }
+record(ai, "QS:AI") { field(EGU, "mm") field(HOPR, "50") field(LOPR, "-5") field(HIHI, "40")
+                      field(HHSV, "MAJOR") field(PREC, "3") field(VAL, "1.5") field(PINI, "YES") }
 """
 
 #: the time posted by the p4p server (recent: the engine drops samples 30 min old, as the AA)
