@@ -1,7 +1,12 @@
 """The package imports only what ``pip install pvarchiver`` installs: a module of the test
 extras imported by ``src/`` works in the test venv and fails in a user's (the container
 scenario found ``httpx`` that way, late). Every import in ``src/`` is checked against the
-runtime dependencies in ``pyproject.toml``."""
+runtime dependencies in ``pyproject.toml``.
+
+One exception, kept narrow: a module of an optional extra that a user asks for (``postgres``:
+psycopg for a ``postgresql://`` registry) may be imported, but only inside a function, so that
+``import pvarchiver...`` never needs it, and only if the extra that provides it is declared.
+The test extras are not such an extra: they are for tests, never for ``src/``."""
 
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: the module a distribution provides, where the names differ
 PROVIDES = {"protobuf": "google"}
+#: extras whose modules are not for src/ at all
+NOT_FOR_SRC = {"test"}
 
 
-def runtime_modules() -> set[str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def _module_names(deps: list[str]) -> set[str]:
     names = set()
     for d in deps:
         dist = d.split(";")[0].split("[")[0]
@@ -26,24 +32,75 @@ def runtime_modules() -> set[str]:
     return names
 
 
-def imported_modules() -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def runtime_modules() -> set[str]:
+    return _module_names(_project()["dependencies"])
+
+
+def optional_modules() -> set[str]:
+    """Modules of the optional extras a user installs for a feature (not the test extras)."""
+    extras = _project().get("optional-dependencies", {})
+    return _module_names(
+        [d for name, deps in extras.items() if name not in NOT_FOR_SRC for d in deps]
+    )
+
+
+def _imports(tree: ast.AST, inside_function: bool = False):
+    """(top-level module, inside a function?) of every absolute import under ``tree``."""
+    for node in ast.iter_child_nodes(tree):
+        in_fn = inside_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name.split(".")[0], inside_function
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0], inside_function
+        yield from _imports(node, in_fn)
+
+
+def imported_modules() -> dict[str, set[tuple[str, bool]]]:
+    """Third-party module -> {(file, imported inside a function)}."""
+    found: dict[str, set[tuple[str, bool]]] = {}
     for path in (ROOT / "src" / "pvarchiver").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "pvarchiver":
-                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for top, in_fn in _imports(tree):
+            if top not in sys.stdlib_module_names and top != "pvarchiver":
+                found.setdefault(top, set()).add((str(path.relative_to(ROOT)), in_fn))
     return found
 
 
+def violations(found: dict[str, set[tuple[str, bool]]]) -> dict[str, list[str]]:
+    allowed, optional = runtime_modules(), optional_modules()
+    out: dict[str, list[str]] = {}
+    for mod, uses in found.items():
+        if mod in allowed:
+            continue
+        bad = [p for p, in_fn in uses if not (mod in optional and in_fn)]
+        if bad:
+            out[mod] = sorted(bad)
+    return out
+
+
 def test_src_imports_only_runtime_dependencies() -> None:
-    allowed = runtime_modules()
-    extra = {m: sorted(p) for m, p in imported_modules().items() if m not in allowed}
-    assert extra == {}, f"imported by src/ but not a runtime dependency: {extra}"
+    extra = violations(imported_modules())
+    assert extra == {}, (
+        "imported by src/ but not a runtime dependency (a declared optional extra's module "
+        f"may be imported inside a function only): {extra}"
+    )
+
+
+def test_the_optional_extra_rule_is_strict() -> None:
+    """The checker itself: an extra's module at module level, or a test-only module inside a
+    function, is still refused; the postgres extra's psycopg inside a function is not."""
+    assert "psycopg" in optional_modules() and "psycopg" not in runtime_modules()
+    assert "httpx" not in optional_modules()
+    src = "import psycopg\n\ndef f():\n    import psycopg\n    import httpx\n"
+    uses: dict[str, set[tuple[str, bool]]] = {}
+    for top, in_fn in _imports(ast.parse(src)):
+        uses.setdefault(top, set()).add((f"x.py:{'fn' if in_fn else 'module'}", in_fn))
+    assert violations(uses) == {"psycopg": ["x.py:module"], "httpx": ["x.py:fn"]}
+    # and the one real use is inside a function
+    real = imported_modules().get("psycopg", set())
+    assert real and all(in_fn for _p, in_fn in real), real

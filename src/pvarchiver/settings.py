@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .mgmt.registry_backend import check_url, default_url
 from .properties import archappl_properties
 from .storage.naming import NamingSettings
 from .storage.url import FOLDER_VARIABLES, default_store_urls
@@ -101,6 +102,9 @@ class MgmtSettings:
     storage_scan_seconds: float = DEFAULT_SCAN_SECONDS
     #: the AA's named flags file (``NamedFlags.readFromFile`` in archappl.properties)
     named_flags_file: Path | None = None
+    #: the PV registry's URL: ``sqlite:///<root>/registry.sqlite`` (embedded, the default)
+    #: or ``postgresql://user@host:port/db`` (shared by appliances; docs/deployment.md)
+    registry: str = ""
 
 
 @dataclass(frozen=True)
@@ -398,6 +402,13 @@ def _journal(
     return JournalSettings(where, fsync)
 
 
+def _registry(env: Mapping[str, str], root: Path, given: str | None) -> str:
+    """``--registry``, else ``PVARCHIVER_REGISTRY``, else the SQLite file in the storage
+    root; ValueError for a URL that is neither SQLite nor PostgreSQL."""
+    text = (given if given is not None else env.get("PVARCHIVER_REGISTRY", "")).strip()
+    return check_url(text) if text else default_url(root)
+
+
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -408,6 +419,7 @@ def load_settings(
     archive: Sequence[str] = (),
     journal: str | None = None,
     journal_fsync: float | None = None,
+    registry: str | None = None,
 ) -> Settings:
     """The settings of ``pvarchiver serve``: the keyword arguments are the command line's
     (None: not given), ``env`` the process environment, and ``archappl.properties`` the file
@@ -418,7 +430,9 @@ def load_settings(
     return Settings(
         storage=store,
         http=_http(env, host, port),
-        mgmt=_mgmt(env, initial_sampling, props),
+        mgmt=replace(
+            _mgmt(env, initial_sampling, props), registry=_registry(env, store.root, registry)
+        ),
         ca=CASettings({k: v for k, v in env.items() if k.startswith("EPICS_")}),
         pva=_pva(env, props),
         engine=_engine(env, props),

@@ -15,6 +15,9 @@ healthcheck), ``/metrics`` and the UI's banner, so they never disagree.
   appliance unhealthy by itself (a restart would not free anything).
 * **Journal** write errors (its counter grew since the last check): a warning; samples
   are still archived, but not crash-safe until it writes again.
+* **Registry** database unreachable (a PostgreSQL registry lost while running): a warning;
+  PVs are still archived, registry changes are refused until it is back (a restart would
+  not bring it back, so it never makes the appliance unhealthy).
 
 A report reads only what is in memory (the last space check, the engine's state), so a
 health request never touches a disk that may be slow or hung.
@@ -35,6 +38,7 @@ from ..engine.store_health import StoreFailure
 from ..engine.writer import Engine
 from ..settings import HealthSettings
 from ..storage.store import PlainPBStore
+from .registry_backend import RegistryState
 from .storage_usage import disk_space
 from .typeinfo import aa_time, report_time
 
@@ -106,6 +110,8 @@ class HealthReport:
     checked_epoch: float
     now: float
     journal_errors: int | None = None
+    #: the PV registry's backend and reachability (None: not known to this report)
+    registry: RegistryState | None = None
 
     @property
     def http_status(self) -> int:
@@ -136,7 +142,7 @@ class HealthReport:
                     row["writeFailingPVs"] = str(f.pvs)
                     row["writeError"] = f.error
             stores.append(row)
-        return {
+        out: dict[str, Any] = {
             "instance": identity,
             "status": self.status,
             "problems": self.problems,
@@ -145,6 +151,19 @@ class HealthReport:
             "checkedAt": aa_time(self.checked_epoch) if self.checked_epoch else "Never",
             "stores": stores,
         }
+        reg = self.registry
+        if reg is not None:
+            out["registry"] = {
+                "backend": reg.backend,
+                "location": reg.location,
+                "connected": "true" if reg.connected else "false",
+                "unreachableSince": report_time(reg.since) if reg.since else "",
+                "error": reg.error,
+                "refusedChanges": str(reg.refused),
+                "remoteChanges": str(reg.remote_changes),
+                "reconnects": str(reg.reconnects),
+            }
+        return out
 
 
 class Health:
@@ -155,8 +174,10 @@ class Health:
         stores: Sequence[PlainPBStore] | Callable[[], Sequence[PlainPBStore]],
         engine: Engine,
         settings: HealthSettings,
+        registry_state: Callable[[], RegistryState] | None = None,
     ) -> None:
         self.engine = engine
+        self._registry_state = registry_state
         self.settings = settings
         # a callable: the folders in use grow as PVs get chains of their own
         self._stores = stores
@@ -269,6 +290,13 @@ class Health:
                 f"journal: writes failing since {report_time(self.journal_failing_since)}: "
                 f"{self.journal_error}; samples are archived but not crash-safe meanwhile"
             )
+        reg = self._registry_state() if self._registry_state is not None else None
+        if reg is not None and not reg.connected:
+            warnings.append(
+                f"registry: {reg.backend} {reg.location} unreachable since "
+                f"{report_time(reg.since)}: {reg.error}; PVs are archived, registry changes "
+                "are refused until it is back"
+            )
         status = UNHEALTHY if problems else WARNING if warnings else OK
         journal = self.engine.journal
         return HealthReport(
@@ -282,4 +310,5 @@ class Health:
             checked_epoch=self.checked_epoch,
             now=now,
             journal_errors=journal.stats.write_errors if journal is not None else None,
+            registry=reg,
         )

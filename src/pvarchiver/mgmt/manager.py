@@ -58,6 +58,8 @@ class MgmtConfig:
     named_flags_file: Path | None = None
     #: names without ``ca://``/``pva://`` are archived over PVA (defaultAccessProtocol=PVA)
     default_pva: bool = False
+    #: the PV registry's URL ("": ``registry.sqlite`` in ``storage_root``)
+    registry_url: str = ""
 
 
 class OperationError(Exception):

@@ -3,11 +3,12 @@
 A store URL can say ``etlIntoStoreIf=<flag>`` / ``etlOutofStoreIf=<flag>``, and the built-in
 flags ``SKIP_<store>_FOR_ETL`` / ``SKIP_<store>_FOR_RETRIEVAL`` switch a store off for ETL or
 retrieval. The AA keeps them in a Hazelcast map that a restart forgets; here the flags set
-through ``setNamedFlag`` are stored in the PV registry's SQLite file, so they survive a
-restart. The AA's optional properties file (``NamedFlags.readFromFile`` in
-``archappl.properties``, :data:`pvarchiver.settings.PROP_NAMED_FLAGS_FILE`) is read at
-every start, as the AA reads it, and its values win over the stored ones for that run (they
-are not written to the registry: the file stays the place where they are kept).
+through ``setNamedFlag`` are stored in the PV registry, so they survive a restart (and, with
+a PostgreSQL registry, a flag set on one appliance is seen by the others within a second).
+The AA's optional properties file (``NamedFlags.readFromFile`` in ``archappl.properties``,
+:data:`pvarchiver.settings.PROP_NAMED_FLAGS_FILE`) is read at every start, as the AA reads
+it, and its values win over the stored ones for that run (they are not written to the
+registry: the file stays the place where they are kept).
 
 :meth:`NamedFlags.get` runs on the ETL worker thread for every stage of every PV, so it reads
 a dict that is replaced, never changed in place: no lock on the read path, and a reader sees
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..properties import PropertiesError, load_properties
-from .registry import Registry
+from .registry import Registry, RegistryChange
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,18 @@ class NamedFlags:
     def __init__(self, registry: Registry | None = None, loaded: Mapping[str, bool] = ()) -> None:
         self._registry = registry
         self._write_lock = threading.Lock()
+        self._loaded = dict(loaded)
         stored = registry.named_flags() if registry is not None else {}
-        self._values: dict[str, bool] = {**stored, **dict(loaded)}
+        self._values: dict[str, bool] = {**stored, **self._loaded}
+        if registry is not None:
+            # a shared registry: a flag set on another appliance applies here too
+            registry.subscribe(self._registry_changed)
+
+    def _registry_changed(self, change: RegistryChange) -> None:
+        if change.table != "NamedFlags" or change.local or self._registry is None:
+            return
+        with self._write_lock:
+            self._values = {**self._registry.named_flags(), **self._loaded}
 
     @classmethod
     def open(cls, registry: Registry, flags_file: Path | None) -> NamedFlags:
@@ -90,7 +101,8 @@ class NamedFlags:
     def set(self, name: str, value: bool) -> None:
         """Store the flag (in the registry first: a flag reported as set is on disk).
         Raises ValueError for an empty name or for ``true``/``false``, whose value cannot
-        change; sqlite3/OSError if the registry cannot be written (nothing changes then)."""
+        change; RegistryError (RegistryUnavailable: its database is unreachable), sqlite3 or
+        OSError if the registry cannot be written (nothing changes then)."""
         if not name:
             raise ValueError("a named flag needs a name")
         if literal(name) is not None:

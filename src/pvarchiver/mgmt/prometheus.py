@@ -24,6 +24,7 @@ from ..storage.etl import ETLStats
 from ..storage.schedule import ETLScheduler, ETLStage
 from .appliance_metrics import Summary, WriteTimer, summarize
 from .health import UNHEALTHY, HealthReport
+from .registry_backend import RegistryState
 from .service import Mgmt
 from .storage_usage import Usage
 
@@ -249,6 +250,8 @@ def health_families(report: HealthReport) -> list[Family]:
             "1 while getApplianceHealth answers 503 (a store failing for too long)",
         ).add(1 if report.status == UNHEALTHY else 0)
     )
+    if report.registry is not None:
+        fams += registry_families(report.registry, report.now)
     if report.journal_errors is not None:
         fams.append(
             Family(
@@ -258,6 +261,38 @@ def health_families(report: HealthReport) -> list[Family]:
             ).add(report.journal_errors)
         )
     return fams
+
+
+def registry_families(reg: RegistryState, now: float) -> list[Family]:
+    """Whether the PV registry's database answers, and what that cost."""
+    lab = {"backend": reg.backend}
+    return [
+        Family(
+            "pvarchiver_registry_connected",
+            "gauge",
+            "1 while the PV registry's database answers (0: registry changes are refused)",
+        ).add(1 if reg.connected else 0, lab),
+        Family(
+            "pvarchiver_registry_unreachable_seconds",
+            "gauge",
+            "How long the PV registry's database has been unreachable (0: it answers)",
+        ).add(now - reg.since if reg.since else 0, lab),
+        Family(
+            "pvarchiver_registry_refused_changes_total",
+            "counter",
+            "Registry changes refused because its database was unreachable",
+        ).add(reg.refused, lab),
+        Family(
+            "pvarchiver_registry_remote_changes_total",
+            "counter",
+            "Registry rows changed by other appliances, seen through notifications",
+        ).add(reg.remote_changes, lab),
+        Family(
+            "pvarchiver_registry_reconnects_total",
+            "counter",
+            "Times the PV registry's database came back after being lost",
+        ).add(reg.reconnects, lab),
+    ]
 
 
 def etl_families(stages: Sequence[ETLStage], consolidations: Sequence[ETLStats]) -> list[Family]:

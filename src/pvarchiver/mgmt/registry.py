@@ -1,18 +1,24 @@
-"""The PV registry: SQLite in the AA's table layout, with an in-memory cache for reads.
+"""The PV registry: typeinfos, aliases, pending requests, external servers and named flags,
+kept in a database (:mod:`.registry_backend`: SQLite by default, PostgreSQL shared by several
+appliances) and cached in memory for reads.
 
 Tables and columns are the AA's (``archappl_sqlite.sql``): ``PVTypeInfo(pvName,
 typeInfoJSON, last_modified)``, ``PVAliases(pvName, realName, ...)``, ``ArchivePVRequests(pvName,
 userParams, ...)``, ``ExternalDataServers(serverid, serverinfo, ...)``; values are JSON text.
-So a registry can be inspected with the ``sqlite3`` shell and rows exchanged with a Java AA.
-One table is ours: ``NamedFlags(flagName, flagValue)`` keeps the named flags across restarts
-(the AA keeps them in memory only); ``CREATE TABLE IF NOT EXISTS`` adds it to an older file.
+So a registry can be inspected with the ``sqlite3`` shell (or ``psql``) and rows exchanged
+with a Java AA. One table is ours: ``NamedFlags(flagName, flagValue)`` keeps the named flags
+across restarts (the AA keeps them in memory only).
 
 Why a cache: getPVStatus for 10,000 PVs must answer in well under a second, and the workflow
-reads typeinfo on every status call. SQLite is only written, in batched transactions (one
-commit per batch of PVs, never one per PV), and read once at start. WAL mode keeps readers
-(the ``sqlite3`` shell, a backup) from blocking us and survives kill -9: a transaction is
-either in the file or not. All access goes through one lock, so the registry is safe from
-the event loop and worker threads alike.
+reads typeinfo on every status call. The database is only written, in batched transactions
+(one commit per batch of PVs, never one per PV), and read once at start; the cache changes
+only once a transaction is committed. All writes go through one lock, so the registry is
+safe from the event loop and worker threads alike.
+
+A shared (PostgreSQL) registry also changes under us: other appliances' changes arrive from
+the backend's listener thread and are merged into the cache the same way, and every change,
+ours or theirs, is announced to the callbacks of :meth:`Registry.subscribe` (for cluster
+code: an appliance learns that a PV was assigned to it, a flag was set elsewhere).
 """
 
 from __future__ import annotations
@@ -20,43 +26,56 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .registry_backend import (
+    REGISTRY_FILENAME,
+    TABLES,
+    Backend,
+    RegistryError,
+    RegistryState,
+    RegistryUnavailable,
+    Rows,
+    SQLiteBackend,
+    open_backend,
+)
 from .typeinfo import PVTypeInfo
 
 log = logging.getLogger(__name__)
 
-REGISTRY_FILENAME = "registry.sqlite"
+__all__ = [
+    "REGISTRY_FILENAME",
+    "Batch",
+    "Registry",
+    "RegistryChange",
+    "RegistryError",
+    "RegistryState",
+    "RegistryUnavailable",
+    "open_registry",
+]
 
-_TABLES = {
-    "PVTypeInfo": ("pvName", "typeInfoJSON"),
-    "PVAliases": ("pvName", "realName"),
-    "ArchivePVRequests": ("pvName", "userParams"),
-    "ExternalDataServers": ("serverid", "serverinfo"),
-    # ours, not the AA's (its named flags live in memory only): flag name -> "true"/"false"
-    "NamedFlags": ("flagName", "flagValue"),
-}
-
-
-def _schema() -> str:
-    parts = []
-    for table, (key, value) in _TABLES.items():
-        parts.append(
-            f"CREATE TABLE IF NOT EXISTS {table} ({key} TEXT NOT NULL PRIMARY KEY, "
-            f"{value} TEXT NOT NULL, last_modified TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);\n"
-            f"CREATE TRIGGER IF NOT EXISTS {table}_modified AFTER UPDATE OF {value} ON {table} "
-            f"BEGIN UPDATE {table} SET last_modified = CURRENT_TIMESTAMP "
-            f"WHERE {key} = NEW.{key}; END;\n"
-        )
-    return "".join(parts)
+_TABLES = TABLES
 
 
-class RegistryError(Exception):
-    """The registry file cannot be used (corrupt, not a registry, unwritable)."""
+@dataclass(frozen=True)
+class RegistryChange:
+    """Rows of one table that changed (added, updated or deleted: read the registry for
+    their values now); ``local``: made by this process, else seen from another one."""
+
+    table: str
+    keys: frozenset[str]
+    local: bool
+
+
+def open_registry(url: str) -> Registry:
+    """The registry of a registry URL (``sqlite:///...`` or ``postgresql://...``): raises
+    ValueError for a bad URL, :class:`RegistryError` (:class:`RegistryUnavailable` for a
+    database that does not answer) when it cannot be opened."""
+    return Registry(open_backend(url))
 
 
 class Batch:
@@ -98,40 +117,124 @@ class Batch:
 
 
 class Registry:
-    """PV typeinfos, aliases, pending archive requests and external servers of this appliance."""
+    """PV typeinfos, aliases, pending archive requests, external servers and named flags.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    ``where``: a SQLite file (the embedded default) or an opened backend
+    (:func:`open_registry` makes one from a URL).
+    """
+
+    def __init__(self, where: Path | Backend) -> None:
+        self.backend: Backend = SQLiteBackend(where) if isinstance(where, Path | str) else where
+        #: the SQLite file (None for another backend)
+        self.path: Path | None = getattr(self.backend, "path", None)
         self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_schema())
-            self._typeinfo: dict[str, PVTypeInfo] = {}
-            self._raw: dict[str, dict[str, str]] = {t: {} for t in _TABLES}
-            self._load()
-        except sqlite3.DatabaseError as e:
-            raise RegistryError(f"cannot open the PV registry {self.path}: {e}") from e
+        self._typeinfo: dict[str, PVTypeInfo] = {}
+        self._raw: dict[str, dict[str, str]] = {t: {} for t in _TABLES}
         self._sorted: list[str] | None = None
+        self._subscribers: list[Callable[[RegistryChange], None]] = []
+        try:
+            self._load(self.backend.load())
+        except BaseException:
+            self.backend.close()
+            raise
+        self.backend.listen(self._merge)
 
-    def _load(self) -> None:
-        for table, (key, value) in _TABLES.items():
-            for k, v in self._db.execute(f"SELECT {key}, {value} FROM {table}"):
-                self._raw[table][k] = v
+    def _load(self, rows: dict[str, dict[str, str]]) -> None:
+        for table in _TABLES:
+            self._raw[table] = dict(rows.get(table, {}))
         for name, text in self._raw["PVTypeInfo"].items():
-            try:
-                self._typeinfo[name] = PVTypeInfo.from_json(json.loads(text))
-            except (ValueError, json.JSONDecodeError) as e:
-                # keep the row (never lose data); the PV is just not archived until fixed
-                log.error("registry: typeinfo of %s cannot be read, skipped: %s", name, e)
+            info = self._parse(name, text)
+            if info is not None:
+                self._typeinfo[name] = info
+
+    @staticmethod
+    def _parse(name: str, text: str) -> PVTypeInfo | None:
+        try:
+            return PVTypeInfo.from_json(json.loads(text))
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            # keep the row (never lose data); the PV is just not archived until fixed
+            log.error("registry: typeinfo of %s cannot be read, skipped: %s", name, e)
+            return None
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self.backend.close()
+
+    # ------------------------------------------------------------------ changes
+    def subscribe(self, callback: Callable[[RegistryChange], None]) -> Callable[[], None]:
+        """Call ``callback`` with a :class:`RegistryChange` after each committed change, ours
+        or another process's; returns the function that unsubscribes. Callbacks run on the
+        thread that applied the change (a worker thread, the event loop, or the backend's
+        listener thread), after the cache has the new rows: keep them short and thread-safe
+        (hand work to your own loop with ``call_soon_threadsafe``)."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _announce(self, changed: dict[str, set[str]], local: bool) -> None:
+        for table, keys in changed.items():
+            if not keys:
+                continue
+            change = RegistryChange(table, frozenset(keys), local)
+            for cb in list(self._subscribers):
+                try:
+                    cb(change)
+                except Exception:
+                    log.exception("registry: a change subscriber failed on %s", table)
+
+    def _merge(self, rows: Rows, full: frozenset[str]) -> None:
+        """Rows read from the database after another process changed them (the backend's
+        listener thread): the cache takes them, then the subscribers hear of it."""
+        changed: dict[str, set[str]] = {}
+        with self._lock:
+            for table, new in rows.items():
+                if table not in self._raw:
+                    continue
+                cache = self._raw[table]
+                keys = set(new)
+                if table in full:
+                    keys |= set(cache)  # a cached row missing from a whole table is gone
+                for key in keys:
+                    value = new.get(key)
+                    if cache.get(key) == value:
+                        continue
+                    self._set(table, key, value, None)
+                    changed.setdefault(table, set()).add(key)
+        self._announce(changed, local=False)
+
+    def _set(self, table: str, key: str, value: str | None, info: PVTypeInfo | None) -> None:
+        """One row into the cache (lock held). A typeinfo dict entry is replaced, never
+        changed in place: hot-path readers take it without the lock."""
+        rows = self._raw[table]
+        if value is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = value
+        if table != "PVTypeInfo":
+            return
+        self._sorted = None
+        parsed = info if info is not None else self._parse(key, value) if value else None
+        if parsed is None:
+            self._typeinfo.pop(key, None)
+        else:
+            self._typeinfo[key] = parsed
+
+    def state(self) -> RegistryState:
+        """Backend, location, and whether its database is reachable now."""
+        return self.backend.state()
+
+    def writable(self) -> None:
+        """Raise :class:`RegistryUnavailable` now if a change would be refused (the database
+        is known to be unreachable), before a caller changes anything of its own."""
+        st = self.backend.state()
+        if not st.connected:
+            self.backend.apply([])  # the backend words the refusal (and counts it)
+            raise RegistryUnavailable(f"The PV registry ({st.location}) is unreachable: {st.error}")
 
     # ------------------------------------------------------------------ reads
     def typeinfo(self, name: str) -> PVTypeInfo | None:
@@ -198,7 +301,9 @@ class Registry:
     @contextlib.contextmanager
     def batch(self) -> Iterator[Batch]:
         """Collect changes and commit them in one transaction when the block ends (nothing
-        is written if the block raises)."""
+        is written if the block raises). Refused before the block runs when the database is
+        known to be unreachable (:class:`RegistryUnavailable`)."""
+        self.writable()
         b = Batch()
         yield b
         self.apply(b)
@@ -206,40 +311,14 @@ class Registry:
     def apply(self, b: Batch) -> None:
         if not b.ops:
             return
+        changed: dict[str, set[str]] = {}
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for table, key, value in b.ops:
-                    kcol, vcol = _TABLES[table]
-                    if value is None:
-                        self._db.execute(f"DELETE FROM {table} WHERE {kcol} = ?", (key,))
-                    else:
-                        self._db.execute(
-                            f"INSERT INTO {table} ({kcol}, {vcol}) VALUES (?, ?) "
-                            f"ON CONFLICT({kcol}) DO UPDATE SET {vcol} = excluded.{vcol}",
-                            (key, value),
-                        )
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
-            # the cache changes only once the transaction is in the file
+            self.backend.apply(b.ops)
+            # the cache changes only once the transaction is committed
             for table, key, value in b.ops:
-                rows = self._raw[table]
-                if value is None:
-                    rows.pop(key, None)
-                else:
-                    rows[key] = value
-                if table == "PVTypeInfo":
-                    self._sorted = None
-                    if value is None:
-                        self._typeinfo.pop(key, None)
-                    else:
-                        info = b.infos.get(key)
-                        self._typeinfo[key] = (
-                            info if info is not None else PVTypeInfo.from_json(json.loads(value))
-                        )
+                self._set(table, key, value, b.infos.get(key) if value is not None else None)
+                changed.setdefault(table, set()).add(key)
+        self._announce(changed, local=True)
 
     def put_typeinfos(self, infos: Iterable[PVTypeInfo]) -> None:
         with self.batch() as b:

@@ -26,7 +26,7 @@ from .manager import Manager, MgmtConfig
 from .named_flags import NamedFlags
 from .policies import Policies
 from .pvinput import is_glob, lookup_name, split_field
-from .registry import REGISTRY_FILENAME, Registry
+from .registry import REGISTRY_FILENAME, Registry, open_registry
 from .storage_usage import UsageCache
 from .typeinfo import aa_time, report_time
 
@@ -70,11 +70,14 @@ class Mgmt:
         health: HealthSettings | None = None,
     ) -> Mgmt:
         config = config or MgmtConfig(storage_root=storage_root)
-        registry = Registry(storage_root / REGISTRY_FILENAME)
+        if config.registry_url:
+            registry = open_registry(config.registry_url)
+        else:
+            registry = Registry(storage_root / REGISTRY_FILENAME)
         policies = Policies(config.policies_file)
         manager = Manager(registry, link, policies, config, default_stores)
         usage = UsageCache(link.chains.stores, registry.names, config.storage_scan_seconds)
-        watch = Health(link.chains.stores, link.engine, health or HealthSettings())
+        watch = Health(link.chains.stores, link.engine, health or HealthSettings(), registry.state)
         flags = NamedFlags.open(registry, config.named_flags_file)
         return cls(
             registry, link, policies, config, manager, link.stores, usage, watch, flags=flags

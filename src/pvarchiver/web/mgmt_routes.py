@@ -22,6 +22,7 @@ from ..mgmt.manager import OperationError
 from ..mgmt.policies import PolicyError
 from ..mgmt.process_metrics import PROCESS
 from ..mgmt.pvinput import InputError
+from ..mgmt.registry import RegistryUnavailable
 from ..mgmt.service import Mgmt
 from ..settings import HTTPSettings, IPNetwork
 from . import (
@@ -79,6 +80,8 @@ def known_error(e: Exception) -> tuple[int, str] | None:
         return e.status, e.message
     if isinstance(e, InputError):
         return 400, str(e)
+    if isinstance(e, RegistryUnavailable):  # PostgreSQL lost: nothing was changed
+        return 503, str(e)
     if isinstance(e, PolicyError):
         return 500, str(e)
     if isinstance(e, re.error):
