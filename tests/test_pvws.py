@@ -202,6 +202,25 @@ def test_throttle_sends_the_first_at_once_then_the_latest_per_period() -> None:
     assert s.take(20.0) == []
 
 
+def test_a_throttled_value_wakes_the_writer_for_its_timer() -> None:
+    """The writer sleeps until ``next_due`` (forever when it is None): a value held back by
+    the throttle must wake it so that it sleeps until the new timer, not forever."""
+    s = subscribed(Limits(throttle=1.0), "X", "Y")
+    woken: list[float | None] = []
+    s.wake = lambda: woken.append(s.next_due())
+    s.take(0.0)
+    s.on_update("X", Update(1, 0, 0, 1.0), 10.0)
+    s.take(10.0)
+    woken.clear()
+    s.on_update("X", Update(2, 0, 0, 2.0), 10.2)
+    assert woken == [pytest.approx(11.0)]
+    s.on_update("Y", Update(2, 0, 0, 2.0), 10.3)  # ready at once: one wake
+    s.on_update("X", Update(3, 0, 0, 3.0), 10.4)  # already queued: nothing to do
+    assert len(woken) == 2
+    assert [m["value"] for m in msgs(s.take(10.3))] == [2.0]
+    assert [m["value"] for m in msgs(s.take(11.0))] == [3.0]
+
+
 def test_throttle_off_sends_every_update_and_a_slow_reader_gets_the_latest() -> None:
     s = subscribed(Limits(throttle=0.0), "X", "Y")
     s.take(0.0)

@@ -174,6 +174,10 @@ class Session:
             self._ready.append(name)
         else:
             heapq.heappush(self._timers, (p.next_ok, name))
+            # the writer sleeps until the earliest timer it knew of (or forever when there was
+            # none): a new earliest one must wake it, or a throttled value is never sent
+            if self._timers[0][1] == name and not self._ready and not self._out:
+                self.wake()
 
     # ------------------------------------------------------------------ output
     def take(self, now: float, limit: int = 4096) -> list[str]:
