@@ -35,18 +35,47 @@ from .retrieval.reduce import REDUCER
 from .retrieval.runtime import RetrievalOptions
 from .retrieval.service import Retrieval
 from .settings import Settings, StorageSettings
-from .storage.chains import StoreChains
+from .storage.chains import (
+    BlackholeStore,
+    ChainError,
+    Store,
+    StoreChains,
+    check_chain,
+    keeps_data,
+    open_data_store,
+)
 from .storage.schedule import ETLScheduler
 from .storage.store import PlainPBStore, open_store
-from .storage.url import parse_store_url
+from .storage.url import StoreURLError, parse_store_url
 
 log = logging.getLogger(__name__)
 
 
-def open_stores(storage: StorageSettings) -> list[PlainPBStore]:
-    """The stores of ``storage.store_urls``, each probed: raises
-    :class:`~pvarchiver.storage.probe.StoreFolderError` for a folder that cannot hold them."""
-    return [open_store(parse_store_url(u), storage.naming) for u in storage.store_urls]
+def open_stores(storage: StorageSettings) -> list[Store]:
+    """The default chain, the stores of ``storage.store_urls``, each probed: raises
+    :class:`~pvarchiver.storage.probe.StoreFolderError` for a folder that cannot hold them
+    and :class:`~pvarchiver.storage.url.StoreURLError` for a list that cannot be a chain.
+
+    The first store is the engine's and must be ``pb://`` (a ``parquet://`` one is refused
+    with :data:`~pvarchiver.storage.chains.PARQUET_FIRST_REASON`); later ones may be
+    ``parquet://`` (an MTS or LTS) and the last a ``blackhole://``."""
+    configs = [parse_store_url(u) for u in storage.store_urls]
+    try:
+        check_chain(configs)
+    except ChainError as e:
+        raise StoreURLError(f"the default data stores cannot be a chain: {e}") from None
+    out: list[Store] = [open_store(configs[0], storage.naming)]
+    for cfg in configs[1:]:
+        if cfg.is_blackhole:
+            out.append(BlackholeStore(cfg))
+        else:
+            out.append(open_data_store(cfg, storage.naming))
+    return out
+
+
+def describe_store(st: Store) -> str:
+    """How a store names its files (a blackhole has none), for the start-up log."""
+    return "keeps nothing" if not keeps_data(st) else st.naming.describe()
 
 
 async def etl_loop(scheduler: ETLScheduler, stop: asyncio.Event) -> None:
@@ -78,7 +107,7 @@ async def _logged(awaitable: Awaitable[object], what: str) -> None:
 
 
 def open_journal(
-    settings: Settings, stores: Sequence[PlainPBStore], chains: StoreChains | None = None
+    settings: Settings, stores: Sequence[Store], chains: StoreChains | None = None
 ) -> Journal | None:
     """Replay what an earlier process journaled into each PV's first store (before anything
     else writes there), then open the journal for this one."""
@@ -86,7 +115,9 @@ def open_journal(
     if js.folder is None:
         return None
     first = stores[0]
-    rep = replay(js.folder, first, stores[1:], chains)
+    assert isinstance(first, PlainPBStore)  # open_stores refuses any other first store
+    later = [st for st in stores[1:] if keeps_data(st)]
+    rep = replay(js.folder, first, later, chains)  # type: ignore[arg-type]
     if rep.segments:
         log.info(
             "journal replay: %d samples of %d PVs from %d segments, %d written to their "
@@ -119,6 +150,7 @@ def mgmt_config(settings: Settings) -> MgmtConfig:
         storage_scan_seconds=m.storage_scan_seconds,
         named_flags_file=m.named_flags_file,
         default_pva=settings.pva.default_pva,
+        registry_url=m.registry,
     )
 
 
@@ -141,7 +173,7 @@ class Appliance:
     """One archiver: its parts, already wired; :meth:`lifespan` runs them."""
 
     settings: Settings
-    stores: list[PlainPBStore]
+    stores: list[Store]
     engine: Engine
     client: CAClient
     archiver: Archiver
@@ -230,14 +262,14 @@ class Appliance:
             await self.stop()
 
 
-def build_appliance(settings: Settings, stores: Sequence[PlainPBStore] | None = None) -> Appliance:
+def build_appliance(settings: Settings, stores: Sequence[Store] | None = None) -> Appliance:
     """The whole archiver process, not started yet. ``stores``: already opened ones
     (``serve`` opens them first to report a bad folder before anything else starts)."""
     from .web.app import build_app
 
     opened = list(stores) if stores is not None else open_stores(settings.storage)
     for st in opened:
-        log.info("store %s: %s: %s", st.name, st.root, st.naming.describe())
+        log.info("store %s: %s: %s", st.name, st.root, describe_store(st))
     chains = StoreChains(opened, settings.storage.macros, settings.storage.naming)
     engine = Engine(opened[0], seconds_to_buffer=settings.engine.seconds_to_buffer, chains=chains)
     client = CAClient(settings.ca.config())

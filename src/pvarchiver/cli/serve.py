@@ -27,13 +27,15 @@ def _fail(message: object, what: str = "pvarchiver serve") -> int:
 
 
 def _describe(settings: Settings) -> str:
+    from ..mgmt.registry_backend import redact
+
     http = settings.http
     archive = settings.archive
     return (
         f"Serving the AA retrieval API on http://{http.host}:{http.port}/retrieval and the "
         f"management API on http://{http.host}:{http.port}/mgmt/bpl "
         "(ETL runs on the AA's schedule); PVs registered in "
-        f"{settings.storage.root / 'registry.sqlite'} are archived again; new requests: "
+        f"{redact(settings.mgmt.registry)} are archived again; new requests: "
         + (", ".join(archive) if archive else "none (use archivePV or --archive NAME)")
     )
 
@@ -61,14 +63,15 @@ def _run(settings: Settings, stores: Sequence[PlainPBStore]) -> int:
     try:
         appliance = build_appliance(settings, stores)
     except (RegistryError, StoreFolderError, ValueError) as e:
-        # the user decides (restore a backup, move it, fix the setting)
-        return _fail(e)
+        # the user decides (restore a backup, move it, fix the setting, start PostgreSQL);
+        # one line: a database driver's message may span several
+        return _fail(" ".join(str(e).split()))
     run(appliance.app, settings.http)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..appliance import open_stores
+    from ..appliance import describe_store, open_stores
     from ..properties import PropertiesError
     from ..settings import load_settings
     from ..storage.probe import StoreFolderError
@@ -87,13 +90,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             archive=args.archive,
             journal=args.journal,
             journal_fsync=args.journal_fsync,
+            registry=args.registry,
         )
         print(f"pvarchiver storage root: {settings.storage.root}")
         # every store is probed before anything starts: one that cannot hold its files
         # stops the archiver here, with the reason, instead of losing every sample later
         stores = open_stores(settings.storage)
         for st in stores:
-            print(f"  {st.name}: {st.config.to_url()} ({st.naming.describe()})")
+            print(f"  {st.name}: {st.config.to_url()} ({describe_store(st)})")
     except (PropertiesError, StoreFolderError, StoreURLError, ValueError) as e:
         return _fail(e)
     print(_describe(settings))
@@ -155,6 +159,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="seconds between fsyncs of the journal, what a power cut can lose (0: every "
         "0.1 s write; default $PVARCHIVER_JOURNAL_FSYNC_SECONDS or 1)",
+    )
+    p.add_argument(
+        "--registry",
+        default=None,
+        metavar="URL",
+        help="the PV registry: sqlite:///path/registry.sqlite (default: registry.sqlite in "
+        "the storage root, or $PVARCHIVER_REGISTRY) or postgresql://user@host:port/db, "
+        "shared by several appliances (needs pvarchiver[postgres])",
     )
     p.add_argument(
         "--check",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..pb import PayloadType, Sample
-from ..storage.chains import StoreChains
+from ..storage.chains import StoreChains, keeps_data
 from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, fsync_dir
 from .archived_pv import ROW_DTYPES
@@ -247,7 +247,8 @@ def _write_all(reader: _Reader, chains: StoreChains, rep: ReplayReport) -> None:
         rep.samples_read += k
         try:
             chain = chains.chain(pv.name)
-            store, later = chain[0], [s for s in chain[1:] if isinstance(s, PlainPBStore)]
+            # later stores of either format: ETL may have moved journaled samples on
+            store, later = chain[0], [s for s in chain[1:] if keeps_data(s)]
             if not isinstance(store, PlainPBStore):  # a blackhole first: nothing to keep
                 continue
             # what replay writes must be durable before its segments go

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..pb import PayloadType, Sample
-from ..storage.chains import ChainError
+from ..storage.chains import ChainError, keeps_data
 from ..storage.pbfile import PBFile, PBFileError
 from ..storage.store import PlainPBStore
 from .manager import OperationError
@@ -52,6 +52,13 @@ class AppendCounts:
     older: int = 0
     newer: int = 0
     written: int = 0
+
+
+#: why appendAndAliasPV refuses Parquet data (docs/parquet.md)
+PARQUET_REASON = (
+    "appendAndAliasPV copies PlainPB files only; move the data to pb:// stores first "
+    "(changeStore), nothing was changed"
+)
 
 
 class AppendAliasError(Exception):
@@ -208,8 +215,20 @@ async def append_and_alias(
         dest = link.chains.named(newer, storage)
     except ChainError as e:
         raise OperationError(400, f"The stores of {newer} cannot be used: {e}") from None
+    if dest is not None and keeps_data(dest) and not isinstance(dest, PlainPBStore):
+        raise OperationError(400, f"{storage} of {newer} is a parquet:// store; {PARQUET_REASON}")
     if not isinstance(dest, PlainPBStore):  # absent, or a blackhole: nothing could be kept
         raise OperationError(400, f"Cannot find storage with name {storage} for pv {newer}")
+    for name in (older, newer):
+        held = [
+            st.name
+            for st in link.chains.readable(name)
+            if keeps_data(st) and not isinstance(st, PlainPBStore) and st.files_for_pv(name)
+        ]
+        if held:  # the copy would leave them out, and the older PV's data is deleted after
+            raise OperationError(
+                400, f"{name} has data in parquet:// store {', '.join(held)}; {PARQUET_REASON}"
+            )
     older_chain = _plain(link.chains.readable(older))
     newer_chain = _plain(link.chains.readable(newer))
     ptype = next(t for t in PayloadType if t.arch_dbr_name == new_info.DBRType)

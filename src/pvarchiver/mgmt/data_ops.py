@@ -16,9 +16,10 @@ from typing import TypeVar
 
 from ..pb import PayloadType, Sample
 from ..retrieval.times import TimeParseError, parse_time
-from ..storage.chains import ChainError, Store, locked_chain
+from ..storage.chains import ChainError, DataStore, Store, keeps_data, locked_chain
 from ..storage.convert import ConversionError, ConvertReport, convert_pv, parse_type
 from ..storage.merge import MergeError, MergeReport, merge_into
+from ..storage.pbfile import Instant
 from ..storage.store import PlainPBStore, StoreError
 from ..storage.url import StoreURLError, parse_store_url
 from .manager import OperationError
@@ -51,6 +52,22 @@ def _chain(m: Mgmt, pv: str) -> tuple[Store, ...]:
 
 def _real(stores: Iterable[Store]) -> list[PlainPBStore]:
     return [st for st in stores if isinstance(st, PlainPBStore)]
+
+
+#: why changeTypeForPV refuses a PV with Parquet files (docs/parquet.md)
+PARQUET_TYPE_REASON = (
+    "changeTypeForPV does not rewrite .parquet files (their schema is the type); "
+    "move the data to a pb:// store first (changeStore or consolidateDataForPV), or delete it"
+)
+
+
+def _parquet_holding(chain: Iterable[Store], pv: str) -> list[str]:
+    """Names of the ``parquet://`` stores of ``chain`` that hold files of ``pv``."""
+    return [
+        st.name
+        for st in chain
+        if keeps_data(st) and not isinstance(st, PlainPBStore) and st.files_for_pv(pv)
+    ]
 
 
 async def _exclusive(m: Mgmt, pv: str, work: Callable[[], T]) -> T:
@@ -101,6 +118,13 @@ async def change_type(m: Mgmt, requested: str, newtype: str, force: bool) -> Con
     if not info.paused:
         raise OperationError(400, not_paused(pv))
     chain = _chain(m, pv)
+    held = _parquet_holding(chain, pv)
+    if held:
+        raise OperationError(
+            400,
+            f"Cannot change the type of {pv}: store {', '.join(held)} holds it in Parquet "
+            f"files; {PARQUET_TYPE_REASON}; nothing was changed",
+        )
     if pv in m.manager.busy:
         raise OperationError(409, f"Another operation on {pv} is in progress; try again")
     m.manager.busy.add(pv)
@@ -142,12 +166,12 @@ async def change_type(m: Mgmt, requested: str, newtype: str, force: bool) -> Con
 
 
 # ---------------------------------------------------------------------- mergeInData
-def _named(m: Mgmt, pv: str, chain: Sequence[Store], name: str) -> PlainPBStore:
+def _named(m: Mgmt, pv: str, chain: Sequence[Store], name: str) -> DataStore:
     for st in chain:
         if st.name == name:
-            if not isinstance(st, PlainPBStore):
+            if not keeps_data(st):
                 raise OperationError(400, f"Store {name} of {pv} is a blackhole: it keeps nothing")
-            return st
+            return st  # type: ignore[return-value]
     names = ", ".join(st.name for st in chain)
     raise OperationError(400, f"Cannot find storage with name {name} for pv {pv} (it has {names})")
 
@@ -172,6 +196,13 @@ async def merge_in(
     if not info.paused:
         raise OperationError(400, not_paused(pv))
     store = _named(m, pv, _chain(m, pv), storage)
+    if not isinstance(store, PlainPBStore):
+        raise OperationError(
+            400,
+            f"Cannot merge data of {pv} into {storage}: it is a parquet:// store, and "
+            "mergeInData rewrites PlainPB files only; merge into a pb:// store of the PV "
+            "(ETL then moves the data on)",
+        )
     ptype = ptype_of(info)
 
     def work() -> MergeReport:
@@ -191,9 +222,9 @@ async def merge_in(
 
 
 # ---------------------------------------------------------------------- importDataFromPlugin
-def open_source(url: str, macros: dict[str, str]) -> PlainPBStore:
-    """The store a ``src=`` URL names, opened for reading only (it is not one of this
-    appliance's stores: nothing is written to it)."""
+def open_source(url: str, macros: dict[str, str]) -> DataStore:
+    """The store a ``src=`` URL names (``pb://`` or ``parquet://``), opened for reading only
+    (it is not one of this appliance's stores: nothing is written to it)."""
     try:
         cfg = parse_store_url(url, macros)
     except StoreURLError as e:
@@ -202,7 +233,28 @@ def open_source(url: str, macros: dict[str, str]) -> PlainPBStore:
         raise OperationError(400, f"src {url!r} is a blackhole: there is nothing to read")
     if not cfg.root_folder.is_dir():
         raise OperationError(400, f"src folder {cfg.root_folder} does not exist")
+    if cfg.scheme == "parquet":
+        from ..storage.parquet_store import ParquetStore
+
+        return ParquetStore(cfg)  # not probed: probing writes into the folder
     return PlainPBStore(cfg)
+
+
+def _src_types(
+    src: DataStore, pv: str, start: Instant, end: Instant
+) -> list[tuple[str, PayloadType]]:
+    """(file name, type) of each file of ``src`` holding ``pv``'s samples in [start, end]."""
+    if isinstance(src, PlainPBStore):
+        _prev, segments = src.locate(pv, start, end)
+        return [(seg.path.name, seg.header.type) for seg in segments]
+    out = []
+    for pf in src.files_for_pv(pv):
+        if pf.end > start[0] and pf.start <= end[0]:
+            try:
+                out.append((pf.path.name, src.file_info(pf.path).type))
+            except StoreError as e:
+                raise OperationError(400, f"Cannot read src: {e}") from None
+    return out
 
 
 async def import_from(
@@ -223,12 +275,11 @@ async def import_from(
     src = open_source(src_url, m.link.chains.macros)
     if str(src.root) == str(dest_store.root):
         raise OperationError(400, f"src and dest {dest} are the same folder")
-    _prev, segments = src.locate(pv, start, end)
-    for seg in segments:
-        if seg.header.type != ptype:
+    for fname, ftype in _src_types(src, pv, start, end):
+        if ftype != ptype:
             raise OperationError(
                 400,
-                f"{seg.path.name} in src holds {seg.header.type.arch_dbr_name}, but {pv} is "
+                f"{fname} in src holds {ftype.arch_dbr_name}, but {pv} is "
                 f"{ptype.arch_dbr_name}; nothing was imported",
             )
 

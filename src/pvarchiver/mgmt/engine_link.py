@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..engine.archived_pv import SamplingMethod
 from ..engine.source import Archiver
 from ..engine.writer import Engine
-from ..storage.chains import StoreChains
+from ..storage.chains import DataStore, StoreChains, keeps_data
 from ..storage.store import PlainPBStore
 from .typeinfo import PVTypeInfo
 
@@ -74,15 +74,19 @@ class EngineLink:
         #: every PV's stores (the default chain: ``stores``)
         self.chains = chains or StoreChains.fixed(self.stores)
 
-    def stores_holding(self, name: str) -> list[PlainPBStore]:
-        """Every store that may hold files of ``name``: its own chain first (in ETL order),
-        then every other folder in use, each folder once."""
-        out: list[PlainPBStore] = []
-        seen: set[str] = set()
+    def stores_holding(self, name: str) -> list[DataStore]:
+        """Every store that may hold files of ``name`` (``pb://`` and ``parquet://``): its
+        own chain first (in ETL order), then every other folder in use, each folder and
+        format once."""
+        out: list[DataStore] = []
+        seen: set[tuple[str, str]] = set()
         for st in [*self.chains.readable(name), *self.chains.stores()]:
-            if isinstance(st, PlainPBStore) and str(st.root) not in seen:
-                seen.add(str(st.root))
-                out.append(st)
+            if not keeps_data(st):
+                continue
+            key = (type(st).__name__, str(st.root))
+            if key not in seen:
+                seen.add(key)
+                out.append(st)  # type: ignore[arg-type]
         return out
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from ..storage.chains import keeps_data
 from ..storage.naming import UnmappableName
 from ..storage.store import PlainPBStore
 
@@ -27,7 +28,7 @@ class FileKeyIndex:
     """Per store: the key as the folder compares names -> the PV that owns it."""
 
     def __init__(self, stores: Sequence[PlainPBStore], exists: Callable[[str], bool]) -> None:
-        self.stores = list(stores)
+        self.stores = [st for st in stores if keeps_data(st)]  # a blackhole has no files
         self.exists = exists
         self._owners: list[dict[str, str]] | None = None
 

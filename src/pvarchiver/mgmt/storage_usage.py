@@ -58,9 +58,10 @@ class Usage:
         return out
 
 
-def _walk_sizes(root: Path) -> dict[str, int]:
-    """Size of every ``.pb`` file under ``root`` by path (an explicit stack of scandir
-    calls: one stat per file, which os.walk plus Path.stat would double)."""
+def _walk_sizes(root: Path, suffix: str = PB_SUFFIX) -> dict[str, int]:
+    """Size of every data file (``suffix``: ``.pb``, ``.parquet``) under ``root`` by path
+    (an explicit stack of scandir calls: one stat per file, which os.walk plus Path.stat
+    would double)."""
     sizes: dict[str, int] = {}
     stack = [str(root)]
     while stack:
@@ -74,7 +75,7 @@ def _walk_sizes(root: Path) -> dict[str, int]:
                 try:
                     if e.is_dir(follow_symlinks=False):
                         stack.append(e.path)
-                    elif e.name.endswith(PB_SUFFIX):
+                    elif e.name.endswith(suffix):
                         sizes[e.path] = e.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:  # moved by ETL meanwhile
                     continue
@@ -108,7 +109,8 @@ def scan(stores: Sequence[PlainPBStore], pvs: Iterable[str]) -> Usage:
     for store in stores:
         su = StoreUsage(store.name, store.root)
         su.total_bytes, su.available_bytes = _disk(store.root)
-        sizes = _walk_sizes(store.root)
+        # a parquet:// store's files end in .parquet (its `extension`); pb:// ones in .pb
+        sizes = _walk_sizes(store.root, getattr(store, "extension", PB_SUFFIX))
         su.used_bytes = sum(sizes.values())
         su.files = len(sizes)
         for pv, files in store.files_for_pvs(names).items():

@@ -81,9 +81,12 @@ class Retrieval:
         since: the data stays visible), without blackholes and the stores a
         ``SKIP_<name>_FOR_RETRIEVAL`` flag leaves out."""
         chain = [st for st in self.chains.readable(pv) if not st.is_blackhole]
-        folders = {str(st.root) for st in chain}
+        # a folder is one store per format (pb:// and parquet:// files may share one)
+        folders = {(type(st).__name__, str(st.root)) for st in chain}
         extra = [
-            st for st in self.chains.stores() if str(st.root) not in folders and st.files_for_pv(pv)
+            st
+            for st in self.chains.stores()
+            if (type(st).__name__, str(st.root)) not in folders and st.files_for_pv(pv)
         ]
         return [st for st in chain + extra if not self.flags(f"SKIP_{st.name}_FOR_RETRIEVAL")]
 

@@ -106,10 +106,26 @@ def open_data_store(
     return open_store(config, naming)
 
 
+def keeps_data(store: object) -> bool:
+    """Whether ``store`` keeps what it is given (``pb://``, ``parquet://``), as opposed to a
+    blackhole: what code that reads, moves, copies or deletes a PV's files must ask, instead
+    of testing for one store class (a ``parquet://`` store holds data as much as a
+    ``pb://`` one)."""
+    return not getattr(store, "is_blackhole", True)
+
+
 #: why the engine never writes Parquet (docs/parquet.md has the measurements)
 PARQUET_FIRST_REASON = (
     "cannot be a PV's first store: a Parquet file is rewritten whole on every append, and "
     "the engine appends every few seconds; use a pb:// first store and parquet:// after it"
+)
+
+
+#: why a Parquet store takes no ``pp=`` (docs/parquet.md)
+PARQUET_PP_REASON = (
+    "cannot keep pp= caches: they are PlainPB files beside the data files, and a parquet:// "
+    "store is read by row-group statistics instead; remove pp= from its URL (requests with "
+    "a post-processor compute it from the raw data)"
 )
 
 
@@ -121,6 +137,9 @@ def check_chain(configs: Sequence[StoreConfig]) -> None:
         raise ChainError("a PV needs at least one data store")
     if configs[0].scheme == "parquet":
         raise ChainError(f"parquet store {configs[0].name} {PARQUET_FIRST_REASON}")
+    for c in configs:
+        if c.scheme == "parquet" and c.post_processors:
+            raise ChainError(f"parquet store {c.name} {PARQUET_PP_REASON}")
     for c in configs[:-1]:
         if c.is_blackhole:
             raise ChainError(
@@ -273,10 +292,11 @@ class StoreChains:
     def first(self, pv: str) -> Store:
         return self.chain(pv)[0]
 
-    def stores(self) -> list[PlainPBStore]:
-        """One store per folder in use (the default chain's first): what folder-wide work
-        (space reports, health, a PV's files everywhere) walks, each folder once."""
-        return list(self._by_folder.values())
+    def stores(self) -> list[DataStore]:
+        """One store per folder and format in use (the first opened of each): what
+        folder-wide work (space reports, health, a PV's files everywhere) walks, each folder
+        once; ``pb://`` folders first, then ``parquet://`` ones."""
+        return [*self._by_folder.values(), *self._pq_by_folder.values()]
 
     def named(self, pv: str, name: str) -> Store | None:
         """The store of ``pv``'s chain called ``name``."""

@@ -416,11 +416,10 @@ def run_etl(
         assert not isinstance(dst, BlackholeStore)
         moved_before = stats.files_moved
         if not (isinstance(src, PlainPBStore) and isinstance(dst, PlainPBStore)):
-            if dst.config.reduce_data:
-                stats.files_skipped += len(movable)
-                stats.errors.append(f"{dst.name}: reducedata= is not supported with parquet://")
-                continue
-            _move_columnar(src, dst, pv, movable, stats, everything, empty_limit)
+            _move_columnar(src, dst, pv, movable, stats, everything, empty_limit, reducer)
+            if stats.files_moved > moved_before and isinstance(dst, PlainPBStore):
+                if dst.config.post_processors and reducer:  # parquet -> pb with pp=
+                    stats.errors += refresh_caches(dst, pv, reducer)
             continue
         for pf in movable:
             drop_empty = everything or pf.start <= empty_limit
@@ -441,11 +440,14 @@ def _move_columnar(
     stats: ETLStats,
     everything: bool,
     empty_limit: int,
+    reducer: Reducer | None = None,
 ) -> None:
     """Move one PV's files where a Parquet store is at either end (:mod:`.etl_columns`):
     the files of one destination partition together, oldest first, stopping at the first
-    that cannot move so that later data never overtakes it."""
-    from .etl_columns import group_by_destination, move_files
+    that cannot move so that later data never overtakes it. A ``reducedata=`` destination
+    gets each file through ``reducer``, one file at a time (a partition's reduction needs
+    that partition's bounds)."""
+    from .etl_columns import group_by_destination, move_files, move_reduced
 
     ready: list[PartitionFile] = []
     for pf in movable:
@@ -461,9 +463,19 @@ def _move_columnar(
                 stats.files_deleted_empty += 1
             continue
         ready.append(pf)
-    for group in group_by_destination(dst, ready):
+    op = dst.config.reduce_data
+    if op and reducer is None:
+        stats.files_skipped += len(ready)
+        stats.errors.append(f"{dst.name}: reducedata={op} needs post-processors; not moved")
+        return
+    groups = [[pf] for pf in ready] if op else group_by_destination(dst, ready)
+    for group in groups:
         try:
-            n = move_files(src, dst, pv, group)
+            if op:
+                assert reducer is not None
+                n = move_reduced(src, dst, pv, group[0], reducer)
+            else:
+                n = move_files(src, dst, pv, group)
         except (StoreError, OSError) as e:
             stats.files_skipped += len(group)
             stats.errors.append(str(e))

@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..pb import PayloadType, fast
-from .columns import SampleBlock, decode_block, take_rows
+from .columns import SampleBlock, block_from_samples, decode_block, take_rows
 from .parquet_store import ParquetReadError, ParquetStore, file_blocks
 from .partitions import partition_start
 from .pbfile import PBFile, PBFileError
 from .store import PartitionFile, PlainPBStore, StoreError, fsync_dir
+
+if TYPE_CHECKING:
+    from .etl import Reducer
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +183,42 @@ def inspect_parquet(path: Path) -> tuple[bool, str | None]:
         return True, str(e)
     with f:
         return f.metadata.num_rows > 0, None
+
+
+def move_reduced(
+    src: DataStore, dst: DataStore, pv: str, pf: PartitionFile, reducer: Reducer
+) -> int:
+    """``reducedata=<op>`` where a Parquet store is at either end: one source file's samples
+    through the post-processor ``op`` (``reducer``), appended to ``dst`` after its last
+    sample, synced; the source deleted afterwards if unchanged. Returns the samples written.
+    Any failure raises StoreError and keeps the source (the AA deletes it even when the
+    reduction fails)."""
+    op = dst.config.reduce_data or ""
+    before = _sig(pf.path)
+    with dst.lock(pv):
+        with src.lock(pv):
+            try:
+                ptype, blocks = source_blocks(src, pv, pf)
+            except (PBFileError, ParquetReadError, OSError) as e:
+                raise StoreError(f"{pf.path}: {e}") from None
+        samples = (b.sample(i) for b in blocks for i in range(len(b)))
+        try:
+            out_type, reduced = reducer.reduce(op, pv, ptype, samples, pf.start, pf.end)
+            rows = list(reduced)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"{pf.path}: reducedata={op} failed: {e}") from e
+        written = 0
+        if rows:
+            where = f"{pf.path} ({op})"
+            block = block_from_samples(rows, out_type)
+            kept = after_destination(iter([block]), dst.last_known_timestamp(pv), where)
+            written = _append(dst, pv, out_type, kept)
+    with src.lock(pv):
+        if _sig(pf.path) != before:
+            log.warning("ETL: %s changed during the move; kept for the next pass", pf.path)
+            return written
+        pf.path.unlink()
+        fsync_dir(pf.path.parent)
+    return written

@@ -29,9 +29,8 @@ from starlette.responses import JSONResponse, Response
 from ..mgmt.service import Mgmt
 from ..mgmt.typeinfo import PVTypeInfo
 from ..retrieval.times import TimeParseError, parse_time
-from ..storage.chains import ChainError, Store
+from ..storage.chains import ChainError, Store, keeps_data
 from ..storage.etl import ETLStats, run_etl
-from ..storage.store import PlainPBStore
 from .bpl import Actions, BPLError
 from .mgmt_context import MgmtContext
 
@@ -198,7 +197,8 @@ async def change_store(ctx: MgmtContext) -> Response:
         except OSError as exc:
             raise BPLError(500, f"Could not write the buffered samples of {name}: {exc}") from exc
         stats: list[ETLStats] = []
-        if isinstance(old, PlainPBStore) and isinstance(new, PlainPBStore) and not _same(old, new):
+        if keeps_data(old) and keeps_data(new) and not _same(old, new):
+            # pb <-> parquet goes through ETL's column path (etl_columns): crash-safe alike
             st = await asyncio.to_thread(run_etl, old, new, None, [name], True)
             stats.append(st)
         bad = failed_move(name, stats, "the PV keeps its old store")
@@ -220,10 +220,14 @@ async def change_store(ctx: MgmtContext) -> Response:
     )
 
 
-def _same(a: PlainPBStore, b: PlainPBStore) -> bool:
-    """One folder and one partitioning: the files are already where the new URL looks (the
-    AA would append each file to itself and then delete it)."""
-    return str(a.root) == str(b.root) and a.granularity == b.granularity
+def _same(a: Store, b: Store) -> bool:
+    """One folder, one format and one partitioning: the files are already where the new URL
+    looks (the AA would append each file to itself and then delete it)."""
+    return (
+        str(a.root) == str(b.root)
+        and a.granularity == b.granularity
+        and a.config.scheme == b.config.scheme
+    )
 
 
 # ---------------------------------------------------------------------- modifyStoreURL
