@@ -9,11 +9,12 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pvarchiver", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    from . import gateway, pbtool, serve
+    from . import gateway, pbtool, registry, serve
 
     serve.add_parser(sub)
     pbtool.add_parser(sub)
     gateway.add_parser(sub)
+    registry.add_parser(sub)
     return p
 
 

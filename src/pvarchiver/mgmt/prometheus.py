@@ -285,7 +285,7 @@ def registry_families(reg: RegistryState, now: float) -> list[Family]:
         Family(
             "pvarchiver_registry_remote_changes_total",
             "counter",
-            "Registry rows changed by other appliances, seen through notifications",
+            "Registry rows read after other appliances' change notifications",
         ).add(reg.remote_changes, lab),
         Family(
             "pvarchiver_registry_reconnects_total",

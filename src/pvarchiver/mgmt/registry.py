@@ -137,7 +137,7 @@ class Registry:
         except BaseException:
             self.backend.close()
             raise
-        self.backend.listen(self._merge)
+        self.backend.listen(self._merge, self._lock)
 
     def _load(self, rows: dict[str, dict[str, str]]) -> None:
         for table in _TABLES:
@@ -187,9 +187,10 @@ class Registry:
                 except Exception:
                     log.exception("registry: a change subscriber failed on %s", table)
 
-    def _merge(self, rows: Rows, full: frozenset[str]) -> None:
+    def _merge(self, rows: Rows, full: frozenset[str]) -> Callable[[], None]:
         """Rows read from the database after another process changed them (the backend's
-        listener thread): the cache takes them, then the subscribers hear of it."""
+        listener thread, holding our lock): the cache takes them; the function returned
+        tells the subscribers, once the lock is released."""
         changed: dict[str, set[str]] = {}
         with self._lock:
             for table, new in rows.items():
@@ -205,7 +206,7 @@ class Registry:
                         continue
                     self._set(table, key, value, None)
                     changed.setdefault(table, set()).add(key)
-        self._announce(changed, local=False)
+        return lambda: self._announce(changed, local=False)
 
     def _set(self, table: str, key: str, value: str | None, info: PVTypeInfo | None) -> None:
         """One row into the cache (lock held). A typeinfo dict entry is replaced, never

@@ -22,6 +22,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +44,8 @@ TABLES: dict[str, tuple[str, str]] = {
 Op = tuple[str, str, str | None]
 #: rows as they are now, by table then key (None: the row is gone)
 Rows = dict[str, dict[str, str | None]]
+#: merges rows into a cache (``full``: tables given whole); returns what to call after
+OnRows = Callable[[Rows, frozenset[str]], Callable[[], None]]
 
 
 class RegistryError(Exception):
@@ -68,7 +71,7 @@ class RegistryState:
     error: str = ""
     #: changes refused since start because the database was unreachable
     refused: int = 0
-    #: changes made by other processes seen through notifications since start
+    #: rows read after other processes' change notifications since start
     remote_changes: int = 0
     #: reconnections since start
     reconnects: int = 0
@@ -89,11 +92,14 @@ class Backend(Protocol):
         (database unreachable) or another exception (nothing stored either way)."""
         ...
 
-    def listen(self, on_rows: Callable[[Rows, frozenset[str]], None]) -> None:
+    def listen(self, on_rows: OnRows, lock: AbstractContextManager[object]) -> None:
         """Call ``on_rows(rows, full)`` from a background thread with rows changed by other
         processes; ``full`` names the tables given whole (after a reconnection that may have
-        missed changes: a cached row not among them is gone). A backend nobody else writes
-        never calls it."""
+        missed changes: a cached row not among them is gone). The rows are read and
+        ``on_rows`` called while holding ``lock`` (the registry's: no change of ours can
+        commit between the read and the merge, which would otherwise undo it); what
+        ``on_rows`` returns is called after ``lock`` is released (the subscribers). A
+        backend nobody else writes never calls it."""
         ...
 
     def state(self) -> RegistryState: ...
@@ -233,7 +239,7 @@ class SQLiteBackend:
                 self._db.execute("ROLLBACK")
             raise
 
-    def listen(self, on_rows: Callable[[Rows, frozenset[str]], None]) -> None:
+    def listen(self, on_rows: OnRows, lock: AbstractContextManager[object]) -> None:
         """Nothing to listen to: the file is this process's alone."""
 
     def state(self) -> RegistryState:

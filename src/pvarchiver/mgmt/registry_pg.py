@@ -25,11 +25,12 @@ import select
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .registry_backend import (
     TABLES,
+    OnRows,
     Op,
     RegistryError,
     RegistryState,
@@ -250,18 +251,29 @@ class PostgresBackend:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload(self.origin, ops)))
 
     # ------------------------------------------------------------------ notifications
-    def listen(self, on_rows: Callable[[Rows, frozenset[str]], None]) -> None:
+    def listen(self, on_rows: OnRows, lock: AbstractContextManager[object]) -> None:
         if self._thread is not None:
             return
+        self._on_rows, self._merge_lock = on_rows, lock
         self._thread = threading.Thread(
-            target=self._listen_loop, args=(on_rows,), name="registry-listen", daemon=True
+            target=self._listen_loop, name="registry-listen", daemon=True
         )
         self._thread.start()
 
     def _on_notify(self, n: Any) -> None:
         self._pending.append(n.payload)
 
-    def _listen_loop(self, on_rows: Callable[[Rows, frozenset[str]], None]) -> None:
+    def _merge(self, conn: Any, tables: dict[str, list[str] | None]) -> int:
+        """Read ``tables`` (None: whole) and merge them, under the registry's lock; returns
+        the number of rows read."""
+        full = frozenset(t for t, keys in tables.items() if keys is None)
+        with self._merge_lock:
+            rows = self._rows(conn, tables)
+            after = self._on_rows(rows, full)
+        after()
+        return sum(len(r) for r in rows.values())
+
+    def _listen_loop(self) -> None:
         conn: Any = None
         while not self._stop.is_set():
             try:
@@ -270,11 +282,11 @@ class PostgresBackend:
                     conn.add_notify_handler(self._on_notify)
                     conn.execute(f"LISTEN {CHANNEL}")
                     # changes made while we were not listening are known only by a reload
-                    on_rows(self._rows(conn, dict.fromkeys(TABLES)), frozenset(TABLES))
+                    self._merge(conn, dict.fromkeys(TABLES))
                     self._found()
                 select.select([conn.fileno()], [], [], POLL_SECONDS)
                 conn.execute("SELECT 1")  # delivers what arrived; fails if the server is gone
-                self._deliver(conn, on_rows)
+                self._deliver(conn)
             except (self._pg.Error, RegistryUnavailable, OSError, ValueError) as e:
                 self._lost(e)
                 if conn is not None:
@@ -288,7 +300,7 @@ class PostgresBackend:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _deliver(self, conn: Any, on_rows: Callable[[Rows, frozenset[str]], None]) -> None:
+    def _deliver(self, conn: Any) -> None:
         if not self._pending:
             return
         texts, self._pending = self._pending, []
@@ -310,10 +322,9 @@ class PostgresBackend:
                     have.extend(k for k in keys if k not in have)
         if not wanted:
             return
-        rows = self._rows(conn, wanted)
+        n = self._merge(conn, wanted)
         with self._slock:
-            self._remote += sum(len(r) for r in rows.values())
-        on_rows(rows, frozenset(t for t, k in wanted.items() if k is None))
+            self._remote += n
 
     # ------------------------------------------------------------------ state
     def state(self) -> RegistryState:
