@@ -35,6 +35,7 @@ from tests.ioc import IOC, counter_db
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import append_samples
 
 YEAR_PV = "LOAD:YEAR"
 
@@ -43,7 +44,7 @@ def write_year(root: Path, year: int) -> int:
     lts = open_store(parse_store_url(default_store_urls(root)[2]))
     t0 = calendar.timegm((year, 1, 1, 0, 0, 0))
     samples = [Sample(t0 + 60 * i, 0, float(i)) for i in range(525_600)]
-    lts.append(YEAR_PV, PayloadType.SCALAR_DOUBLE, samples)
+    append_samples(lts, YEAR_PV, PayloadType.SCALAR_DOUBLE, samples)
     return len(samples)
 
 

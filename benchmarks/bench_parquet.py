@@ -28,6 +28,7 @@ from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.retrieval.formats.raw import render_raw
 from pvarchiver.retrieval.model import PVStream
 from pvarchiver.retrieval.sources import merged_chunks
+from pvarchiver.storage.batch import Batch, append_samples
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.store import PlainPBStore
@@ -94,7 +95,7 @@ def main() -> None:
             else:  # a 1 Hz scan: the IOC's fixed phase; a slow signal at 1 mV resolution
                 nanos = np.full(DAY, 123_456_789, dtype=np.int64)
                 vals = np.round(10 * np.sin(secs / 3600.0), 3)
-            src.append_columns(PV, PayloadType.SCALAR_DOUBLE, secs, nanos, vals)
+            src.append(Batch.of_columns(PV, PayloadType.SCALAR_DOUBLE, secs, nanos, vals)).one()
             n_total += DAY
         pb_bytes = size(work / "pb_day")
         print(f"1 Hz double, {a.days} days, {n_total:,} samples")
@@ -142,11 +143,11 @@ def main() -> None:
             v = np.round(base * (1 + 0.001 * k) + rng.normal(0, 0.001, 1000), 4)
             batch.append(Sample(t0 + k // 10, (k % 10) * 100_000_000, v.tolist()))
             if len(batch) == 1000:
-                wsrc.append(WPV, PayloadType.WAVEFORM_DOUBLE, batch)
+                append_samples(wsrc, WPV, PayloadType.WAVEFORM_DOUBLE, batch)
                 samples_done += len(batch)
                 batch = []
         if batch:
-            wsrc.append(WPV, PayloadType.WAVEFORM_DOUBLE, batch)
+            append_samples(wsrc, WPV, PayloadType.WAVEFORM_DOUBLE, batch)
             samples_done += len(batch)
         wpb_bytes = size(work / "wpb")
         wlts = pqs(work / "wpq", "PARTITION_DAY")

@@ -32,6 +32,7 @@ from pvarchiver.storage import (
     parse_store_url,
     run_etl,
 )
+from pvarchiver.storage.batch import Batch
 
 PV = "BENCH:RET-1:AI"
 T0 = calendar.timegm((2025, 1, 1, 0, 0, 0))
@@ -48,13 +49,15 @@ def populate(root: Path, days: int) -> int:
     for i in range(0, n, 2_000_000):
         m = min(2_000_000, n - i)
         secs = T0 + i + np.arange(m, dtype=np.int64)
-        sts.append_columns(
-            PV,
-            PayloadType.SCALAR_DOUBLE,
-            secs,
-            rng.integers(0, 10**9, m),
-            np.cumsum(rng.normal(0, 1, m)),
-        )
+        sts.append(
+            Batch.of_columns(
+                PV,
+                PayloadType.SCALAR_DOUBLE,
+                secs,
+                rng.integers(0, 10**9, m),
+                np.cumsum(rng.normal(0, 1, m)),
+            )
+        ).one()
     end = T0 + n
     run_etl(sts, mts, now=end)  # all but the last hour to MTS
     run_etl(mts, lts, now=end)  # all but the last two days to LTS

@@ -24,6 +24,7 @@ import numpy as np
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore, parse_store_url
+from pvarchiver.storage.batch import Batch, append_samples
 from pvarchiver.storage.columns import read_columns
 
 PV = "BENCH:SIG-1:AI"
@@ -71,19 +72,21 @@ def bench_append_read(root: Path, n: int) -> None:
         st = store(root / f"append{batch}")
         t = time.perf_counter()
         for i in range(0, n, batch):
-            st.append_columns(
-                PV,
-                D,
-                secs[i : i + batch],
-                nanos[i : i + batch],
-                vals[i : i + batch],
-                sev[i : i + batch],
-                stat[i : i + batch],
-            )
+            st.append(
+                Batch.of_columns(
+                    PV,
+                    D,
+                    secs[i : i + batch],
+                    nanos[i : i + batch],
+                    vals[i : i + batch],
+                    sev[i : i + batch],
+                    stat[i : i + batch],
+                )
+            ).one()
         dt = time.perf_counter() - t
         path = st.files_for_pv(PV)[0].path
         size = path.stat().st_size
-        print(f"append_columns, batches of {batch:>9,}: {rate(n, dt)}  target >= 2.00 M/s")
+        print(f"append (columns), batches of {batch:>9,}: {rate(n, dt)}  target >= 2.00 M/s")
     print(f"bytes/sample on disk: {size / n:.2f} (the AA documents ~21 for a double)")
 
     m = min(n, 200_000)
@@ -93,7 +96,7 @@ def bench_append_read(root: Path, n: int) -> None:
         for i in range(m)
     ]
     t = time.perf_counter()
-    st.append(PV, D, samples)
+    append_samples(st, PV, D, samples)
     print(f"append (Sample objects, protobuf upb), {m:,}: {rate(m, time.perf_counter() - t)}")
 
     st = store(root / "append1000000")
@@ -118,7 +121,7 @@ def bench_search(root: Path, full_year: bool) -> None:
     t = time.perf_counter()
     for i in range(0, n, 2_000_000):
         secs, nanos, vals, sev, stat = data(min(2_000_000, n - i), T0 + i)
-        st.append_columns(PV, D, secs, nanos, vals, sev, stat)
+        st.append(Batch.of_columns(PV, D, secs, nanos, vals, sev, stat)).one()
     path = st.files_for_pv(PV)[0].path
     print(f"wrote {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t:.1f} s")
     rng = random.Random(2)

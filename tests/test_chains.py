@@ -16,6 +16,7 @@ from pvarchiver.mgmt.default_policies import MTS_3_DAYS as MTS3
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.retrieval.reduce import REDUCER
 from pvarchiver.retrieval.service import Retrieval
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.chains import BlackholeStore, ChainError, StoreChains
 from pvarchiver.storage.schedule import ETLScheduler
 from pvarchiver.storage.store import PlainPBStore
@@ -135,8 +136,8 @@ def seed(chains: StoreChains, now: int) -> None:
     assert isinstance(sts, PlainPBStore) and isinstance(mts, PlainPBStore)
     for pv in (DEFAULT_PV, SHORT_PV):
         old = samples(now - 10 * DAY, now - 2 * HOUR, HOUR)
-        mts.append(pv, D, old)
-        sts.append(pv, D, samples(now - 2 * HOUR, now, 600, 1000.0))
+        append_samples(mts, pv, D, old)
+        append_samples(sts, pv, D, samples(now - 2 * HOUR, now, 600, 1000.0))
 
 
 def test_a_chain_ending_in_a_blackhole_deletes_what_its_last_store_no_longer_holds(
@@ -177,14 +178,14 @@ def test_named_flags_stop_etl_or_turn_a_store_into_a_blackhole(tmp_path: Path) -
     a = chains.chain(SHORT_PV)[0]
     b = chains.chain(SHORT_PV)[1]
     assert isinstance(a, PlainPBStore) and isinstance(b, PlainPBStore)
-    a.append(SHORT_PV, D, samples(T0, T0 + 6 * HOUR, 600))
+    append_samples(a, SHORT_PV, D, samples(T0, T0 + 6 * HOUR, 600))
     sched = ETLScheduler(list(chains.default), now, chains, lambda n: flags.get(n, False))  # type: ignore[arg-type]
     sched.run_due(now + DAY)
     assert len(times(a, SHORT_PV)) == 36 and not b.files_for_pv(SHORT_PV)  # skipped
     flags["SKIP_B_FOR_ETL"] = False
     sched.run_due(now + 2 * DAY)
     assert len(times(b, SHORT_PV)) == 36 and not a.files_for_pv(SHORT_PV)  # moved
-    a.append(SHORT_PV, D, samples(now + 3 * DAY, now + 3 * DAY + HOUR, 600))
+    append_samples(a, SHORT_PV, D, samples(now + 3 * DAY, now + 3 * DAY + HOUR, 600))
     flags["B_OPEN"] = False  # etlIntoStoreIf false: the AA drops the data; so do we
     sched.run_due(now + 5 * DAY)
     assert not a.files_for_pv(SHORT_PV) and len(times(b, SHORT_PV)) == 36
@@ -199,7 +200,7 @@ def test_etl_out_of_store_if_false_lets_data_accumulate(tmp_path: Path) -> None:
     chains = chains_for(tmp_path, {SHORT_PV: [src, dst]})
     a, b = chains.chain(SHORT_PV)
     assert isinstance(a, PlainPBStore) and isinstance(b, PlainPBStore)
-    a.append(SHORT_PV, D, samples(T0, T0 + 3 * HOUR, 600))
+    append_samples(a, SHORT_PV, D, samples(T0, T0 + 3 * HOUR, 600))
     flags = {"A_OUT": False}
     sched = ETLScheduler(list(chains.default), T0, chains, lambda n: flags.get(n, False))  # type: ignore[arg-type]
     sched.run_due(T0 + DAY)
@@ -220,8 +221,8 @@ def test_reducedata_reduces_during_etl_and_a_failed_reduction_keeps_the_source(
     chains = chains_for(tmp_path, {SHORT_PV: [src, dst], "CH:TEXT": [src, dst]})
     a, b = chains.chain(SHORT_PV)
     assert isinstance(a, PlainPBStore) and isinstance(b, PlainPBStore)
-    a.append(SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(360)])  # 1 hour
-    a.append("CH:TEXT", S, [Sample(T0 + i * 60, 0, f"t{i}") for i in range(60)])
+    append_samples(a, SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(360)])  # 1 hour
+    append_samples(a, "CH:TEXT", S, [Sample(T0 + i * 60, 0, f"t{i}") for i in range(60)])
     sched = ETLScheduler(list(chains.default), T0, chains, reducer=REDUCER)  # type: ignore[arg-type]
     sched.run_due(T0 + DAY)
     reduced = list(b.read_all(SHORT_PV))
@@ -246,8 +247,8 @@ def test_retrieval_reads_each_pvs_own_chain_and_skips_flagged_stores(tmp_path: P
     sts = chains.default[0]
     own = chains.chain(SHORT_PV)[1]
     assert isinstance(sts, PlainPBStore) and isinstance(own, PlainPBStore)
-    own.append(SHORT_PV, D, samples(T0, T0 + 5 * HOUR, HOUR))
-    sts.append(SHORT_PV, D, samples(T0 + 5 * HOUR, T0 + 6 * HOUR, 600, 100.0))
+    append_samples(own, SHORT_PV, D, samples(T0, T0 + 5 * HOUR, HOUR))
+    append_samples(sts, SHORT_PV, D, samples(T0 + 5 * HOUR, T0 + 6 * HOUR, 600, 100.0))
     flags: dict[str, bool] = {}
     r = Retrieval(list(chains.default), chains=chains, flags=lambda n: flags.get(n, False))  # type: ignore[arg-type]
 
@@ -270,7 +271,9 @@ def test_pp_caches_are_built_by_etl_and_answer_retrieval_while_fresh(tmp_path: P
     chains = chains_for(tmp_path, {SHORT_PV: [src, dst]})
     a, b = chains.chain(SHORT_PV)
     assert isinstance(a, PlainPBStore) and isinstance(b, PlainPBStore)
-    a.append(SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(720)])  # 2 hours
+    append_samples(
+        a, SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(720)]
+    )  # 2 hours
     sched = ETLScheduler(list(chains.default), T0, chains, reducer=REDUCER)  # type: ignore[arg-type]
     sched.run_due(T0 + DAY)
     (pf,) = b.files_for_pv(SHORT_PV)
@@ -294,7 +297,7 @@ def test_pp_caches_are_built_by_etl_and_answer_retrieval_while_fresh(tmp_path: P
     cache.write_bytes(b"".join(lines))
     assert means() == [-1.0] * 12
     # newer data than the cache (dated a second later: file times tick in jiffies)
-    b.append(SHORT_PV, D, [Sample(T0 + 7200 + 5, 0, 5.0)])
+    append_samples(b, SHORT_PV, D, [Sample(T0 + 7200 + 5, 0, 5.0)])
     later = cache.stat().st_mtime_ns + 1_000_000_000
     os.utime(pf.path, ns=(later, later))
     assert means() == want
@@ -315,7 +318,7 @@ def test_a_reducing_etl_cut_short_by_a_crash_neither_loses_nor_doubles(
     chains = chains_for(tmp_path, {SHORT_PV: [src, dst]})
     a, b = chains.chain(SHORT_PV)
     assert isinstance(a, PlainPBStore) and isinstance(b, PlainPBStore)
-    a.append(SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(360)])
+    append_samples(a, SHORT_PV, D, [Sample(T0 + i * 10, 0, float(i)) for i in range(360)])
     (pf,) = a.files_for_pv(SHORT_PV)
     before_delete = pf.path.read_bytes()
     sched = ETLScheduler(list(chains.default), T0, chains, reducer=REDUCER)  # type: ignore[arg-type]

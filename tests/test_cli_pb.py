@@ -14,6 +14,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample, sample_line
 from pvarchiver.storage import PlainPBStore
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.validate import validate_file
 
 VECTORS = Path(
@@ -40,7 +41,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _file(sts: PlainPBStore, vals: list[float]) -> Path:
-    sts.append(PV, D, [Sample(T0 + i, i, v) for i, v in enumerate(vals)])
+    append_samples(sts, PV, D, [Sample(T0 + i, i, v) for i, v in enumerate(vals)])
     return sts.files_for_pv(PV)[0].path
 
 

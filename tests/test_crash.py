@@ -23,6 +23,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore, open_store, parse_store_url, run_etl
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.store import iter_pb_files
 from pvarchiver.storage.validate import validate_file
@@ -270,7 +271,7 @@ def append_rounds(tmp_path: Path, mode: str, rounds: int, rng: random.Random) ->
     make = scalar_sample if mode == "scalar" else _ns["wave_sample"]
     extra = [make(k) for k in range(count, (newest_end - T0) // step + 2)]  # type: ignore[operator]
     ptype = PayloadType.SCALAR_DOUBLE if mode == "scalar" else PayloadType.WAVEFORM_DOUBLE
-    assert store.append(pv, ptype, extra).written == len(extra)
+    assert append_samples(store, pv, ptype, extra).written == len(extra)
     # every file is now fully valid, and the whole stream reads back exactly once
     assert FileChecker().check(root) == {
         "ok": len(store.files_for_pv(pv)),
@@ -405,7 +406,7 @@ def test_kill_during_etl_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     rounds = 4
     for day in range(rounds):
         for pv, (ptype, samples) in day_of_data(day, rng).items():
-            assert writer.append(pv, ptype, samples).written == len(samples)
+            assert append_samples(writer, pv, ptype, samples).written == len(samples)
             expected[pv].extend(samples)
         n_files = sum(1 for _ in iter_pb_files(writer.root))
         assert n_files == len(expected) * 24

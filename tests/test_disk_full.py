@@ -15,6 +15,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import StoreError
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.validate import validate_file
 
@@ -56,7 +57,7 @@ def test_append_on_a_full_disk_keeps_files_valid_and_loses_nothing(small_disk: P
         batch = [Sample(t + i, 0, float(t + i)) for i in range(500)]
         t += 500
         try:
-            r = sts.append("FULL:PV", D, batch)
+            r = append_samples(sts, "FULL:PV", D, batch)
         except StoreError as e:
             assert "failed" in str(e) or "cannot create" in str(e)
             failed = batch
@@ -70,7 +71,7 @@ def test_append_on_a_full_disk_keeps_files_valid_and_loses_nothing(small_disk: P
     assert [s.secs for s in sts.read_all("FULL:PV")] == [s.secs for s in written]
     # free space: the batch that failed goes in, nothing is duplicated or missing
     filler.unlink()
-    r = sts.append("FULL:PV", D, failed)
+    r = append_samples(sts, "FULL:PV", D, failed)
     assert r.written == len(failed)
     assert [s.secs for s in sts.read_all("FULL:PV")] == [s.secs for s in written + failed]
 
@@ -79,7 +80,7 @@ def test_etl_into_a_full_disk_keeps_the_source(tmp_path: Path, small_disk: Path)
     sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
     mts = make_store(small_disk, "MTS", "PARTITION_DAY")
     samples = [Sample(T0 + i, 0, float(i)) for i in range(3 * 3600)]  # ~185 kB
-    sts.append("FULL:ETL", D, samples)
+    append_samples(sts, "FULL:ETL", D, samples)
     (small_disk / "filler").write_bytes(b"x" * 200_000)
     stats = run_etl(sts, mts, now=T0 + 2 * 86400)
     assert stats.files_skipped >= 1 and stats.errors
@@ -198,8 +199,11 @@ def _full_disk_opens(small_disk: Path) -> None:
     url = f"pb://localhost?name=STS&rootFolder={small_disk / 'sts'}&partitionGranularity="
     config = parse_store_url(url + "PARTITION_HOUR")
     # a Windows-named store (as if copied from a Windows host), then the disk fills up
-    PlainPBStore(config, naming=KeyNaming(portable=True)).append(
-        "F:X", PayloadType.SCALAR_DOUBLE, [Sample(1_700_000_000, 0, 1.0)]
+    append_samples(
+        PlainPBStore(config, naming=KeyNaming(portable=True)),
+        "F:X",
+        PayloadType.SCALAR_DOUBLE,
+        [Sample(1_700_000_000, 0, 1.0)],
     )
     for i in range(100):  # take every inode left
         try:

@@ -13,6 +13,7 @@ import pytest
 from pvarchiver.engine.writer import Engine
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore
+from pvarchiver.storage.batch import Batch, append_samples
 
 from .conftest import make_store
 
@@ -58,20 +59,20 @@ def test_batch_equals_per_pv_append(tmp_path: Path) -> None:
     per_pv = {f"B:PV{k:03d}": rows_for(k) for k in range(60)}
     # already stored data: the first rows of B:PV007 are not after it and must be dropped
     for store in (ref, got):
-        store.append("B:PV007", D, [Sample(HOUR - 1, 0, -1.0)])
+        append_samples(store, "B:PV007", D, [Sample(HOUR - 1, 0, -1.0)])
     # out of order rows: that PV goes through the general path, still identical
     per_pv["B:PV011"] = [per_pv["B:PV011"][2], *per_pv["B:PV011"]]
     for name, samples in per_pv.items():
-        ref.append(name, D, samples)
+        append_samples(ref, name, D, samples)
     names, counts, cols, special = batch_args(per_pv)
-    results, failures = got.append_columns_many(D, names, counts, *cols, special=special)
-    assert not failures
+    res = got.append(Batch.of_many(D, names, counts, *cols, special=special))
+    assert not res.failures
     assert files_bytes(got, names) == files_bytes(ref, names)
-    assert results["B:PV007"].dropped_not_increasing == 2
-    assert results["B:PV011"].dropped_not_increasing >= 1
-    assert sum(r.written for r in results.values()) == sum(
-        len(list(ref.read_all(n))) for n in names
-    ) - 1  # the pre-stored sample of B:PV007
+    assert res.dropped_not_increasing[names.index("B:PV007")] == 2
+    assert res.dropped_not_increasing[names.index("B:PV011")] >= 1
+    assert (
+        res.total_written == sum(len(list(ref.read_all(n))) for n in names) - 1
+    )  # the pre-stored sample of B:PV007
 
 
 def test_one_unwritable_pv_fails_alone(tmp_path: Path) -> None:
@@ -80,8 +81,9 @@ def test_one_unwritable_pv_fails_alone(tmp_path: Path) -> None:
     (store.root / "X").write_text("a file where X's folder must go")
     per_pv = {"X:BAD": rows_for(1), "Y:GOOD": rows_for(2)}
     names, counts, cols, special = batch_args(per_pv)
-    results, failures = store.append_columns_many(D, names, counts, *cols, special=special)
-    assert set(failures) == {"X:BAD"} and results["Y:GOOD"].written == len(per_pv["Y:GOOD"])
+    res = store.append(Batch.of_many(D, names, counts, *cols, special=special))
+    assert set(res.failures) == {"X:BAD"}
+    assert res.written == [0, len(per_pv["Y:GOOD"])]
 
 
 @pytest.mark.parametrize("n", [300])

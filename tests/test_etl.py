@@ -14,6 +14,7 @@ import pytest
 
 from pvarchiver.pb import PayloadInfo, PayloadType, Sample, header_line, sample_line
 from pvarchiver.storage import PlainPBStore, consolidate, run_etl
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.etl import move_file
 from pvarchiver.storage.naming import portable
 from pvarchiver.storage.pbfile import PBFile
@@ -103,7 +104,7 @@ def sample_lines(path: Path) -> bytes:
 def test_hold0_gather0_moves_everything_before_the_current_partition(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path, "")
     data = stream(T0, T0 + 6 * HOUR, 60, random.Random(1))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     assert len(names_of(sts, PV)) == 6
     now = T0 + 5 * HOUR + 1800  # inside the sixth hour
     st = run_etl(sts, mts, now=now)
@@ -121,7 +122,7 @@ def test_hold0_gather0_moves_everything_before_the_current_partition(tmp_path: P
 def test_current_partition_is_never_moved_unless_everything(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path, "")
     data = stream(T0 + 2 * HOUR, T0 + 2 * HOUR + 900, 10, random.Random(2))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     # at any moment inside that hour (start, end, and early) the file stays put
     for now in (T0 + 2 * HOUR, T0 + 2 * HOUR + 1, T0 + 3 * HOUR - 1):
         st = run_etl(sts, mts, now=now)
@@ -140,7 +141,7 @@ def _day_files(store: PlainPBStore, days: range, rng: random.Random) -> dict[int
     out = {}
     for d in days:
         out[d] = stream(T0 + d * DAY, T0 + (d + 1) * DAY, 1800, rng)
-        store.append(PV, D, out[d])
+        append_samples(store, PV, D, out[d])
     return out
 
 
@@ -212,8 +213,8 @@ def test_sts_mts_lts_chain_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             batch = stream(hour + rng.randrange(60), hour + HOUR, rng.choice((61, 300, 900)), rng)
             # two appends per hour, the second also re-sending a few old samples (dropped)
             cut = rng.randrange(len(batch) + 1)
-            sts.append(pv, D, batch[:cut])
-            r = sts.append(pv, D, batch[max(0, cut - 3) :])
+            append_samples(sts, pv, D, batch[:cut])
+            r = append_samples(sts, pv, D, batch[max(0, cut - 3) :])
             assert r.written == len(batch) - cut
             appended[pv].extend(batch)
         now = hour + HOUR + 300  # hh:05 of the next hour
@@ -246,7 +247,7 @@ def test_year_boundary_ends_in_two_year_files(tmp_path: Path) -> None:
     begin = calendar.timegm((2024, 12, 31, 20, 0, 0))
     end = calendar.timegm((2025, 1, 1, 4, 0, 0))
     data = stream(begin, end, 13, random.Random(8))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     now = calendar.timegm((2025, 1, 5, 0, 5, 0))
     assert run_etl(sts, mts, now=now).files_moved == 8
     assert names_of(mts, PV) == spelled(mts, "X:2024_12_31.pb", "X:2025_01_01.pb")
@@ -268,7 +269,7 @@ def test_many_pvs_with_dashes_and_colons(tmp_path: Path) -> None:
     names = [*PVS, "A-B-C", "A:B:C:D", "X:Y_Z-1:VAL", "X:Y_Z-1:VAL:SUB"]
     data = {pv: stream(T0 + i, T0 + 30 * HOUR, 97 + i, rng) for i, pv in enumerate(names)}
     for pv, samples in data.items():
-        sts.append(pv, D, samples)
+        append_samples(sts, pv, D, samples)
     now = T0 + 4 * DAY
     st = run_etl(sts, mts, now=now)
     assert st.errors == [] and st.files_moved == 30 * len(names)
@@ -295,7 +296,7 @@ def test_bulk_append_is_byte_exact(tmp_path: Path) -> None:
         Sample(T0 + DAY + 1, 0x0A0D1B, 1.0, severity=2, status=3),
         Sample(T0 + DAY + 2, 0x1B1B, float.fromhex("0x1.0a0d1b0a0d1bp+0")),
     ]
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     paths = [pf.path for pf in sts.files_for_pv(PV)]
     assert len(paths) == 25
     expected_day0 = header_line(PayloadInfo(D, PV, 2024)) + b"".join(
@@ -327,7 +328,7 @@ def test_all_types_survive_the_chain(tmp_path: Path) -> None:
     for t, make in vals.items():
         pv = f"TYPES:{t.name}"
         data[pv] = [Sample(T0 + i * 601, i, make(i)) for i in range(200)]
-        sts.append(pv, t, data[pv])
+        append_samples(sts, pv, t, data[pv])
     run_etl(sts, mts, now=T0 + 5 * DAY)
     run_etl(mts, lts, now=T0 + 5 * DAY)
     assert files_of(sts) == [] and files_of(mts) == []
@@ -360,12 +361,12 @@ def test_source_modified_during_the_move_is_not_deleted(tmp_path: Path) -> None:
     sts = sts_store(tmp_path)
     mts = SourceGrowsDuringMove(mts_store(tmp_path).config)
     data = stream(T0, T0 + 1800, 10, random.Random(11))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     (pf,) = sts.files_for_pv(PV)
     late = Sample(T0 + 3000, 5, 42.0)  # same hour, after the last sample
 
     def writer_appends() -> None:
-        assert sts.append(PV, D, [late]).written == 1
+        assert append_samples(sts, PV, D, [late]).written == 1
 
     mts.during = writer_appends
     n, nbytes = move_file(sts, mts, PV, pf)
@@ -386,7 +387,7 @@ def test_source_modified_during_a_run_etl_pass_is_kept(tmp_path: Path) -> None:
     sts = sts_store(tmp_path)
     mts = SourceGrowsDuringMove(mts_store(tmp_path).config)
     data = stream(T0, T0 + 2 * HOUR, 10, random.Random(12))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     first_hour = sts.files_for_pv(PV)[0].path
     # grow the file currently being moved (the first hour) by one line
     extra = Sample(T0 + HOUR - 1, 999_999_999, -1.0)
@@ -473,7 +474,7 @@ def test_header_only_file_in_the_current_partition_is_kept(tmp_path: Path) -> No
 def test_corrupt_source_file_is_skipped_and_left_in_place(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     data = stream(T0, T0 + 3 * HOUR, 30, random.Random(13))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     bad = sts.files_for_pv(PV)[1].path
     with PBFile.open(bad) as f:
         lines = [line for _off, line in f.iter_lines(f.header_end)]
@@ -507,10 +508,10 @@ def test_file_whose_header_names_another_pv_is_not_moved(tmp_path: Path) -> None
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     rng = random.Random(14)
     mine = stream(T0, T0 + 2 * HOUR, 60, rng)
-    sts.append(PV, D, mine)
+    append_samples(sts, PV, D, mine)
     other = "OTHER:PV"
     theirs = stream(T0, T0 + HOUR, 45, rng)
-    sts.append(other, D, theirs)
+    append_samples(sts, other, D, theirs)
     # a file of OTHER:PV lands at the path of PV's second hour (e.g. a botched rename)
     misplaced = sts.files_for_pv(PV)[1].path
     shutil.copyfile(sts.files_for_pv(other)[0].path, misplaced)
@@ -527,7 +528,7 @@ def test_file_whose_header_names_another_pv_is_not_moved(tmp_path: Path) -> None
 def test_rerun_after_partial_move_appends_only_missing_lines(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     data = stream(T0, T0 + HOUR, 9, random.Random(15))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     (src,) = (pf.path for pf in sts.files_for_pv(PV))
     src_bytes = src.read_bytes()
     with PBFile.open(src) as f:
@@ -547,7 +548,7 @@ def test_rerun_after_partial_move_appends_only_missing_lines(tmp_path: Path) -> 
 def test_rerun_after_kill_mid_line_truncates_and_completes(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     data = stream(T0, T0 + HOUR, 9, random.Random(16))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     (src,) = (pf.path for pf in sts.files_for_pv(PV))
     src_bytes = src.read_bytes()
     with PBFile.open(src) as f:
@@ -566,7 +567,7 @@ def test_rerun_after_kill_mid_line_truncates_and_completes(tmp_path: Path) -> No
 def test_rerun_when_destination_already_has_everything(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     data = stream(T0, T0 + HOUR, 20, random.Random(17))
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     (src,) = (pf.path for pf in sts.files_for_pv(PV))
     dst = mts.path_for(PV, T0)
     dst.parent.mkdir(parents=True)
@@ -585,7 +586,7 @@ def test_consolidate_moves_the_current_partition_too(tmp_path: Path) -> None:
     rng = random.Random(18)
     data = {pv: stream(now - 3 * HOUR, now + 1, 31, rng) for pv in PVS}
     for pv, samples in data.items():
-        sts.append(pv, D, samples)
+        append_samples(sts, pv, D, samples)
     # into the MTS only
     stats = consolidate([sts, mts, lts], "MTS", pvs=[PVS[0]])
     assert [s.dest for s in stats] == ["MTS"]
@@ -606,9 +607,9 @@ def test_destination_finer_than_source_goes_event_by_event(tmp_path: Path) -> No
     day = make_store(tmp_path, "DAYS", "PARTITION_DAY")
     hour = make_store(tmp_path, "HOURS", "PARTITION_HOUR")
     data = stream(T0 + 1800, T0 + 2 * DAY, 123, random.Random(19))
-    day.append(PV, D, data)
+    append_samples(day, PV, D, data)
     # a killed earlier pass had already put the first 100 samples into the hourly store
-    hour.append(PV, D, data[:100])
+    append_samples(hour, PV, D, data[:100])
     st = run_etl(day, hour, now=T0 + 3 * DAY)
     assert (st.files_moved, st.samples_moved, st.errors) == (2, len(data) - 100, [])
     assert files_of(day) == []
@@ -624,7 +625,7 @@ def test_pvs_filter_moves_only_the_named_pvs(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     rng = random.Random(20)
     for pv in PVS:
-        sts.append(pv, D, stream(T0, T0 + 2 * HOUR, 300, rng))
+        append_samples(sts, pv, D, stream(T0, T0 + 2 * HOUR, 300, rng))
     st = run_etl(sts, mts, now=T0 + 3 * HOUR, pvs=[PVS[2]])
     assert st.files_moved == 2
     assert mts.pv_names() == [PVS[2]]
@@ -636,11 +637,11 @@ def test_etl_source_store_keeps_appending_after_a_move(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
     rng = random.Random(21)
     first = stream(T0, T0 + HOUR, 10, rng)
-    sts.append(PV, D, first)
+    append_samples(sts, PV, D, first)
     run_etl(sts, mts, now=T0 + HOUR + 300)
     assert files_of(sts) == []
     second = stream(T0 + HOUR, T0 + 2 * HOUR, 10, rng)
-    assert sts.append(PV, D, second).written == len(second)
+    assert append_samples(sts, PV, D, second).written == len(second)
     run_etl(sts, mts, now=T0 + 2 * HOUR + 300)
     assert read_pv(mts, PV) == first + second
     assert_all_files_valid(sts, mts)
@@ -648,7 +649,7 @@ def test_etl_source_store_keeps_appending_after_a_move(tmp_path: Path) -> None:
 
 def test_partition_file_listing_matches_what_etl_moves(tmp_path: Path) -> None:
     sts, mts = sts_store(tmp_path), mts_store(tmp_path)
-    sts.append(PV, D, stream(T0, T0 + 3 * HOUR, 600, random.Random(22)))
+    append_samples(sts, PV, D, stream(T0, T0 + 3 * HOUR, 600, random.Random(22)))
     listed = sts.files_for_pv(PV)
     assert [type(pf) for pf in listed] == [PartitionFile] * 3
     assert [pf.end - pf.start for pf in listed] == [HOUR] * 3

@@ -31,6 +31,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample, decode_header, decode_line, unescape
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import append_samples
 
 from .helpers.mgmt import bpl
 from .http_server import running_server
@@ -64,11 +65,15 @@ def at(secs: float, tz: timezone = UTC) -> datetime:
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("grafana") / "storage"
     sts, _mts, _lts = (open_store(parse_store_url(u)) for u in default_store_urls(root))
-    sts.append(BPM, D, [Sample(T0 + i, 0, float(i)) for i in range(N)])
+    append_samples(sts, BPM, D, [Sample(T0 + i, 0, float(i)) for i in range(N)])
     waves = [Sample(T0 + i, 0, [float(i), float(i) + 0.5]) for i in range(5)]
-    sts.append(WF, PayloadType.WAVEFORM_DOUBLE, waves)
-    sts.append(ENUM, PayloadType.SCALAR_ENUM, [Sample(T0 + i, 0, i % 3) for i in range(10)])
-    sts.append(STR, PayloadType.SCALAR_STRING, [Sample(T0, 0, "a"), Sample(T0 + 1, 0, "b")])
+    append_samples(sts, WF, PayloadType.WAVEFORM_DOUBLE, waves)
+    append_samples(
+        sts, ENUM, PayloadType.SCALAR_ENUM, [Sample(T0 + i, 0, i % 3) for i in range(10)]
+    )
+    append_samples(
+        sts, STR, PayloadType.SCALAR_STRING, [Sample(T0, 0, "a"), Sample(T0 + 1, 0, "b")]
+    )
     with running_server(root) as base:
         # the alias needs a typeinfo: a paused one, so the engine leaves the PV alone
         info = {"pvName": BPM, "DBRType": "DBR_SCALAR_DOUBLE", "units": "mm", "paused": "true"}

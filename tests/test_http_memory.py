@@ -13,6 +13,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import Batch
 
 from .http_server import running_server
 
@@ -33,13 +34,15 @@ def test_server_memory_stays_flat_for_a_long_json_query(tmp_path: Path) -> None:
     root = tmp_path / "storage"
     sts = open_store(parse_store_url(default_store_urls(root)[2]))  # all of it in LTS
     secs = T0 + np.arange(N, dtype=np.int64)
-    sts.append_columns(
-        "MEM:PV",
-        PayloadType.SCALAR_DOUBLE,
-        secs,
-        np.zeros(N, dtype=np.int64),
-        np.random.default_rng(0).normal(size=N),
-    )
+    sts.append(
+        Batch.of_columns(
+            "MEM:PV",
+            PayloadType.SCALAR_DOUBLE,
+            secs,
+            np.zeros(N, dtype=np.int64),
+            np.random.default_rng(0).normal(size=N),
+        )
+    ).one()
     with running_server(root) as base:
         # warm up code paths, then measure the growth during one big answer
         httpx.get(

@@ -19,6 +19,7 @@ from pvarchiver.storage import (
     parse_store_url,
     run_etl,
 )
+from pvarchiver.storage.batch import append_samples
 
 from .http_server import running_server
 
@@ -43,16 +44,20 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     sts, mts, lts = (open_store(parse_store_url(u, env=env)) for u in default_store_urls(root))
     # 4 h of 1 Hz data; the first 2 h moved to MTS/LTS, so a query spans all three stores
-    sts.append(PV, D, [Sample(T0 + i, 0, float(i)) for i in range(4 * 3600)])
+    append_samples(sts, PV, D, [Sample(T0 + i, 0, float(i)) for i in range(4 * 3600)])
     run_etl(sts, mts, now=T0 + 2 * 3600 + 1)
     run_etl(mts, lts, now=T0 + 5 * 86400)
-    sts.append(
+    append_samples(
+        sts,
         "TEST:NAN",
         D,
         [Sample(T0, 0, math.nan), Sample(T0 + 1, 0, 1.0), Sample(T0 + 2, 0, math.inf)],
     )
-    sts.append(
-        "TEST:STR", PayloadType.SCALAR_STRING, [Sample(T0, 0, 'a "q"\n'), Sample(T0 + 5, 0, "b")]
+    append_samples(
+        sts,
+        "TEST:STR",
+        PayloadType.SCALAR_STRING,
+        [Sample(T0, 0, 'a "q"\n'), Sample(T0 + 5, 0, "b")],
     )
     with running_server(root) as url:
         yield url

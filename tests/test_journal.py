@@ -14,6 +14,7 @@ from pvarchiver.engine.journal_replay import replay
 from pvarchiver.engine.writer import Engine
 from pvarchiver.pb import PayloadType
 from pvarchiver.storage import PlainPBStore
+from pvarchiver.storage.batch import append_samples
 
 from .conftest import make_store
 from .helpers.clock import Clock
@@ -83,7 +84,7 @@ def test_replay_writes_only_what_the_store_does_not_have(tmp_path: Path) -> None
     j.tick(0.1)
     _crash(j)
     # half of it had already been written by an earlier life of the archiver
-    sts.append("J:A", D, [s for s in _samples(range(6))])
+    append_samples(sts, "J:A", D, [s for s in _samples(range(6))])
     rep = replay(tmp_path / "journal", _fresh_store(tmp_path))
     assert rep.samples_written == 9
     assert [x.val for x in _fresh_store(tmp_path).read_all("J:A")] == [float(i) for i in range(15)]
@@ -188,7 +189,7 @@ def test_a_store_that_refuses_keeps_the_segments_aside(tmp_path: Path) -> None:
     # meanwhile the PV's file got another type: replay must not mix types, nor drop data
     from pvarchiver.pb import Sample
 
-    sts.append("J:T", PayloadType.SCALAR_INT, [Sample(NOW + 5, 0, 3)])
+    append_samples(sts, "J:T", PayloadType.SCALAR_INT, [Sample(NOW + 5, 0, 3)])
     rep = replay(tmp_path / "journal", _fresh_store(tmp_path))
     assert rep.errors and rep.moved_to
     assert list(Path(rep.moved_to).glob("seg-*.jrn"))

@@ -24,6 +24,7 @@ import pytest
 from pvarchiver.pb import PayloadInfo, Sample
 from pvarchiver.pb import PayloadType as P
 from pvarchiver.storage import PlainPBStore, parse_store_url
+from pvarchiver.storage.batch import Batch, append_samples
 from pvarchiver.storage.convert import ConversionError, convert_pv
 from pvarchiver.storage.merge import merge_into
 from pvarchiver.storage.pbfile import PBFile
@@ -48,7 +49,7 @@ def open_data(folder: Path, name: str = "DATA") -> PlainPBStore:
 
 def seed(folder: Path, pv: str, ptype: P, samples: list[Sample]) -> PlainPBStore:
     st = open_data(folder)
-    st.append(pv, ptype, samples)
+    append_samples(st, pv, ptype, samples)
     return st
 
 
@@ -390,7 +391,9 @@ def test_sigkill_during_change_type_then_rerun(tmp_path: Path) -> None:
 
     n = N_FILES * PER_FILE
     secs = T0 + np.arange(n, dtype=np.int64) * (DAY // PER_FILE)
-    st.append_columns(pv, P.SCALAR_FLOAT, secs, np.zeros(n, np.int64), np.arange(n) * 0.25)
+    st.append(
+        Batch.of_columns(pv, P.SCALAR_FLOAT, secs, np.zeros(n, np.int64), np.arange(n) * 0.25)
+    ).one()
     assert len(st.files_for_pv(pv)) == N_FILES
     storage = tmp_path / "storage"
     with running_server(storage) as base:

@@ -22,6 +22,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import append_samples
 
 from .helpers.mgmt import bpl, ca_env, statuses, wait_status
 from .http_server import Server, running_server
@@ -77,7 +78,7 @@ def seed_history(root: Path) -> None:
     for pv, parts in HISTORY.items():
         for store, first, n, step, value in parts:
             samples = [Sample(epoch(first) + i * step, 0, float(value + i)) for i in range(n)]
-            result = stores[store].append(pv, PayloadType.SCALAR_DOUBLE, samples)
+            result = append_samples(stores[store], pv, PayloadType.SCALAR_DOUBLE, samples)
             assert result.written == n
 
 
@@ -511,13 +512,13 @@ def test_an_interrupted_append_is_finished_by_the_next_call(
     dbl = PayloadType.SCALAR_DOUBLE
     older = [Sample(day + i * 7200, 0, float(i)) for i in range(48)]  # 4 days in the MTS
     newer = [Sample(day + 3 * 86400 + i * 600, 0, 100.0 + i) for i in range(20)]  # overlaps
-    mts.append("IA:OLD", dbl, older)
-    mts.append("IA:NEW", dbl, newer[:10])
-    sts.append("IA:NEW", dbl, newer[10:])
+    append_samples(mts, "IA:OLD", dbl, older)
+    append_samples(mts, "IA:NEW", dbl, newer[:10])
+    append_samples(sts, "IA:NEW", dbl, newer[10:])
     want = sorted({s.timestamp: s.val for s in older if s.timestamp < newer[0].timestamp}.items())
     want += [(s.timestamp, s.val) for s in newer]
     # a copy a crashed call left: removed, not counted
-    mts.append(aa.temp_name("IA:NEW"), dbl, [Sample(day, 0, -1.0)])
+    append_samples(mts, aa.temp_name("IA:NEW"), dbl, [Sample(day, 0, -1.0)])
 
     def newest_two_then_fail(stores: list[PlainPBStore], old: str, new: str, **kw: bool) -> int:
         """The swap got through the copy's two newest files (of four), then stopped."""

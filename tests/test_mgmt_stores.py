@@ -19,6 +19,7 @@ import pytest
 from pvarchiver.mgmt.default_policies import BLACKHOLE, STS
 from pvarchiver.mgmt.default_policies import MTS_3_DAYS as MTS3
 from pvarchiver.pb import PayloadType, Sample
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.store import PlainPBStore, iter_pb_files
 from pvarchiver.storage.url import default_store_urls, parse_store_url
 
@@ -76,8 +77,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pat
     root = tmp_path_factory.mktemp("chains")
     stores = default_stores(root)
     for pv in (SHORT, LONG, MOVED):
-        stores["MTS"].append(pv, D, OLD[:-1])
-        stores["STS"].append(pv, D, OLD[-1:])  # the hour before last: due for the MTS
+        append_samples(stores["MTS"], pv, D, OLD[:-1])
+        append_samples(stores["STS"], pv, D, OLD[-1:])  # the hour before last: due for the MTS
     env = {"PVARCHIVER_ETL_FIRST_RUN_SECONDS": "1"}
     with running_server(root / "storage", env) as base:
         for ti in (typeinfo(SHORT, [STS, MTS3, BLACKHOLE]), typeinfo(LONG), typeinfo(MOVED)):
@@ -152,8 +153,8 @@ def test_modify_store_url_and_consolidate_as_of_a_date(site: tuple[Server, Path]
     stores = default_stores(root)
     # after the server's first ETL pass (which would move an unregistered PV's hours on)
     assert wait_for(lambda: not stores["STS"].files_for_pv(LONG), 60, 0.5)
-    stores["STS"].append(
-        name, D, [Sample(NOW - 3 * DAY + h * HOUR, 0, float(h)) for h in range(48)]
+    append_samples(
+        stores["STS"], name, D, [Sample(NOW - 3 * DAY + h * HOUR, 0, float(h)) for h in range(48)]
     )
     assert put(base, typeinfo(name)).status_code == 200
     r = bpl(base, "modifyStoreURLForPV", params={"pv": name, "storage": "MTS", "plugin_url": "x"})

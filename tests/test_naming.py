@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pvarchiver.properties import PropertiesError, archappl_properties, parse_properties
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.naming import (
     PROP_SEPARATORS,
     PROP_TERMINATOR,
@@ -182,7 +183,7 @@ def test_validate_checks_the_partition_of_portable_names(tmp_path: Path) -> None
         url = f"pb://localhost?name=STS&rootFolder={tmp_path / 'sts'}&partitionGranularity="
         st = PlainPBStore(parse_store_url(url + "PARTITION_HOUR"), naming=naming)
         t0 = 1_709_294_400  # 2024-03-01T12:00:00Z
-        st.append("V:X", PayloadType.SCALAR_DOUBLE, [Sample(t0 + 10, 0, 1.0)])
+        append_samples(st, "V:X", PayloadType.SCALAR_DOUBLE, [Sample(t0 + 10, 0, 1.0)])
         (path,) = [p for p in (tmp_path / "sts").rglob("*.pb")]
         # move the file under the previous hour's name: its sample is outside that partition
         wrong = path.with_name(path.name.replace("2024_03_01_12", "2024_03_01_11"))

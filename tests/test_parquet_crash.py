@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pvarchiver.pb import PayloadType
+from pvarchiver.storage.batch import Batch
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.store import PlainPBStore
@@ -35,6 +36,7 @@ CHILD = """
 import sys
 import numpy as np
 from pvarchiver.pb import PayloadType
+from pvarchiver.storage.batch import Batch
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.store import PlainPBStore
@@ -54,7 +56,8 @@ with open(log, "a", buffering=1) as out:
         while True:
             secs = T0 + 2 * np.arange(k, k + BATCH, dtype=np.int64)
             zeros = np.zeros(BATCH, np.int64)
-            lts.append_columns(PV, PayloadType.SCALAR_DOUBLE, secs, zeros, secs * 0.5)
+            batch = Batch.of_columns(PV, PayloadType.SCALAR_DOUBLE, secs, zeros, secs * 0.5)
+            lts.append(batch).one()
             k += BATCH
             out.write(f"{{k}}\\n")
     else:
@@ -132,7 +135,9 @@ def test_kill_during_etl_pb_to_parquet_loses_and_doubles_nothing(tmp_path: Path)
 
     n = 3 * 86400  # three days at 1 Hz: 72 hourly files into three daily Parquet files
     secs = T0 + np.arange(n, dtype=np.int64)
-    sts.append_columns(PV, PayloadType.SCALAR_DOUBLE, secs, np.zeros(n, np.int64), secs * 0.5)
+    sts.append(
+        Batch.of_columns(PV, PayloadType.SCALAR_DOUBLE, secs, np.zeros(n, np.int64), secs * 0.5)
+    ).one()
     rng = random.Random(7)
     for _ in range(3):
         p, _log = _child(tmp_path, "etl")

@@ -17,6 +17,7 @@ import pytest
 
 from pvarchiver.mgmt.default_policies import STS
 from pvarchiver.pb import PayloadType, Sample, decode_header, decode_line, unescape
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.store import PlainPBStore
 from pvarchiver.storage.url import default_store_urls, parse_store_url
@@ -59,8 +60,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pat
     sts = PlainPBStore(parse_store_url(default_store_urls(storage)[0]))
     lts = ParquetStore(parse_store_url(lts_url))
     for pv in (SINE, COSINE):
-        lts.append(pv, D, series(pv, T0, LTS_END))
-        sts.append(pv, D, series(pv, LTS_END, LTS_END + 3600))
+        append_samples(lts, pv, D, series(pv, T0, LTS_END))
+        append_samples(sts, pv, D, series(pv, LTS_END, LTS_END + 3600))
     with running_server(storage) as server:
         for pv in (SINE, COSINE):
             ti = {"pvName": pv, "DBRType": "DBR_SCALAR_DOUBLE", "paused": "true"}

@@ -19,6 +19,7 @@ import pytest
 from google.protobuf import descriptor_pb2, text_format
 
 from pvarchiver.pb import PayloadType, Sample
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.url import parse_store_url
 
@@ -58,7 +59,9 @@ def written(tmp_path: Path, ptype: PayloadType, compress: str = "ZSTD") -> Path:
     )
     st = ParquetStore(parse_store_url(url))
     val = VALUES[REFERENCE[ptype][0]]
-    st.append(PV, ptype, [Sample(T0, 5, val, fields={"EGU": "V"}), Sample(T0 + 1, 0, val, 1, 2)])
+    append_samples(
+        st, PV, ptype, [Sample(T0, 5, val, fields={"EGU": "V"}), Sample(T0 + 1, 0, val, 1, 2)]
+    )
     path = st.path_for(PV, T0)
     assert path == tmp_path / "ArchUnitTest" / "sine:2024.parquet"  # PVPathTest's layout
     return path

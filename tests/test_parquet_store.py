@@ -20,6 +20,7 @@ import pytest
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.retrieval.sources import merged_chunks
 from pvarchiver.storage import parquet_schema, parquet_store
+from pvarchiver.storage.batch import Batch, append_samples
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.parquet_store import ParquetReadError, ParquetStore, open_file
 from pvarchiver.storage.store import PlainPBStore, StoreError, TypeMismatchError
@@ -86,7 +87,7 @@ def test_every_type_round_trips_with_metadata(tmp_path: Path, ptype: PayloadType
     ]
     if ptype == PayloadType.V4_GENERIC_BYTES:
         written[2].user_tag = 9
-    r = st.append(PV, ptype, written)
+    r = append_samples(st, PV, ptype, written)
     assert r.written == 3
     fresh = pq_store(tmp_path)
     assert list(fresh.read_all(PV)) == written
@@ -97,8 +98,8 @@ def test_every_type_round_trips_with_metadata(tmp_path: Path, ptype: PayloadType
 def test_appends_drop_old_samples_and_keep_row_groups_bounded(tmp_path: Path) -> None:
     st = pq_store(tmp_path, gran="PARTITION_DAY")
     for k in range(30):  # 30 appends to one partition: the AA would leave 30 row groups
-        st.append(PV, D, ramp(T0 + k * 100, T0 + (k + 1) * 100, 1))
-    r = st.append(PV, D, ramp(T0 + 2900, T0 + 3100, 1))  # first 100 are already there
+        append_samples(st, PV, D, ramp(T0 + k * 100, T0 + (k + 1) * 100, 1))
+    r = append_samples(st, PV, D, ramp(T0 + 2900, T0 + 3100, 1))  # first 100 are already there
     assert (r.written, r.dropped_not_increasing) == (100, 100)
     path = st.path_for(PV, T0)
     assert path.name == "sine:2024_03_10.parquet"
@@ -114,18 +115,21 @@ def test_appends_drop_old_samples_and_keep_row_groups_bounded(tmp_path: Path) ->
 
 def test_appends_split_partitions_and_refuse_other_pvs_and_types(tmp_path: Path) -> None:
     st = pq_store(tmp_path, gran="PARTITION_HOUR")
-    st.append(PV, D, ramp(T0, T0 + 3 * HOUR, 60))
+    append_samples(st, PV, D, ramp(T0, T0 + 3 * HOUR, 60))
     names = sorted(p.path.name for p in st.files_for_pv(PV))
     assert names == [f"sine:2024_03_10_0{h}.parquet" for h in range(3)]
     with pytest.raises(TypeMismatchError, match="holds SCALAR_DOUBLE"):
-        pq_store(tmp_path, gran="PARTITION_HOUR").append(
-            PV, PayloadType.SCALAR_INT, [Sample(T0 + 3 * HOUR - 1, 0, 1)]
+        append_samples(
+            pq_store(tmp_path, gran="PARTITION_HOUR"),
+            PV,
+            PayloadType.SCALAR_INT,
+            [Sample(T0 + 3 * HOUR - 1, 0, 1)],
         )
     # a file of another PV at this PV's path (a botched copy) is never overwritten
     other = st.path_for("PQ:TEST:other", T0)
     other.write_bytes(st.path_for(PV, T0).read_bytes())
     with pytest.raises(StoreError, match="belongs to PV 'PQ:TEST:sine'"):
-        st.append("PQ:TEST:other", D, [Sample(T0 + HOUR - 1, 0, 1.0)])
+        append_samples(st, "PQ:TEST:other", D, [Sample(T0 + HOUR - 1, 0, 1.0)])
 
 
 def test_row_groups_follow_the_size_and_reads_skip_groups_outside_the_range(
@@ -135,7 +139,7 @@ def test_row_groups_follow_the_size_and_reads_skip_groups_outside_the_range(
     st = pq_store(tmp_path)
     n = 200_000
     secs = T0 + np.arange(n, dtype=np.int64)
-    st.append_columns(PV, D, secs, np.zeros(n, np.int64), np.arange(n, dtype=float))
+    st.append(Batch.of_columns(PV, D, secs, np.zeros(n, np.int64), np.arange(n, dtype=float))).one()
     f, _ = open_file(st.path_for(PV, T0))
     groups = f.metadata.num_row_groups
     f.close()
@@ -165,7 +169,7 @@ def test_etl_pb_to_parquet_to_parquet_to_pb_moves_everything_once(tmp_path: Path
     back = pb_store(tmp_path / "back", "BACK", "PARTITION_MONTH")
     data = ramp(T0, T0 + 3 * DAY, 10)
     data[5].fields = {"EGU": "V"}
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     now = T0 + 3 * DAY + 30
     s1 = run_etl(sts, mts, now=now)
     assert s1.errors == [] and s1.files_moved == 72 and s1.samples_moved == 3 * DAY // 10
@@ -177,7 +181,7 @@ def test_etl_pb_to_parquet_to_parquet_to_pb_moves_everything_once(tmp_path: Path
     assert run_etl(sts, mts, now=now).files_moved == 0  # a rerun moves nothing
     s2 = run_etl(mts, lts, now=T0 + 400 * DAY)
     assert s2.errors == [] and s2.files_moved == 3
-    sts.append(PV, D, extra := ramp(T0 + 3 * DAY, T0 + 3 * DAY + 30, 10))
+    append_samples(sts, PV, D, extra := ramp(T0 + 3 * DAY, T0 + 3 * DAY + 30, 10))
     s3 = run_etl(sts, lts, now=now, everything=True)  # the current hour too
     assert s3.files_moved == 1
     data += extra
@@ -192,9 +196,9 @@ def test_etl_rerun_after_a_partial_move_does_not_duplicate(tmp_path: Path) -> No
     sts = pb_store(tmp_path / "sts")
     lts = pq_store(tmp_path / "lts")
     data = ramp(T0, T0 + 2 * HOUR, 5)
-    sts.append(PV, D, data)
+    append_samples(sts, PV, D, data)
     # an earlier, interrupted pass left the first 100 samples in the LTS and the sources
-    lts.append(PV, D, data[:100])
+    append_samples(lts, PV, D, data[:100])
     s = run_etl(sts, lts, now=T0 + 5 * HOUR)
     assert s.errors == [] and s.files_moved == 2
     assert list(pq_store(tmp_path / "lts").read_all(PV)) == data
@@ -203,8 +207,8 @@ def test_etl_rerun_after_a_partial_move_does_not_duplicate(tmp_path: Path) -> No
 def test_etl_keeps_sources_when_the_destination_holds_newer_data(tmp_path: Path) -> None:
     sts = pb_store(tmp_path / "sts")
     lts = pq_store(tmp_path / "lts")
-    sts.append(PV, D, ramp(T0, T0 + HOUR, 5))
-    lts.append(PV, D, [Sample(T0 + 100, 1, 0.0)])  # not a prefix of the source
+    append_samples(sts, PV, D, ramp(T0, T0 + HOUR, 5))
+    append_samples(lts, PV, D, [Sample(T0 + 100, 1, 0.0)])  # not a prefix of the source
     s = run_etl(sts, lts, now=T0 + 5 * HOUR)
     assert s.files_moved == 0 and "newer data" in s.errors[0]
     assert sts.files_for_pv(PV)
@@ -213,7 +217,7 @@ def test_etl_keeps_sources_when_the_destination_holds_newer_data(tmp_path: Path)
 # ---------------------------------------------------------------------- damaged files
 def _good_and_truncated(tmp_path: Path) -> tuple[ParquetStore, Path]:
     st = pq_store(tmp_path, gran="PARTITION_DAY")
-    st.append(PV, D, ramp(T0, T0 + 3 * DAY, 60))
+    append_samples(st, PV, D, ramp(T0, T0 + 3 * DAY, 60))
     bad = st.path_for(PV, T0 + DAY)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
@@ -242,7 +246,7 @@ def test_a_truncated_file_is_named_skipped_by_reads_and_reported(
     fresh = pq_store(tmp_path, gran="PARTITION_DAY")
     before = last.read_bytes()
     with pytest.raises(StoreError, match=f"cannot append.*{last.name}"):
-        fresh.append(PV, D, [Sample(T0 + 2 * DAY + 30, 0, 1.0)])
+        append_samples(fresh, PV, D, [Sample(T0 + 2 * DAY + 30, 0, 1.0)])
     assert last.read_bytes() == before
 
 
@@ -256,7 +260,7 @@ def test_a_foreign_parquet_file_is_refused_with_its_name(tmp_path: Path) -> None
     assert "not an archiver Parquet file" in validate_file(path).problems[0].message
     assert list(st.read_all(PV)) == []
     with pytest.raises(StoreError, match=path.name):
-        st.append(PV, D, [Sample(T0 + 1, 0, 1.0)])
+        append_samples(st, PV, D, [Sample(T0 + 1, 0, 1.0)])
     # the right keys over a foreign schema
     meta = parquet_schema.footer_metadata(PV, 2024, D)
     pq.write_table(
@@ -276,8 +280,8 @@ def test_a_foreign_parquet_file_is_refused_with_its_name(tmp_path: Path) -> None
 def test_merged_retrieval_reads_parquet_and_pb_and_the_sample_before(tmp_path: Path) -> None:
     sts = pb_store(tmp_path / "sts")
     lts = pq_store(tmp_path / "lts")
-    lts.append(PV, D, ramp(T0, T0 + DAY, 60))
-    sts.append(PV, D, ramp(T0 + DAY, T0 + DAY + HOUR, 60))
+    append_samples(lts, PV, D, ramp(T0, T0 + DAY, 60))
+    append_samples(sts, PV, D, ramp(T0 + DAY, T0 + DAY + HOUR, 60))
     chunks = merged_chunks([sts, lts], PV, (T0 + DAY - 90, 0), (T0 + DAY + 120, NS_MAX))
     got = [c.block.sample(i).secs for c in chunks for i in range(len(c))]
     assert got == [T0 + DAY - 120, T0 + DAY - 60, T0 + DAY, T0 + DAY + 60, T0 + DAY + 120]
@@ -299,9 +303,9 @@ def test_cli_validate_dump_repair_and_convert(tmp_path: Path) -> None:
     sts = pb_store(tmp_path / "pb", gran="PARTITION_DAY")
     data = ramp(T0, T0 + 2 * DAY, 30)
     data[3].fields = {"EGU": "A"}
-    sts.append(PV, D, data)
-    sts.append(
-        "PQ:TEST:text", PayloadType.SCALAR_STRING, [Sample(T0, 0, "a"), Sample(T0 + 1, 0, "b")]
+    append_samples(sts, PV, D, data)
+    append_samples(
+        sts, "PQ:TEST:text", PayloadType.SCALAR_STRING, [Sample(T0, 0, "a"), Sample(T0 + 1, 0, "b")]
     )
     r = run("pb", "convert", str(tmp_path / "pb"), str(tmp_path / "pq"), "--to", "parquet")
     assert r.returncode == 0, r.stderr + r.stdout

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.paths import partition_path, pv_name_to_key
 from pvarchiver.storage.url import StoreURLError, default_store_urls, parse_store_url
 
@@ -107,7 +108,7 @@ def test_store_and_etl_work_with_windows_names(tmp_path, monkeypatch) -> None:
     mts = store("MTS", "PARTITION_DAY")
     t0 = 1_700_000_000
     samples = [Sample(t0 + i * 600, 0, float(i)) for i in range(12)]
-    sts.append("X:Y-Z", PayloadType.SCALAR_DOUBLE, samples)
+    append_samples(sts, "X:Y-Z", PayloadType.SCALAR_DOUBLE, samples)
     names = [p.name for p in (tmp_path / "sts").rglob("*.pb")]
     assert names and all(":" not in n and "\uf03a" in n for n in names)
     assert [s.val for s in sts.read_all("X:Y-Z")] == [float(i) for i in range(12)]

@@ -18,6 +18,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import append_samples
 
 from .http_server import running_server
 
@@ -43,7 +44,8 @@ def client_python() -> Path:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("pyarchappl") / "storage"
     sts = open_store(parse_store_url(default_store_urls(root)[0]))
-    sts.append(
+    append_samples(
+        sts,
         PV,
         PayloadType.SCALAR_DOUBLE,
         [Sample(T0 + i, 250_000_000, i * 0.5, severity=i % 3) for i in range(120)],

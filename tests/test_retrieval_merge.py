@@ -20,6 +20,7 @@ from pvarchiver.retrieval.times import (
     resolve_range,
 )
 from pvarchiver.storage import PlainPBStore
+from pvarchiver.storage.batch import append_samples
 
 from .conftest import make_store
 
@@ -45,9 +46,9 @@ def three(tmp_path: Path) -> list[PlainPBStore]:
 
 def test_overlapping_stores_give_each_sample_once(tmp_path: Path) -> None:
     sts, mts, lts = three(tmp_path)
-    lts.append("P", D, [Sample(T0 + i, 0, 1.0) for i in range(0, 100)])
-    mts.append("P", D, [Sample(T0 + i, 0, 2.0) for i in range(50, 200)])  # overlaps LTS
-    sts.append("P", D, [Sample(T0 + i, 0, 3.0) for i in range(150, 300)])
+    append_samples(lts, "P", D, [Sample(T0 + i, 0, 1.0) for i in range(0, 100)])
+    append_samples(mts, "P", D, [Sample(T0 + i, 0, 2.0) for i in range(50, 200)])  # overlaps LTS
+    append_samples(sts, "P", D, [Sample(T0 + i, 0, 3.0) for i in range(150, 300)])
     got = rows(merged_chunks([sts, mts, lts], "P", (T0, 0), (T0 + 1000, 0)))
     assert [r[0] for r in got] == list(range(300))
     # oldest store wins where they overlap, as in the AA
@@ -56,9 +57,9 @@ def test_overlapping_stores_give_each_sample_once(tmp_path: Path) -> None:
 
 def test_one_sample_at_or_before_from(tmp_path: Path) -> None:
     sts, mts, lts = three(tmp_path)
-    lts.append("P", D, [Sample(T0 + 10, 0, 1.0)])
-    mts.append("P", D, [Sample(T0 + 20, 0, 2.0)])
-    sts.append("P", D, [Sample(T0 + 30, 0, 3.0), Sample(T0 + 40, 0, 4.0)])
+    append_samples(lts, "P", D, [Sample(T0 + 10, 0, 1.0)])
+    append_samples(mts, "P", D, [Sample(T0 + 20, 0, 2.0)])
+    append_samples(sts, "P", D, [Sample(T0 + 30, 0, 3.0), Sample(T0 + 40, 0, 4.0)])
     stores = [sts, mts, lts]
     assert rows(merged_chunks(stores, "P", (T0 + 25, 0), (T0 + 35, 0))) == [
         (20, 0, 2.0),
@@ -78,7 +79,7 @@ def test_one_sample_at_or_before_from(tmp_path: Path) -> None:
 def test_raw_bytes_pass_through_only_when_unfiltered(tmp_path: Path) -> None:
     sts, mts, lts = three(tmp_path)
     samples = [Sample(T0 + i, 5, float(i)) for i in range(100)]
-    sts.append("P", D, samples)
+    append_samples(sts, "P", D, samples)
     chunks = list(merged_chunks([sts, mts, lts], "P", (T0 + 10, 0), (T0 + 20, 0)))
     raw = b"".join(c.raw for c in chunks if c.raw is not None)
     assert raw == b"".join(sample_line(D, 2025, s) for s in samples[9:20])
@@ -86,7 +87,7 @@ def test_raw_bytes_pass_through_only_when_unfiltered(tmp_path: Path) -> None:
 
 def test_corrupt_and_out_of_order_lines_are_skipped(tmp_path: Path) -> None:
     sts, mts, lts = three(tmp_path)
-    sts.append("P", D, [Sample(T0 + i, 0, float(i)) for i in range(5)])
+    append_samples(sts, "P", D, [Sample(T0 + i, 0, float(i)) for i in range(5)])
     path = sts.files_for_pv("P")[0].path
     with open(path, "ab") as fh:
         fh.write(b"\x08\x01junk\n")
@@ -133,7 +134,7 @@ def test_merge_matches_a_reference(
     start, end = (T0 + min(a, b), 0), (T0 + max(a, b), 0)
     for idx in range(3):  # each store gets its samples sorted, as stores hold them
         ts = sorted({t for s, t in placed if s == idx})
-        stores[idx].append("P", D, [Sample(T0 + t, 0, float(idx)) for t in ts])
+        append_samples(stores[idx], "P", D, [Sample(T0 + t, 0, float(idx)) for t in ts])
     got = [r[0] for r in rows(merged_chunks(stores, "P", start, end))]
     # reference, written from aa.md 3.3: the latest sample at or before `from` over all stores,
     # then each store's samples in [from, to], oldest store first, strictly increasing

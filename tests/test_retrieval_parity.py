@@ -17,6 +17,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import default_store_urls, open_store, parse_store_url
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.web.retrieval_request import TWO_WEEKS, reduced_default, spans
 
 from .helpers.mgmt import bpl, ca_env, wait_status
@@ -63,13 +64,13 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sts, _mts, lts = (open_store(parse_store_url(u)) for u in default_store_urls(root))
     old = [Sample(OLD + i, 0, float(i)) for i in range(2 * 3600)]
     recent = [Sample(RECENT + i, 0, 1000.0 + i) for i in range(600)]
-    lts.append(DBL, D, old)
-    sts.append(DBL, D, recent)
-    sts.append(COUNTED, D, [Sample(RECENT + i, 0, float(i)) for i in range(10)])
+    append_samples(lts, DBL, D, old)
+    append_samples(sts, DBL, D, recent)
+    append_samples(sts, COUNTED, D, [Sample(RECENT + i, 0, float(i)) for i in range(10)])
     waves = [Sample(RECENT + i, 0, [float(i), float(i) + 0.5, -1.0]) for i in range(5)]
-    sts.append(WF, PayloadType.WAVEFORM_DOUBLE, waves)
+    append_samples(sts, WF, PayloadType.WAVEFORM_DOUBLE, waves)
     strings = [Sample(RECENT, 0, "a <b> & c"), Sample(RECENT + 1, 0, "d")]
-    sts.append(STR, PayloadType.SCALAR_STRING, strings)
+    append_samples(sts, STR, PayloadType.SCALAR_STRING, strings)
     docs = top / "clientconfig"
     (docs / "sub").mkdir(parents=True)
     (docs / "sub" / "viewer.json").write_bytes(CONFIG)

@@ -12,6 +12,7 @@ import pytest
 from pvarchiver.pb import PayloadType, Sample, header_line, sample_line
 from pvarchiver.pb.sample import PayloadInfo
 from pvarchiver.storage import PlainPBStore, StoreError, TypeMismatchError
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.naming import portable
 from pvarchiver.storage.pbfile import PBFile
 
@@ -34,7 +35,7 @@ def samples(n: int, t0: int = T0, step: int = 1) -> list[Sample]:
 
 def test_first_append_creates_the_aa_file(sts: PlainPBStore) -> None:
     s = samples(3)
-    r = sts.append(PV, D, s)
+    r = append_samples(sts, PV, D, s)
     assert r.written == 3 and r.dropped_not_increasing == 0
     aa_name = "EIOC/LI30/MP01/HEARTBEAT:2012_08_24_16.pb"
     path = sts.root / in_store(sts, aa_name)
@@ -50,22 +51,22 @@ def test_first_append_creates_the_aa_file(sts: PlainPBStore) -> None:
 
 
 def test_older_or_equal_samples_are_dropped_and_counted(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(10))
+    append_samples(sts, PV, D, samples(10))
     again = samples(15)  # first 10 are equal to what is stored
     again.insert(12, Sample(T0 + 3, 0, -1.0))  # older than its predecessor
-    r = sts.append(PV, D, again)
+    r = append_samples(sts, PV, D, again)
     assert (r.written, r.dropped_not_increasing) == (5, 11)
     vals = [x.val for x in sts.read_all(PV)]
     assert vals == [float(i) for i in range(15)]
     # same second, larger nanos is newer; same nanos is a duplicate
-    r = sts.append(PV, D, [Sample(T0 + 14, 0, 0.0), Sample(T0 + 14, 999_999_999, 1.5)])
+    r = append_samples(sts, PV, D, [Sample(T0 + 14, 0, 0.0), Sample(T0 + 14, 999_999_999, 1.5)])
     assert (r.written, r.dropped_not_increasing) == (1, 1)
 
 
 def test_state_survives_a_new_store_object(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(10))
+    append_samples(sts, PV, D, samples(10))
     fresh = PlainPBStore(sts.config, naming=sts.naming)
-    r = fresh.append(PV, D, samples(12))
+    r = append_samples(fresh, PV, D, samples(12))
     assert (r.written, r.dropped_not_increasing) == (2, 10)
 
 
@@ -73,7 +74,7 @@ def test_clean_partitions_and_year_boundary(tmp_path: Path) -> None:
     store = make_store(tmp_path, "STS", "PARTITION_HOUR")
     t0 = calendar.timegm((2024, 12, 31, 22, 30, 0))
     s = samples(3 * 3600 // 60, t0, 60)
-    store.append(PV, D, s)
+    append_samples(store, PV, D, s)
     names = sorted(p.name for p in (store.root / "EIOC/LI30/MP01").iterdir())
     assert names == [
         in_store(store, name)
@@ -106,7 +107,7 @@ def test_clean_partitions_and_year_boundary(tmp_path: Path) -> None:
 def test_every_granularity_round_trips(tmp_path: Path, gran: str) -> None:
     store = make_store(tmp_path, "X", gran)
     s = samples(500, calendar.timegm((2023, 12, 31, 23, 0, 0)), 3607)
-    store.append(PV, D, s)
+    append_samples(store, PV, D, s)
     assert [(x.secs, x.nanos, x.val) for x in store.read_all(PV)] == [
         (x.secs, x.nanos, x.val) for x in s
     ]
@@ -118,7 +119,7 @@ def test_every_granularity_round_trips(tmp_path: Path, gran: str) -> None:
 
 
 def test_partial_last_line_is_truncated_before_append(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(5))
+    append_samples(sts, PV, D, samples(5))
     path = sts.files_for_pv(PV)[0].path
     good = path.read_bytes()
     partial = sample_line(D, 2012, Sample(T0 + 5, 0, 5.0))[:7]
@@ -127,20 +128,20 @@ def test_partial_last_line_is_truncated_before_append(sts: PlainPBStore) -> None
     fresh = PlainPBStore(sts.config, naming=sts.naming)
     # readers ignore the partial tail
     assert len(list(fresh.read_all(PV))) == 5
-    fresh.append(PV, D, [Sample(T0 + 6, 0, 6.0)])
+    append_samples(fresh, PV, D, [Sample(T0 + 6, 0, 6.0)])
     assert path.read_bytes() == good + sample_line(D, 2012, Sample(T0 + 6, 0, 6.0))
 
 
 def test_header_is_checked_before_appending(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(2))
+    append_samples(sts, PV, D, samples(2))
     path = sts.files_for_pv(PV)[0].path
     fresh = PlainPBStore(sts.config, naming=sts.naming)
     with pytest.raises(TypeMismatchError):
-        fresh.append(PV, PayloadType.SCALAR_INT, [Sample(T0 + 10, 0, 3)])
+        append_samples(fresh, PV, PayloadType.SCALAR_INT, [Sample(T0 + 10, 0, 3)])
     path.write_bytes(header_line(PayloadInfo(D, "OTHER:PV", 2012)))
     fresh = PlainPBStore(sts.config, naming=sts.naming)
     with pytest.raises(StoreError, match="belongs to PV"):
-        fresh.append(PV, D, [Sample(T0 + 10, 0, 3.0)])
+        append_samples(fresh, PV, D, [Sample(T0 + 10, 0, 3.0)])
     assert path.read_bytes() == header_line(PayloadInfo(D, "OTHER:PV", 2012))
 
 
@@ -148,13 +149,13 @@ def test_zero_byte_file_gets_a_header(sts: PlainPBStore) -> None:
     path = sts.path_for(PV, T0)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"")
-    sts.append(PV, D, samples(1))
+    append_samples(sts, PV, D, samples(1))
     with PBFile.open(path) as f:
         assert f.header.pvname == PV and f.last_sample() is not None
 
 
 def test_read_range_includes_the_last_sample_before_from(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(3 * 3600, T0, 1))
+    append_samples(sts, PV, D, samples(3 * 3600, T0, 1))
     got = list(sts.read(PV, (T0 + 5000, 0), (T0 + 5010, 0)))
     # sample 4999 (before from), then 5000..5009 (5010 has nanos > 0, so it is after `to`)
     assert [x.secs - T0 for x in got] == list(range(4999, 5010))
@@ -167,8 +168,8 @@ def test_read_range_includes_the_last_sample_before_from(sts: PlainPBStore) -> N
 
 
 def test_read_finds_previous_sample_in_older_file_across_gaps(sts: PlainPBStore) -> None:
-    sts.append(PV, D, [Sample(T0, 0, 1.0)])
-    sts.append(PV, D, [Sample(T0 + 5 * 3600, 0, 2.0)])
+    append_samples(sts, PV, D, [Sample(T0, 0, 1.0)])
+    append_samples(sts, PV, D, [Sample(T0 + 5 * 3600, 0, 2.0)])
     got = list(sts.read(PV, (T0 + 2 * 3600, 0), (T0 + 3 * 3600, 0)))
     assert [x.val for x in got] == [1.0]
 
@@ -186,7 +187,7 @@ def test_one_minute_of_a_year_reads_kilobytes_not_the_file(tmp_path: Path) -> No
     store = make_store(tmp_path, "LTS", "PARTITION_YEAR")
     t0 = calendar.timegm((2023, 1, 1, 0, 0, 0))
     step = 20  # 1.5 M samples would be the real 1 Hz year; 20 s keeps the test quick
-    store.append(PV, D, samples(365 * 86400 // step, t0, step))
+    append_samples(store, PV, D, samples(365 * 86400 // step, t0, step))
     size = store.files_for_pv(PV)[0].path.stat().st_size
     assert size > 25_000_000 // step
     mid = t0 + 200 * 86400
@@ -198,7 +199,7 @@ def test_one_minute_of_a_year_reads_kilobytes_not_the_file(tmp_path: Path) -> No
 
 
 def test_nan_and_corrupt_lines_do_not_stop_a_read(sts: PlainPBStore) -> None:
-    sts.append(PV, D, [Sample(T0, 0, math.nan), Sample(T0 + 1, 0, 1.0)])
+    append_samples(sts, PV, D, [Sample(T0, 0, math.nan), Sample(T0 + 1, 0, 1.0)])
     path = sts.files_for_pv(PV)[0].path
     with open(path, "ab") as fh:
         fh.write(b"\x08garbage\x1b\n")
@@ -208,7 +209,7 @@ def test_nan_and_corrupt_lines_do_not_stop_a_read(sts: PlainPBStore) -> None:
 
 
 def test_files_with_foreign_partition_names_are_skipped(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(2))
+    append_samples(sts, PV, D, samples(2))
     folder = sts.files_for_pv(PV)[0].path.parent
     # a day name in an hourly store, and a backup copy, both spelled as the store spells names
     (folder / in_store(sts, "HEARTBEAT:2012_08_24.pb")).write_bytes(b"junk")
@@ -218,8 +219,8 @@ def test_files_with_foreign_partition_names_are_skipped(sts: PlainPBStore) -> No
 
 
 def test_unreadable_file_is_skipped_not_fatal(sts: PlainPBStore) -> None:
-    sts.append(PV, D, samples(2))
-    sts.append(PV, D, samples(2, T0 + 7200))
+    append_samples(sts, PV, D, samples(2))
+    append_samples(sts, PV, D, samples(2, T0 + 7200))
     first = sts.files_for_pv(PV)[0].path
     first.write_bytes(b"\x1b")  # bad header
     assert [x.secs for x in PlainPBStore(sts.config, naming=sts.naming).read_all(PV)] == [
@@ -249,7 +250,9 @@ def test_all_types_append_and_read(tmp_path: Path) -> None:
     }
     for pt, v in values.items():
         pv = f"T:{pt.name}"
-        store.append(pv, pt, [Sample(T0, 1, v, severity=1, status=3, fields={"EGU": "mA"})])
+        append_samples(
+            store, pv, pt, [Sample(T0, 1, v, severity=1, status=3, fields={"EGU": "mA"})]
+        )
         (got,) = list(store.read_all(pv))
         assert (got.val, got.severity, got.status, got.fields) == (v, 1, 3, {"EGU": "mA"})
     assert sorted(store.pv_names()) == sorted(f"T:{pt.name}" for pt in values)

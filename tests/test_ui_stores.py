@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pvarchiver.pb import PayloadType, Sample
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.store import PlainPBStore
 from pvarchiver.storage.url import default_store_urls, parse_store_url
 
@@ -116,9 +117,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("uistores")
     storage = tmp / "storage"
     stores = default_stores(storage)
-    stores["LTS"].append(MOVE, D, OLD)
-    stores["STS"].append(CONS, D, FUTURE)
-    stores["LTS"].append(TYPED, D, [Sample(t, 0, i + 0.5) for i, t in enumerate(OLD_TIMES)])
+    append_samples(stores["LTS"], MOVE, D, OLD)
+    append_samples(stores["STS"], CONS, D, FUTURE)
+    append_samples(
+        stores["LTS"], TYPED, D, [Sample(t, 0, i + 0.5) for i, t in enumerate(OLD_TIMES)]
+    )
     with IOC(DB, tmp / "ioc") as ioc:
         with running_server(storage, ca_env(ioc)) as base:
             put_typeinfo(base, SHORT, [STS, MTS3, BLACKHOLE])

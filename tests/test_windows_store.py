@@ -17,6 +17,7 @@ import pytest
 
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import default_store_urls, parse_store_url, run_etl
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.probe import probe_folder
 from pvarchiver.storage.store import open_store
 
@@ -64,8 +65,8 @@ def test_store_and_etl_under_ntfs_rules(ntfs_root: Path) -> None:
     assert sts.naming.portable and sts.naming.file_terminator == "\uf03a"
     t0 = 1_700_000_000
     for k, pv in enumerate(PVS):
-        sts.append(
-            pv, PayloadType.SCALAR_DOUBLE, [Sample(t0 + i * 900, 0, k + i) for i in range(8)]
+        append_samples(
+            sts, pv, PayloadType.SCALAR_DOUBLE, [Sample(t0 + i * 900, 0, k + i) for i in range(8)]
         )
     names = {str(p.relative_to(ntfs_root / "sts")) for p in (ntfs_root / "sts").rglob("*.pb")}
     assert "WIN/DEMO/CNT\uf03a2023_11_14_22.pb" in names
@@ -83,7 +84,9 @@ def test_case_insensitive_store_finds_its_files(ntfs_ci_root: Path) -> None:
     sts = _store(ntfs_ci_root, "STS", "PARTITION_HOUR")
     assert sts.naming.case_insensitive
     t0 = 1_700_000_000
-    sts.append("SR:Bpm1:X", PayloadType.SCALAR_DOUBLE, [Sample(t0 + i, 0, i) for i in range(5)])
+    append_samples(
+        sts, "SR:Bpm1:X", PayloadType.SCALAR_DOUBLE, [Sample(t0 + i, 0, i) for i in range(5)]
+    )
     assert [s.val for s in sts.read_all("SR:Bpm1:X")] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert sts.files_for_pvs(["SR:Bpm1:X"])["SR:Bpm1:X"]
     sts.forget("SR:Bpm1:X")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, Sample, year_of
+from ..storage.batch import Batch
 from ..storage.chains import StoreChains
 from ..storage.chunk import Chunk
 from ..storage.columns import NUMPY_DTYPE, block_from_samples
@@ -227,7 +228,7 @@ class Engine:
         self, store: PlainPBStore, ptype: PayloadType, names: list[str], taken: dict[str, Buffer]
     ) -> tuple[int, dict[str, Exception]]:
         """Scalar PVs of one type: all their rows in one vectorised encode (see
-        ``PlainPBStore.append_columns_many``), the few rows with fields spliced in."""
+        ``PlainPBStore.append`` of a many-PV batch), the few rows with fields spliced in."""
         counts: list[int] = []
         special: dict[int, Sample] = {}
         typecode = VALUE_TYPECODES[ptype]
@@ -263,12 +264,12 @@ class Engine:
                 except Exception as e:
                     failed[name] = e
             return written, failed
-        per_pv, failed = store.append_columns_counts(ptype, names, counts, *cols, special=special)
+        res = store.append(Batch.of_many(ptype, names, counts, *cols, special=special))
         pvs = self.pvs
-        for name, w in zip(names, per_pv, strict=True):
+        for name, w in zip(names, res.written, strict=True):
             if w:
                 pvs[name].metrics.samples_written += w
-        return sum(per_pv), failed
+        return sum(res.written), res.failures
 
     def finish(self, taken: dict[str, Buffer], failed: dict[str, Exception]) -> None:
         """Release written buffers, put failed ones back in front (event-loop side), and
@@ -334,32 +335,19 @@ class Engine:
         )
 
     def _write(self, store: PlainPBStore, pv: ArchivedPV, buf: Buffer) -> int:
-        """Rows without fieldvalues go through the vectorised encoder in runs; the few rows
-        with fields (reconnects, field changes) go through the general path, in order."""
+        """One PV's buffer: numeric rows as columns (the few rows with fieldvalues, from
+        reconnects and field changes, spliced in by the store), other types as Samples."""
         dtype = NUMPY_DTYPE.get(pv.ptype)
         if dtype is None:
-            r = store.append(pv.name, pv.ptype, buf.samples())
-            pv.metrics.samples_written += r.written
-            return r.written
-        written = 0
-        special = buf.special_rows()
-        secs, nanos, vals, sev, stat = (np.asarray(c) for c in buf.columns())
-        start = 0
-        for stop in [*special, len(buf)]:
-            if stop > start:
-                r = store.append_columns(
-                    pv.name,
-                    pv.ptype,
-                    secs[start:stop].astype(np.int64),
-                    nanos[start:stop].astype(np.int64),
-                    vals[start:stop].astype(dtype),
-                    sev[start:stop].astype(np.int32),
-                    stat[start:stop].astype(np.int32),
-                )
-                written += r.written
-            if stop < len(buf):
-                written += store.append(pv.name, pv.ptype, [buf.sample_at(stop)]).written
-            start = stop + 1
+            batch = Batch.of_samples(pv.name, pv.ptype, buf.samples())
+        else:
+            secs, nanos, vals, sev, stat = (np.asarray(c) for c in buf.columns())
+            special = {i: buf.sample_at(i) for i in buf.special_rows()}
+            batch = Batch.of_columns(
+                pv.name, pv.ptype, secs.astype(np.int64), nanos.astype(np.int64),
+                vals.astype(dtype), sev.astype(np.int32), stat.astype(np.int32), special,
+            )  # fmt: skip
+        written = store.append(batch).one().written
         pv.metrics.samples_written += written
         return written
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..pb import PayloadType, Sample
 from ..pb.escape import EscapeError
 from ..pb.sample import PBDecodeError
+from .batch import Batch
 from .pbfile import PBFile, PBFileError
 from .rewrite import commit, remove_stale_temps, sample_lines, write_temp
 from .store import PartitionFile, PlainPBStore
@@ -336,5 +337,5 @@ def convert_pv(
         dropped = [0]
         samples = list(convert_samples(extra[1], extra[0], dst, force, dropped))
         rep.dropped += dropped[0]
-        rep.extra_written = stores[0].append(pv, dst, samples).written
+        rep.extra_written = stores[0].append(Batch.of_samples(pv, dst, samples)).one().written
     return rep

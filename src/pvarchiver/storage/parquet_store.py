@@ -22,14 +22,16 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..pb import PayloadInfo, PayloadType, Sample, year_of, year_start
+from .batch import AppendResult, Batch, BatchResult, append_samples
 from .chunk import Chunk
-from .columns import SampleBlock, block_from_samples, take_rows
+from .columns import SampleBlock, take_rows
 from .naming import KeyNaming, NamingSettings
 from .parquet_schema import (
     CODECS,
@@ -52,7 +54,7 @@ from .partitions import (
 )
 from .paths import key_folder_and_prefix, long_path, partition_path
 from .pbfile import Instant
-from .store import AppendResult, PartitionFile, StoreError, TypeMismatchError, fsync_dir
+from .store import PartitionFile, StoreError, TypeMismatchError, fsync_dir
 from .url import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -237,34 +239,27 @@ class ParquetStore:
         self._last_known.pop(pvname, None)
 
     # ------------------------------------------------------------------ append
-    def append(self, pvname: str, ptype: PayloadType, samples: Iterable[Sample]) -> AppendResult:
-        """Append samples (time order) to their partitions, one rewrite per partition."""
-        samples = list(samples)
-        if not samples:
-            return AppendResult()
-        return self.append_blocks(pvname, ptype, [block_from_samples(samples, ptype)])
-
-    def append_columns(
-        self,
-        pvname: str,
-        ptype: PayloadType,
-        secs: np.ndarray,
-        nanos: np.ndarray,
-        vals: np.ndarray,
-        severity: np.ndarray | None = None,
-        status: np.ndarray | None = None,
-    ) -> AppendResult:
-        n = len(secs)
-        block = SampleBlock(
-            np.asarray(secs, dtype=np.int64),
-            np.asarray(nanos, dtype=np.int64),
-            np.asarray(vals),
-            np.zeros(n, np.int32) if severity is None else np.asarray(severity, np.int32),
-            np.zeros(n, np.int32) if status is None else np.asarray(status, np.int32),
-        )
-        return self.append_blocks(pvname, ptype, [block])
+    def append(self, batch: Batch, *legacy: Any) -> BatchResult:
+        """Append a batch (the one way to write to a store, see :mod:`.batch`): each PV's
+        rows as blocks, one rewrite per partition. A PV that fails is in ``failures``."""
+        if isinstance(batch, str):  # TRANSITIONAL append(pvname, ptype, samples), as below
+            return append_samples(self, batch, *legacy)  # type: ignore[return-value]
+        result = BatchResult.for_batch(batch)
+        for i, name, blocks in batch.pv_blocks():
+            try:
+                result.add(i, self._append_blocks(name, batch.ptype, blocks))
+            except Exception as e:
+                result.failures[name] = e
+        return result
 
     def append_blocks(
+        self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock]
+    ) -> AppendResult:
+        """TRANSITIONAL, removed as soon as the callers in files other sessions are editing
+        have moved to :meth:`append`."""
+        return self._append_blocks(pvname, ptype, blocks)
+
+    def _append_blocks(
         self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock]
     ) -> AppendResult:
         """Append blocks of samples (time order): rows not after the stored data (or after
@@ -331,7 +326,7 @@ class ParquetStore:
         return f, info
 
     def _last_at_or_before(
-        self, pvname: str, files: list[PartitionFile], at_ns: int
+        self, pvname: str, files: list[PartitionFile], at_ns: int, memo: _GroupMemo | None = None
     ) -> Chunk | None:
         """The latest sample at or before ``at_ns`` (one row), walking files back."""
         for pf in reversed(files):
@@ -347,13 +342,12 @@ class ParquetStore:
                     if span is not None and span[0] * NS > at_ns:
                         continue
                     try:
-                        t = f.read_row_group(rg)
+                        t, ts = _read_group(f, rg, info.year, pf.path, memo)
                     except READ_ERRORS as e:
                         log.warning(
                             "%s: skipping row group %d of %s: %s", self.name, rg, pf.path, e
                         )
                         continue
-                    ts = _ts_of(t, info.year)
                     k = int(np.searchsorted(ts, at_ns, side="right"))
                     if k > 0:
                         row = t.slice(k - 1, 1)
@@ -370,12 +364,20 @@ class ParquetStore:
         outside the range are not read; unreadable files are skipped with a warning."""
         files = self.files_for_pv(pvname)
         lo, hi = start[0] * NS + start[1], end[0] * NS + end[1]
-        prev = self._last_at_or_before(pvname, files, lo)
+        # the row group holding `start` is usually both the previous sample's and the first
+        # of the range: decoded once (a one-day read of a yearly file costs half)
+        memo: _GroupMemo = {}
+        prev = self._last_at_or_before(pvname, files, lo, memo)
         inside = [pf for pf in files if pf.end > start[0] and pf.start <= end[0]]
-        return prev, self._range_chunks(pvname, inside, lo, hi)
+        return prev, self._range_chunks(pvname, inside, lo, hi, memo)
 
     def _range_chunks(
-        self, pvname: str, files: Sequence[PartitionFile], lo: int, hi: int
+        self,
+        pvname: str,
+        files: Sequence[PartitionFile],
+        lo: int,
+        hi: int,
+        memo: _GroupMemo | None = None,
     ) -> Iterator[Chunk]:
         for pf in files:
             got = self._open_own(pf, pvname)
@@ -388,13 +390,12 @@ class ParquetStore:
                     if span is not None and (span[1] < lo // NS or span[0] > hi // NS):
                         continue
                     try:
-                        t = f.read_row_group(rg)
+                        t, ts = _read_group(f, rg, info.year, pf.path, memo)
                     except READ_ERRORS as e:
                         log.warning(
                             "%s: skipping row group %d of %s: %s", self.name, rg, pf.path, e
                         )
                         continue
-                    ts = _ts_of(t, info.year)
                     a = int(np.searchsorted(ts, lo, side="left"))
                     b = int(np.searchsorted(ts, hi, side="right"))
                     if b > a:
@@ -415,6 +416,25 @@ class ParquetStore:
 
     def read_all(self, pvname: str) -> Iterator[Sample]:
         return self.read(pvname, (-(2**62), 0), (2**62, 0), include_prev=False)
+
+
+#: (file, row group) -> its table and time stamps; one entry (the last group read)
+_GroupMemo = dict[tuple[Path, int], tuple[pa.Table, np.ndarray]]
+
+
+def _read_group(
+    f: pq.ParquetFile, rg: int, year: int, path: Path, memo: _GroupMemo | None
+) -> tuple[pa.Table, np.ndarray]:
+    """Row group ``rg`` and its time stamps (ns), from ``memo`` when it was the last read."""
+    key = (path, rg)
+    if memo is not None and key in memo:
+        return memo[key]
+    t = f.read_row_group(rg)
+    got = (t, _ts_of(t, year))
+    if memo is not None:
+        memo.clear()  # memory: one row group at most
+        memo[key] = got
+    return got
 
 
 def file_blocks(path: Path) -> Iterator[tuple[FileInfo, SampleBlock]]:

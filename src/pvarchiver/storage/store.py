@@ -17,12 +17,14 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, Sample, header_line, sample_line, year_of, year_start
 from ..pb.escape import EscapeError
 from ..pb.sample import PBDecodeError
+from .batch import AppendResult, Batch, BatchResult, append_samples
 from .naming import KeyNaming, NamingSettings
 from .partitions import (
     Granularity,
@@ -34,6 +36,11 @@ from .partitions import (
 from .paths import PB_EXTENSION, key_folder_and_prefix, long_path, partition_path
 from .pbfile import Instant, PBFile, PBFileError, open_or_log
 from .url import StoreConfig
+
+if TYPE_CHECKING:
+    from .columns import SampleBlock
+
+__all__ = ["AppendResult", "PlainPBStore", "StoreError", "TypeMismatchError", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +58,6 @@ class PartitionFile:
     start: int
     end: int
     path: Path = field(compare=False)
-
-
-@dataclass(slots=True)
-class AppendResult:
-    written: int = 0
-    dropped_not_increasing: int = 0
-    bytes_written: int = 0
-    files: list[Path] = field(default_factory=list)
-
-    def add(self, other: AppendResult) -> None:
-        self.written += other.written
-        self.dropped_not_increasing += other.dropped_not_increasing
-        self.bytes_written += other.bytes_written
-        # partitions arrive in time order, so a repeat can only be the last one
-        for p in other.files:
-            if not self.files or self.files[-1] != p:
-                self.files.append(p)
 
 
 @dataclass(slots=True)
@@ -401,8 +391,70 @@ class PlainPBStore:
             os.truncate(path, data_end)
         return ((last.secs, last.nanos) if last else None), data_end
 
-    def append(self, pvname: str, ptype: PayloadType, samples: Iterable[Sample]) -> AppendResult:
-        """Append samples (in time order) to their partitions."""
+    def append(self, batch: Batch, *legacy: Any) -> BatchResult:
+        """Append a batch (the one way to write to a store): see :mod:`.batch`.
+
+        Each form takes its fastest path; all produce exactly the bytes the general path
+        (one Sample at a time) would. A PV that fails (wrong header, type change, disk full)
+        is in the result's ``failures``; the other PVs of the batch are written.
+        """
+        if isinstance(batch, str):  # TRANSITIONAL append(pvname, ptype, samples): see below
+            return append_samples(self, batch, *legacy)  # type: ignore[return-value]
+        result = BatchResult.for_batch(batch)
+        if batch.is_columns and (len(batch.names) > 1 or batch.special):
+            self._append_many(batch, result)
+            return result
+        name = batch.names[0]
+        try:
+            if batch.samples is not None:
+                result.add(0, self._append_samples(name, batch.ptype, batch.samples))
+            elif batch.blocks is not None:
+                self._append_blocks(name, batch.ptype, batch.blocks, result)
+            else:
+                assert batch.secs is not None and batch.nanos is not None
+                assert batch.vals is not None
+                r = self._append_columns(
+                    name, batch.ptype, batch.secs, batch.nanos, batch.vals,
+                    batch.severity, batch.status,
+                )  # fmt: skip
+                result.add(0, r)
+        except Exception as e:
+            result.failures[name] = e
+        return result
+
+    def append_columns(self, pvname: str, ptype: PayloadType, *cols: Any) -> AppendResult:
+        """TRANSITIONAL, as :meth:`append_columns_counts` below."""
+        return self.append(Batch.of_columns(pvname, ptype, *cols)).one()
+
+    def append_columns_counts(
+        self, ptype: PayloadType, names: Sequence[str], counts: Sequence[int], *cols: Any,
+        special: dict[int, Sample] | None = None,
+    ) -> tuple[list[int], dict[str, Exception]]:  # fmt: skip
+        """TRANSITIONAL, removed as soon as the callers in files other sessions are editing
+        have moved to :meth:`append` (as ``append(pvname, ptype, samples)`` above)."""
+        r = self.append(Batch.of_many(ptype, names, counts, *cols, special=special))
+        return r.written, r.failures
+
+    def _append_blocks(
+        self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock], out: BatchResult
+    ) -> None:
+        """One PV's stream of blocks: plain ones through the vectorised encoder, those with
+        extras (fieldvalues) through the general one."""
+        from ..pb import fast
+
+        for b in blocks:
+            if ptype in fast.SUPPORTED and not b.extras:
+                r = self._append_columns(
+                    pvname, ptype, b.secs, b.nanos, b.vals, b.severity, b.status
+                )
+            else:
+                r = self._append_samples(pvname, ptype, (b.sample(i) for i in range(len(b))))
+            out.add(0, r)
+
+    def _append_samples(
+        self, pvname: str, ptype: PayloadType, samples: Iterable[Sample]
+    ) -> AppendResult:
+        """The general path: Samples (in time order) to their partitions."""
         result = AppendResult()
         with self.lock(pvname):
             last = self.last_known_timestamp(pvname)
@@ -439,7 +491,7 @@ class PlainPBStore:
                 )
         return result
 
-    def append_columns(
+    def _append_columns(
         self,
         pvname: str,
         ptype: PayloadType,
@@ -449,10 +501,8 @@ class PlainPBStore:
         severity: np.ndarray | None = None,
         status: np.ndarray | None = None,
     ) -> AppendResult:
-        """Batch append of a scalar numeric stream (the engine's and the benchmark's fast path).
-
-        Produces exactly the bytes :meth:`append` would, through the vectorised encoder.
-        """
+        """One PV's scalar numeric columns (the benchmark's and ETL's fast path), through
+        the vectorised encoder; other types through the general path."""
         from ..pb import fast
 
         if ptype not in fast.SUPPORTED:
@@ -466,7 +516,7 @@ class PlainPBStore:
                 )
                 for i, (a, b, v) in enumerate(zip(secs, nanos, vals, strict=True))
             )
-            return self.append(pvname, ptype, samples)
+            return self._append_samples(pvname, ptype, samples)
         secs = np.asarray(secs, dtype=np.int64)
         nanos = np.asarray(nanos, dtype=np.int64)
         result = AppendResult()
@@ -514,115 +564,58 @@ class PlainPBStore:
                 i = j
         return result
 
-    def append_columns_counts(
-        self,
-        ptype: PayloadType,
-        names: Sequence[str],
-        counts: Sequence[int],
-        secs: np.ndarray,
-        nanos: np.ndarray,
-        vals: np.ndarray,
-        severity: np.ndarray,
-        status: np.ndarray,
-        special: dict[int, Sample] | None = None,
-    ) -> tuple[list[int], dict[str, Exception]]:
-        """:meth:`append_columns_many` returning only the samples written per PV (a list
-        aligned with ``names``) and the failures.
-
-        Why: the engine needs only the counts, and an AppendResult (with its list of files)
-        per PV and write cycle lives through the whole cycle: 20,000 such objects for 10,000
-        PVs were what made the garbage collector run, full passes over the heap included.
-        """
-        written = [0] * len(names)
-        results, failures = self._append_many(
-            ptype, names, counts, secs, nanos, vals, severity, status, special, written
-        )
-        if results:
-            index = {n: i for i, n in enumerate(names)}
-            for name, r in results.items():
-                written[index[name]] += r.written
-        return written, failures
-
-    def append_columns_many(
-        self,
-        ptype: PayloadType,
-        names: Sequence[str],
-        counts: Sequence[int],
-        secs: np.ndarray,
-        nanos: np.ndarray,
-        vals: np.ndarray,
-        severity: np.ndarray,
-        status: np.ndarray,
-        special: dict[int, Sample] | None = None,
-    ) -> tuple[dict[str, AppendResult], dict[str, Exception]]:
-        """:meth:`append_columns` for many PVs of one type in one vectorised encode.
+    def _append_many(self, batch: Batch, out: BatchResult) -> None:
+        """Columns of many PVs of one type (or one PV with special rows) in one vectorised
+        encode, into ``out``.
 
         Why: a 1 Hz PV brings ~10 samples per engine write cycle, and the per-call numpy work
-        of :meth:`append_columns` (~150 µs) then costs more than its samples; 10,000 such PVs
-        spent ~25 µs per sample. Here the columns of all PVs are concatenated (``counts[i]``
-        rows of ``names[i]``, in order); they are filtered, split into partitions and encoded
-        at once, and each PV's slice of the bytes is appended to its file.
+        of :meth:`_append_columns` (~150 µs) then costs more than its samples; 10,000 such PVs
+        spent ~25 µs per sample. Here the columns of all PVs are filtered, split into
+        partitions and encoded at once, and each PV's slice of the bytes is appended to its
+        file. Special rows (fieldvalues) come from the general encoder and are spliced in
+        place, so no PV leaves the batch because of them. The result is lists of counts, not
+        an object per PV: 20,000 such objects per write cycle of 10,000 PVs were what made
+        the garbage collector run full passes over the heap.
 
-        ``special`` maps a row index to the whole Sample for the few rows that carry
-        fieldvalues (connection fields, archive fields): their lines come from the general
-        encoder and are spliced in place, so no PV leaves the batch because of them.
-
-        Returns (results, failures) per PV. A PV whose rows are not strictly increasing, or
-        any batch that the vectorised path cannot take (month/year partitions, a value the
-        encoder refuses), goes through :meth:`append` one PV at a time instead.
+        A PV whose rows are not strictly increasing, or any batch that the vectorised path
+        cannot take (month/year partitions, a value the encoder refuses), goes through the
+        general path one PV at a time instead.
         """
-        return self._append_many(
-            ptype, names, counts, secs, nanos, vals, severity, status, special, None
-        )
-
-    def _append_many(
-        self,
-        ptype: PayloadType,
-        names: Sequence[str],
-        counts: Sequence[int],
-        secs: np.ndarray,
-        nanos: np.ndarray,
-        vals: np.ndarray,
-        severity: np.ndarray,
-        status: np.ndarray,
-        special: dict[int, Sample] | None,
-        written: list[int] | None,
-    ) -> tuple[dict[str, AppendResult], dict[str, Exception]]:
-        """Both of the above: with ``written`` given, samples of the vectorised path are
-        counted there (by index) instead of in per-PV results."""
         from ..pb import fast
 
-        results: dict[str, AppendResult] = {}
-        failures: dict[str, Exception] = {}
+        ptype, names, counts, special = batch.ptype, batch.names, batch.counts, batch.special
+        failures = out.failures
         span = self.granularity.value
-        special = special or {}
-        args = (ptype, names, counts, secs, nanos, vals, severity, status, special)
         if (
             ptype not in fast.SUPPORTED
             or span > Granularity.PARTITION_DAY.value
             or len(set(names)) != len(names)
         ):
-            return self._append_each(*args)
+            self._append_each(batch, out)
+            return
         counts_a = np.asarray(counts, dtype=np.int64)
-        secs = np.asarray(secs, dtype=np.int64)
+        secs = np.asarray(batch.secs, dtype=np.int64)
+        nanos = batch.nanos
+        n_all = len(secs)
+        sev = np.zeros(n_all, np.int32) if batch.severity is None else batch.severity
+        stat = np.zeros(n_all, np.int32) if batch.status is None else batch.status
         gid, keep, dropped, bad = self._rows_after_stored(names, counts_a, secs, nanos, failures)
         if len(bad):
             keep &= ~np.isin(gid, bad)
-            dropped[bad] = 0  # counted by append_columns
-            slow = {int(g) for g in bad}
+            dropped[bad] = 0  # counted by the general path
             starts = np.concatenate(([0], np.cumsum(counts_a)))
-            for g in sorted(slow):
-                a, b = int(starts[g]), int(starts[g + 1])
+            for g in sorted({int(g) for g in bad}):
                 name = names[g]
                 try:
-                    results[name] = self.append(name, ptype, _samples(*args[3:], a, b))
+                    rows = batch.rows(int(starts[g]), int(starts[g + 1]))
+                    out.add(g, self._append_samples(name, ptype, rows))
                 except Exception as e:
                     failures[name] = e
+        for g in np.flatnonzero(dropped).tolist():
+            out.dropped_not_increasing[g] += int(dropped[g])
         idx = np.flatnonzero(keep)
         if len(idx) == 0:
-            for g in np.flatnonzero(dropped):
-                results[names[g]] = AppendResult(dropped_not_increasing=int(dropped[g]))
-            return results, failures
+            return
         gk, sk = gid[idx], secs[idx]
         pstart = sk - sk % span
         cut = np.flatnonzero((gk[1:] != gk[:-1]) | (pstart[1:] != pstart[:-1])) + 1
@@ -636,11 +629,12 @@ class PlainPBStore:
         nk = np.asarray(nanos)[idx]
         try:
             data = fast.encode_scalar_lines(
-                ptype, sk - ystart, nk, np.asarray(vals)[idx],
-                np.asarray(severity)[idx], np.asarray(status)[idx],
+                ptype, sk - ystart, nk, np.asarray(batch.vals)[idx],
+                np.asarray(sev)[idx], np.asarray(stat)[idx],
             )  # fmt: skip
         except (ValueError, TypeError):
-            return self._append_each(*args)
+            self._append_each(batch, out)
+            return
         line_end = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
         if special:
             yrow = np.repeat(years, seg_end - seg_start)
@@ -651,6 +645,7 @@ class PlainPBStore:
         # ~100 ns per int() and this loop runs once per PV and write cycle
         last_row = seg_end - 1
         view = memoryview(data)  # slices without copying the bytes
+        written, nbytes, files = out.written, out.bytes_written, out.files
         for g, a, b, s0, n0, s1, n1, y, bs, be in zip(
             gk[seg_start].tolist(), seg_start.tolist(), seg_end.tolist(),
             sk[seg_start].tolist(), nk[seg_start].tolist(),
@@ -660,31 +655,19 @@ class PlainPBStore:
             name = names[g]
             if name in failures:
                 continue  # an earlier partition of this PV failed: later ones must wait
+            path = self.path_for(name, s0)
             try:
                 with self.lock(name):
-                    if written is not None:
-                        self._append_bytes(
-                            self.path_for(name, s0), view[bs:be],  # type: ignore[arg-type]
-                            name, ptype, y, (s0, n0), (s1, n1),
-                        )  # fmt: skip
-                        written[g] += b - a
-                        continue
-                    r = self._write_bytes(
-                        self.path_for(name, s0), view[bs:be],  # type: ignore[arg-type]
-                        b - a, name, ptype, y, (s0, n0), (s1, n1),
+                    self._append_bytes(
+                        path, view[bs:be],  # type: ignore[arg-type]
+                        name, ptype, y, (s0, n0), (s1, n1),
                     )  # fmt: skip
             except Exception as e:
                 failures[name] = e
                 continue
-            res = results.get(name)
-            if res is None:
-                results[name] = r
-            else:
-                res.add(r)
-        for g in np.flatnonzero(dropped):
-            res = results.setdefault(names[g], AppendResult())
-            res.dropped_not_increasing += int(dropped[g])
-        return results, failures
+            written[g] += b - a
+            nbytes[g] += be - bs
+            files.append(path)
 
     def _rows_after_stored(
         self,
@@ -718,31 +701,16 @@ class PlainPBStore:
             dropped[names.index(name)] = 0
         return gid, keep, dropped, bad
 
-    def _append_each(
-        self,
-        ptype: PayloadType,
-        names: Sequence[str],
-        counts: Sequence[int],
-        secs: np.ndarray,
-        nanos: np.ndarray,
-        vals: np.ndarray,
-        severity: np.ndarray,
-        status: np.ndarray,
-        special: dict[int, Sample],
-    ) -> tuple[dict[str, AppendResult], dict[str, Exception]]:
-        """The general path, PV by PV (fallback of :meth:`append_columns_many`)."""
-        results: dict[str, AppendResult] = {}
-        failures: dict[str, Exception] = {}
+    def _append_each(self, batch: Batch, out: BatchResult) -> None:
+        """The general path, PV by PV (fallback of :meth:`_append_many`)."""
         a = 0
-        cols = (secs, nanos, vals, severity, status, special)
-        for name, n in zip(names, counts, strict=True):
+        for g, (name, n) in enumerate(zip(batch.names, batch.counts, strict=True)):
             b = a + n
             try:
-                results[name] = self.append(name, ptype, _samples(*cols, a, b))
+                out.add(g, self._append_samples(name, batch.ptype, batch.rows(a, b)))
             except Exception as e:
-                failures[name] = e
+                out.failures[name] = e
             a = b
-        return results, failures
 
     def _write_bytes(
         self,
@@ -920,31 +888,6 @@ class PlainPBStore:
             except (PBFileError, OSError):
                 continue
         return sorted(names)
-
-
-def _samples(
-    secs: np.ndarray,
-    nanos: np.ndarray,
-    vals: np.ndarray,
-    severity: np.ndarray,
-    status: np.ndarray,
-    special: dict[int, Sample],
-    a: int,
-    b: int,
-) -> Iterator[Sample]:
-    """Rows a..b of batch columns as Samples (the special ones as given)."""
-    for i in range(a, b):
-        s = special.get(i)
-        if s is None:
-            v = vals[i]
-            s = Sample(
-                int(secs[i]),
-                int(nanos[i]),
-                v.item() if hasattr(v, "item") else v,
-                int(severity[i]),
-                int(status[i]),
-            )
-        yield s
 
 
 def _splice(
