@@ -284,7 +284,8 @@ class PostgresBackend:
                     # changes made while we were not listening are known only by a reload
                     self._merge(conn, dict.fromkeys(TABLES))
                     self._found()
-                select.select([conn.fileno()], [], [], POLL_SECONDS)
+                if not self._pending:  # (notifications read by our last query wait here)
+                    select.select([conn.fileno()], [], [], POLL_SECONDS)
                 conn.execute("SELECT 1")  # delivers what arrived; fails if the server is gone
                 self._deliver(conn)
             except (self._pg.Error, RegistryUnavailable, OSError, ValueError) as e:
