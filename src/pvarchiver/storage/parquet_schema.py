@@ -49,10 +49,12 @@ CODECS = {
 
 #: pages as parquet-java's default (1 MiB)
 PAGE_BYTES = 1 << 20
-#: a row group holds about this many uncompressed bytes; small enough that a one-day read
-#: of a yearly file decodes little more than its day (row-group statistics skip the rest),
-#: large enough that a yearly file of a 1 Hz PV has a few dozen groups, not thousands
-ROW_GROUP_BYTES = 8 << 20
+#: a row group holds about this many uncompressed bytes (~36,000 rows of a scalar double):
+#: small enough that a one-day read of a yearly file decodes little more than its day
+#: (row-group statistics skip the rest), large enough that a yearly file of a 1 Hz PV has
+#: hundreds of groups, not tens of thousands. Measured (bench_parquet.py, 1 Hz double): 8 MB
+#: groups 3.25 bytes/sample and a one-day read 4.4x PlainPB's; 1 MB 3.47 and under 2x
+ROW_GROUP_BYTES = 1 << 20
 
 _INT = pa.int32()
 
