@@ -157,8 +157,9 @@ class Registry:
             return None
 
     def close(self) -> None:
-        with self._lock:
-            self.backend.close()
+        # not under our lock: a backend's listener thread may be waiting for it to merge
+        # rows, and closing joins that thread
+        self.backend.close()
 
     # ------------------------------------------------------------------ changes
     def subscribe(self, callback: Callable[[RegistryChange], None]) -> Callable[[], None]:
