@@ -207,6 +207,7 @@ def test_formats_table() -> None:
         "jplot": "application/json",
         "flx": "text/xml",
         "svg": "image/svg+xml",
+        "parquet": "application/vnd.apache.parquet",
     }
 
 

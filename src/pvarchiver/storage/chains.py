@@ -100,8 +100,13 @@ def open_data_store(
 ) -> PlainPBStore | ParquetStore:
     """A ``pb://`` or ``parquet://`` store, its folder probed (see :func:`.store.open_store`)."""
     if config.scheme == "parquet":
-        from .parquet_store import open_parquet_store
-
+        try:
+            from .parquet_store import open_parquet_store
+        except ImportError as e:  # the optional extra is not installed
+            raise ChainError(
+                f"store {config.name}: parquet:// stores need pyarrow ({e}); install it with "
+                "pip install 'pvarchiver[parquet]'"
+            ) from None
         return open_parquet_store(config, naming)
     return open_store(config, naming)
 

@@ -8,6 +8,7 @@ query does not block the event loop that also serves ingest.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import tempfile
@@ -58,6 +59,11 @@ def _guarded(pieces: Iterable[bytes], what: str) -> Iterator[bytes]:
 
 async def _respond(streams: list[PVStream], ext: str, donotchunk: bool, what: str) -> Response:
     renderer, content_type = _formats()[ext]
+    if ext == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        return error(
+            400,
+            "getData.parquet needs pyarrow on the server: pip install 'pvarchiver[parquet]'",
+        )
     body = _guarded(renderer(streams), what)  # type: ignore[operator]
     if not donotchunk:
         # a sync iterator: Starlette pulls it in its thread pool, off the event loop
