@@ -3,8 +3,9 @@
 A thin I/O layer over pure modules: :mod:`~pvarchiver.ca.protocol` and
 :mod:`~pvarchiver.ca.dbr` (bytes), :mod:`~pvarchiver.ca.lifecycle` (channel states, with
 the :mod:`~pvarchiver.ca.search` scheduler), :mod:`~pvarchiver.ca.keepalive` (ECHO and dead
-circuits), :mod:`~pvarchiver.ca.flow` (EVENTS_OFF/ON) and :mod:`~pvarchiver.ca.beacons`
-(anomalies). Those take the time as an argument and return decisions; this module moves
+circuits), :mod:`~pvarchiver.ca.flow` (EVENTS_OFF/ON), :mod:`~pvarchiver.ca.beacons`
+(anomalies) and :mod:`~pvarchiver.ca.circuit_state` (a circuit's up/closed state and its
+pending GETs/PUTs). Those take the time as an argument and return decisions; this module moves
 the bytes, runs the timers and calls the user's callbacks.
 Why not caproto or libca: caproto's clients deliver 3-5 k events/s and the
 libca-based ones ~50 k on one core, while an archiver engine needs 200 k+.
@@ -42,6 +43,7 @@ from typing import Any, Protocol
 from . import dbr
 from . import protocol as P
 from .beacons import BeaconMonitor
+from .circuit_state import CircuitPhase, CircuitRequestError, CircuitState, Completion, RequestKind
 from .env import addr_list, yes
 from .flow import FlowAction, FlowControl
 from .keepalive import ECHO_TIMEOUT, Keepalive, KeepaliveAction
@@ -279,14 +281,18 @@ class _Circuit(asyncio.Protocol):
         self.framer = client.new_framer()
         self.framer.other = self._on_message
         self.channels: dict[int, Channel] = {}  # cid -> channel
-        self.pending: dict[int, tuple[asyncio.Future[Any], int, bool]] = {}
+        #: up/closed and the pending GETs/PUTs (sans-I/O, see circuit_state.py)
+        self.state: CircuitState[asyncio.Future[Any]] = CircuitState(server)
         self.active_subs: dict[int, tuple[int, int, int]] = {}  # subid -> (type, count, sid)
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.last_rx = time.monotonic()
         self.keepalive = Keepalive(client.config.conn_tmo, client.config.echo_timeout)
-        self.closed = False
         self.flow = FlowControl()
+
+    @property
+    def closed(self) -> bool:
+        return self.state.phase is CircuitPhase.CLOSED
 
     # -- output: batch writes so connecting 1000 channels is one send, not 1000
     def send(self, data: bytes) -> None:
@@ -310,8 +316,7 @@ class _Circuit(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cfg = self.client.config
-        head = P.version() + P.client_name(cfg.user) + P.host_name(cfg.host)
-        self._out.insert(0, head)
+        self._out.insert(0, self.state.opened(cfg.user, cfg.host))
         self.send(b"")
 
     def data_received(self, data: bytes) -> None:
@@ -369,7 +374,8 @@ class _Circuit(asyncio.Protocol):
         return int.from_bytes(raw, sys.byteorder)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        for done in self.state.lost():
+            _complete(done)
         self.transport = None
         self.lost.set()
         self.client._circuit_lost(self)
@@ -396,21 +402,9 @@ class _Circuit(asyncio.Protocol):
             if ch is not None:
                 client._access_rights(ch, p2)
         elif cmd in (P.READ_NOTIFY, P.WRITE_NOTIFY):
-            entry = self.pending.pop(p2, None)
-            if entry is None:
-                return
-            fut, dbr_type, as_array = entry
-            if fut.done():
-                return
-            if p1 != P.ECA_NORMAL:
-                fut.set_exception(CAError(f"request failed, ECA status {p1}"))
-            elif cmd == P.READ_NOTIFY:
-                try:
-                    fut.set_result(dbr.decode(dbr_type, body, cnt, as_array))
-                except Exception as exc:  # malformed payload: report, keep the circuit
-                    fut.set_exception(CAError(f"cannot decode DBR type {dt}: {exc}"))
-            else:
-                fut.set_result(None)
+            done = self.state.reply(cmd, dt, cnt, p1, p2, body)
+            if done is not None:
+                _complete(done)
         elif cmd == P.EVENT_ADD:
             pass  # zero-length EVENT_ADD confirms an EVENT_CANCEL
         elif cmd in (P.CREATE_CH_FAIL, P.SERVER_DISCONN):
@@ -423,9 +417,9 @@ class _Circuit(asyncio.Protocol):
             req, text = P.parse_error_payload(body)
             log.warning("CA server %s:%d error %d: %s", *self.server, p2, text)
             if req is not None and req.cmd in (P.READ_NOTIFY, P.WRITE_NOTIFY):
-                entry = self.pending.pop(req.p2, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(CAError(text))
+                done = self.state.refused(req.p2, text)
+                if done is not None:
+                    _complete(done)
             elif req is not None and req.cmd == P.CREATE_CHAN:
                 ch = self.channels.pop(req.p1, None)
                 if ch is not None:
@@ -558,12 +552,10 @@ class CAClient:
                 if ch.connected:
                     circuit.send(P.clear_channel(ch.sid, ch.cid))
             circuit._flush()
-            circuit.closed = True
+            for done in circuit.state.close():
+                _complete(done)
             if circuit.transport is not None:
                 circuit.transport.close()
-            for fut, _, _ in circuit.pending.values():
-                if not fut.done():
-                    fut.set_exception(DisconnectedError("client closed"))
         self._circuits.clear()
         for tr in (self._search_transport, self._beacon_transport):
             if tr is not None:
@@ -683,31 +675,18 @@ class CAClient:
         if dbr_type is None:
             dbr_type = dbr.time_type(ch.native_type)
         n = self._clip_count(ch, dbr_type, count)
-        ioid = self._next_ioid
-        self._next_ioid += 1
-        fut: asyncio.Future[dbr.Reading] = asyncio.get_running_loop().create_future()
-        circuit.pending[ioid] = (fut, dbr_type, ch.is_array)
-        circuit.send(P.read_notify(dbr_type, n, ch.sid, ioid))
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            circuit.pending.pop(ioid, None)
-            raise
+        ioid = self._new_ioid()
+        request = P.read_notify(dbr_type, n, ch.sid, ioid)
+        kind = RequestKind.GET
+        return await self._request(circuit, ioid, kind, dbr_type, ch.is_array, request, timeout)
 
     async def put(self, ch: Channel, value: Any, timeout: float = 5.0) -> None:
         """WRITE_NOTIFY of ``value`` in the channel's native type; waits for completion."""
         circuit = self._require(ch)
         payload, n = dbr.encode(ch.native_type, value)
-        ioid = self._next_ioid
-        self._next_ioid += 1
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        circuit.pending[ioid] = (fut, ch.native_type, False)  # type: ignore[assignment]
-        circuit.send(P.write_notify(ch.native_type, n, ch.sid, ioid, payload))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            circuit.pending.pop(ioid, None)
-            raise
+        ioid = self._new_ioid()
+        request = P.write_notify(ch.native_type, n, ch.sid, ioid, payload)
+        await self._request(circuit, ioid, RequestKind.PUT, ch.native_type, False, request, timeout)
 
     async def put_raw(
         self, ch: Channel, dbr_type: int, count: int, payload: bytes, timeout: float = 5.0
@@ -718,15 +697,36 @@ class CAClient:
         reaches the IOC as the string, exactly as if sent directly.
         """
         circuit = self._require(ch)
+        ioid = self._new_ioid()
+        request = P.write_notify(dbr_type, count, ch.sid, ioid, payload)
+        await self._request(circuit, ioid, RequestKind.PUT, dbr_type, False, request, timeout)
+
+    def _new_ioid(self) -> int:
         ioid = self._next_ioid
         self._next_ioid += 1
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        circuit.pending[ioid] = (fut, dbr_type, False)  # type: ignore[assignment]
-        circuit.send(P.write_notify(dbr_type, count, ch.sid, ioid, payload))
+        return ioid
+
+    async def _request(
+        self,
+        circuit: _Circuit,
+        ioid: int,
+        kind: RequestKind,
+        dbr_type: int,
+        as_array: bool,
+        request: bytes,
+        timeout: float,
+    ) -> Any:
+        """Send a GET/PUT and wait for the answer the circuit's state hands back."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(fut, timeout)
+            circuit.state.request(ioid, kind, fut, dbr_type, as_array)
+        except CircuitRequestError as e:
+            raise DisconnectedError(str(e)) from None
+        circuit.send(request)
+        try:
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            circuit.pending.pop(ioid, None)
+            circuit.state.give_up(ioid)
             raise
 
     def subscribe(
@@ -938,10 +938,6 @@ class CAClient:
             return
         if self._circuits.get(circuit.server) is circuit:
             del self._circuits[circuit.server]
-        for fut, _, _ in circuit.pending.values():
-            if not fut.done():
-                fut.set_exception(DisconnectedError(f"circuit to {circuit.server} lost"))
-        circuit.pending.clear()
         channels = list(circuit.channels.values())
         circuit.channels.clear()
         if self._closed:
@@ -1067,6 +1063,19 @@ class CAClient:
                 elif action is KeepaliveAction.DEAD:
                     log.warning("CA circuit to %s:%d timed out", *circuit.server)
                     circuit.abort()
+
+
+def _complete(done: Completion[asyncio.Future[Any]]) -> None:
+    """Hand a request's end, as the circuit state decided it, to its waiting future."""
+    fut = done.waiter
+    if fut.done():  # given up (timeout, cancelled) meanwhile
+        return
+    try:
+        value = done.result()
+    except CircuitRequestError as e:
+        fut.set_exception((DisconnectedError if e.disconnected else CAError)(str(e)))
+    else:
+        fut.set_result(value)
 
 
 def _reading_handler(
