@@ -1,5 +1,5 @@
-"""asyncio helpers shared by the tests that drive real IOCs, servers and gateways (``until``
-is the coroutine form of the one wait helper, tests/helpers/wait.py)."""
+"""asyncio helpers shared by the tests that drive real IOCs, servers and gateways (the
+coroutine form of the one wait helper, ``until``, is in tests/helpers/wait.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .helpers.wait import until
-
-__all__ = ["run", "until"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 

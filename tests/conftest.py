@@ -6,18 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pvarchiver.storage import PlainPBStore, open_store, parse_store_url
+from pvarchiver.storage import PlainPBStore
 
+from .helpers.stores import make_store
 from .requirements import require, strict
 from .winfs import VARIANTS, MountUnavailable, SessionMounts, fresh_folder
-
-
-def make_store(root: Path, name: str, granularity: str, extra: str = "") -> PlainPBStore:
-    url = (
-        f"pb://localhost?name={name}&rootFolder={root / name.lower()}"
-        f"&partitionGranularity={granularity}{extra}"
-    )
-    return open_store(parse_store_url(url))  # probed, as serve opens its stores
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from pvarchiver.ca import CAClient, CAError
 
-from .aio import until
+from .helpers.wait import until
 from .ioc import IOC
 
 ACF = """

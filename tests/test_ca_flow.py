@@ -16,7 +16,7 @@ import pytest
 
 from pvarchiver.ca import CAClient
 
-from .aio import until
+from .helpers.wait import until
 from .ioc import IOC, counter_db
 
 

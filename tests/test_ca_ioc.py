@@ -19,9 +19,9 @@ import pytest
 from pvarchiver.ca import CAClient, dbr
 from pvarchiver.ca import protocol as P
 
-from .aio import run, until
+from .aio import run
 from .helpers.fixtures import ioc_fixture
-from .helpers.wait import wait_for
+from .helpers.wait import until, wait_for
 from .ioc import IOC, free_port, pause, resume
 
 DB = """

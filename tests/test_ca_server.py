@@ -16,8 +16,9 @@ from pvarchiver.ca.dbr_encode import PVState, default_meta, encode
 from pvarchiver.ca.server import CAServer, DictProvider, ServedPV, ServerConfig
 from pvarchiver.ca.server_pv import event_parts
 
-from .aio import run, until
+from .aio import run
 from .ca_tools import Monitor, client_env, run_tool
+from .helpers.wait import until
 from .ioc import free_port
 
 META = default_meta(units="mm", precision=3, limits=[10, -10, 9, 8, -8, -9, 11, -11])

@@ -19,7 +19,7 @@ from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.validate import validate_file
 
-from .conftest import make_store
+from .helpers.stores import make_store
 from .http_server import running_server
 
 T0 = calendar.timegm((2025, 6, 1, 0, 0, 0))

@@ -14,8 +14,8 @@ from pvarchiver.ca import CAClient
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
-from .aio import until
-from .conftest import make_store
+from .helpers.stores import make_store
+from .helpers.wait import until
 from .ioc import IOC
 
 DB = """

@@ -19,8 +19,9 @@ from pvarchiver.engine.archived_pv import SamplingMethod
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
-from .aio import run, until
-from .conftest import make_store
+from .aio import run
+from .helpers.stores import make_store
+from .helpers.wait import until
 from .ioc import IOC
 
 SRC = Path(__file__).resolve().parents[1] / "src"

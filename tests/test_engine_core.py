@@ -14,8 +14,8 @@ from pvarchiver.pb import PayloadType
 from pvarchiver.retrieval.sources import merged_chunks
 from pvarchiver.storage import PlainPBStore
 
-from .conftest import make_store
 from .helpers.clock import Clock
+from .helpers.stores import make_store
 
 D = PayloadType.SCALAR_DOUBLE
 NOW = calendar.timegm((2025, 6, 1, 12, 0, 0))

@@ -20,9 +20,10 @@ from pvarchiver.ca import CAClient
 from pvarchiver.engine.channels import CAArchiver
 from pvarchiver.engine.writer import Engine
 
-from .aio import run, until
-from .conftest import make_store
+from .aio import run
 from .helpers.net import free_port
+from .helpers.stores import make_store
+from .helpers.wait import until
 from .ioc import IOC, counter_db
 
 

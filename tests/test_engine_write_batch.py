@@ -15,7 +15,7 @@ from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore
 from pvarchiver.storage.batch import Batch, append_samples
 
-from .conftest import make_store
+from .helpers.stores import make_store
 
 D = PayloadType.SCALAR_DOUBLE
 HOUR = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary

@@ -21,7 +21,7 @@ from pvarchiver.storage.pbfile import PBFile
 from pvarchiver.storage.store import PartitionFile, iter_pb_files
 from pvarchiver.storage.validate import validate_file
 
-from .conftest import make_store
+from .helpers.stores import make_store
 
 D = PayloadType.SCALAR_DOUBLE
 HOUR = 3600

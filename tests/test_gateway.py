@@ -19,11 +19,12 @@ from pvarchiver.ca import protocol as P
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
-from .aio import run, until
+from .aio import run
 from .ca_tools import Monitor, client_env, run_tool
 from .helpers.fixtures import ioc_fixture
 from .helpers.gateway import GATEWAY_DB, direct_put, downstream, gateway, upstream_caught_up
 from .helpers.net import free_port
+from .helpers.wait import until
 from .ioc import IOC
 
 DB = GATEWAY_DB

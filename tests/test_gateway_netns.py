@@ -25,10 +25,11 @@ import pytest
 from pvarchiver.ca.server import ServerConfig
 from pvarchiver.gateway.core import Gateway, GatewaySettings
 
-from .aio import run, until
+from .aio import run
 from .ca_tools import client_env, tool
 from .helpers.gateway import GATEWAY_DB as DB
 from .helpers.net import free_port
+from .helpers.wait import until
 from .ioc import IOC
 
 

@@ -246,8 +246,9 @@ def test_real_ioc_bursts_through_gateway_equal_direct(tmp_path: Path) -> None:
     the same subscriptions see directly on the IOC, and the bulk path must have been used."""
     from pvarchiver.ca import CAClient
 
-    from .aio import run, until
+    from .aio import run
     from .helpers.gateway import downstream, gateway
+    from .helpers.wait import until
     from .ioc import IOC
 
     n = 300

@@ -20,11 +20,12 @@ import pytest
 from pvarchiver.ca import CAClient, CAError
 from pvarchiver.gateway.caputlog import format_line, format_value, parse_target
 
-from .aio import run, until
+from .aio import run
 from .ca_tools import client_env, run_tool, tool
 from .helpers.fixtures import ioc_fixture
 from .helpers.gateway import direct_get, direct_put, downstream, gateway
 from .helpers.net import free_port
+from .helpers.wait import until
 from .ioc import IOC
 
 DB = """

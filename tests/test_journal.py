@@ -16,8 +16,8 @@ from pvarchiver.pb import PayloadType
 from pvarchiver.storage import PlainPBStore
 from pvarchiver.storage.batch import append_samples
 
-from .conftest import make_store
 from .helpers.clock import Clock
+from .helpers.stores import make_store
 
 D = PayloadType.SCALAR_DOUBLE
 S = PayloadType.SCALAR_STRING

@@ -24,6 +24,7 @@ from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.storage import PlainPBStore, default_store_urls, open_store, parse_store_url
 from pvarchiver.storage.batch import append_samples
 
+from .helpers.fixtures import ioc_fixture
 from .helpers.mgmt import bpl, ca_env, statuses, wait_status
 from .http_server import Server, running_server
 from .ioc import IOC
@@ -127,15 +128,9 @@ def refused(r: httpx.Response, status: int, text: str) -> None:
     assert body["status"] == "error" and text in body["validation"], body
 
 
-@pytest.fixture(scope="module")
-def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
-    """The IOC of the alias tests, created (its ports chosen) but not started: the server
-    points at it from the start, and a test starts it when it wants the PVs to connect."""
-    ioc = IOC(IOC_DB, tmp_path_factory.mktemp("ioc"))
-    try:
-        yield ioc
-    finally:
-        ioc.stop()
+#: the IOC of the alias tests, created (its ports chosen) but not started: the server
+#: points at it from the start, and a test starts it when it wants the PVs to connect
+ioc = ioc_fixture(IOC_DB, started=False)
 
 
 @pytest.fixture(scope="module")
@@ -472,7 +467,7 @@ def test_restart_starts_a_stopped_workflow_loop(tmp_path: Path) -> None:
     from pvarchiver.mgmt.policies import Policies
     from pvarchiver.mgmt.registry import Registry
 
-    from .conftest import make_store
+    from .helpers.stores import make_store
 
     async def main() -> None:
         sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
@@ -503,7 +498,7 @@ def test_an_interrupted_append_is_finished_by_the_next_call(
     from pvarchiver.mgmt import append_alias as aa
     from pvarchiver.mgmt.rename import copy_pv_data
 
-    from .conftest import make_store
+    from .helpers.stores import make_store
 
     sts = make_store(tmp_path, "STS", "PARTITION_HOUR")
     mts = make_store(tmp_path, "MTS", "PARTITION_DAY")

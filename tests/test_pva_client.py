@@ -15,8 +15,9 @@ from pvarchiver.pva.connection import MonitorUpdate
 from pvarchiver.pva.env import PVAConfig
 from pvarchiver.pva.protocol import build_message, parse_search_response
 
-from .aio import run, until
+from .aio import run
 from .helpers.net import free_port
+from .helpers.wait import until
 from .pva_peers import client_config, p4p_client_conf, p4p_server, qsrv_ioc
 from .test_pva_protocol import _plain
 

@@ -22,7 +22,7 @@ from pvarchiver.retrieval.times import (
 from pvarchiver.storage import PlainPBStore
 from pvarchiver.storage.batch import append_samples
 
-from .conftest import make_store
+from .helpers.stores import make_store
 
 D = PayloadType.SCALAR_DOUBLE
 T0 = calendar.timegm((2025, 3, 1, 0, 0, 0))

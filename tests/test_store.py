@@ -16,7 +16,7 @@ from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.naming import portable
 from pvarchiver.storage.pbfile import PBFile
 
-from .conftest import make_store
+from .helpers.stores import make_store
 
 PV = "EIOC:LI30:MP01:HEARTBEAT"
 T0 = calendar.timegm((2012, 8, 24, 16, 0, 0))

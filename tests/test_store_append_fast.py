@@ -132,7 +132,7 @@ def test_new_files_are_not_left_open(sts: PlainPBStore, tmp_path: Path) -> None:
 
 
 def test_many_pv_batch_writes_the_same_bytes_and_counts_per_pv(tmp_path: Path) -> None:
-    from .conftest import make_store
+    from .helpers.stores import make_store
 
     a = make_store(tmp_path / "a", "STS", "PARTITION_HOUR")
     b = make_store(tmp_path / "b", "STS", "PARTITION_HOUR")

@@ -25,6 +25,7 @@ def ioc_fixture(
     *,
     scope: Literal["function", "module"] = "module",
     dirname: str = "ioc",
+    started: bool = True,
     **options: Any,
 ) -> Callable[..., Iterator[IOC]]:
     """A fixture named ``ioc``: a real IOC (tests/ioc.py) serving ``db``, started when the
@@ -32,11 +33,21 @@ def ioc_fixture(
 
     ``options`` go to :class:`tests.ioc.IOC` (``acf``, ``max_array_bytes``, ``beacons``, ...);
     ``dirname`` names its working folder under pytest's base temporary folder.
+    ``started=False`` creates it (its ports chosen) without starting it, for tests that
+    point a server at it first and start it when they want its PVs to connect.
     """
 
     @pytest.fixture(scope=scope, name="ioc")
     def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
-        with running_ioc(db, tmp_path_factory.mktemp(dirname), **options) as server:
+        workdir = tmp_path_factory.mktemp(dirname)
+        if not started:
+            server = IOC(db, workdir, **options)
+            try:
+                yield server
+            finally:
+                server.kill()
+            return
+        with running_ioc(db, workdir, **options) as server:
             yield server
 
     return ioc
