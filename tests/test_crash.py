@@ -68,7 +68,7 @@ import random
 import sys
 
 from pvarchiver.pb import PayloadType
-from pvarchiver.storage import open_store, parse_store_url
+from pvarchiver.storage import append_samples, open_store, parse_store_url
 
 url, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = open_store(parse_store_url(url))
@@ -84,7 +84,7 @@ k = 0 if last is None else (last[0] - T0) // step + 1
 print("ready", k, flush=True)
 while True:
     n = rng.randint(1, most)
-    result = store.append(pv, ptype, [make(i) for i in range(k, k + n)])
+    result = append_samples(store, pv, ptype, [make(i) for i in range(k, k + n)])
     assert result.written == n, result
     k += n
     print("committed", k - 1, flush=True)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..pb import PayloadType, Sample
+from ..storage.batch import Batch
 from ..storage.chains import StoreChains, keeps_data
 from ..storage.columns import NUMPY_DTYPE
 from ..storage.store import PlainPBStore, fsync_dir
@@ -158,20 +159,17 @@ def _write_numeric(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStor
             if f is not None:
                 r = rows[i]
                 special[i] = Sample(s, n, r["val"].item(), int(r["sev"]), int(r["stat"]), fields=f)
-    written, failed = store.append_columns_counts(
+    batch = Batch.of_columns(
+        pv.name,
         pv.ptype,
-        [pv.name],
-        [len(rows)],
         rows["secs"].astype(np.int64),
         rows["nanos"].astype(np.int64),
         rows["val"].astype(NUMPY_DTYPE[pv.ptype]),
         rows["sev"].astype(np.int32),
         rows["stat"].astype(np.int32),
-        special=special,
+        special,
     )
-    if failed:
-        raise failed[pv.name]
-    return written[0]
+    return store.append(batch).one().written
 
 
 def _write_objs(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStore]) -> int:
@@ -183,7 +181,7 @@ def _write_objs(store: PlainPBStore, pv: _PVData, later: Sequence[PlainPBStore])
             continue
         seen.add((secs, nanos))
         samples.append(Sample(secs, nanos, val, sev, stat, fields=pv.fields.get((secs, nanos))))
-    return store.append(pv.name, pv.ptype, samples).written
+    return store.append(Batch.of_samples(pv.name, pv.ptype, samples)).one().written
 
 
 def replay(

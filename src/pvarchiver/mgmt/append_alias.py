@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..pb import PayloadType, Sample
+from ..storage.batch import Batch
 from ..storage.chains import ChainError, keeps_data
 from ..storage.pbfile import PBFile, PBFileError
 from ..storage.store import PlainPBStore
@@ -160,7 +161,7 @@ def append_older_into_newer(
                 yield s
 
         try:
-            result = dest.append(temp, ptype, combined())
+            result = dest.append(Batch.of_samples(temp, ptype, combined())).one()
             counts.written = sum(1 for _ in dest.read_all(temp))
             if result.dropped_not_increasing or counts.written != counts.older + counts.newer:
                 raise AppendAliasError(

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from ..pb import PayloadType, Sample
 from ..retrieval.times import TimeParseError, parse_time
+from ..storage.batch import Batch
 from ..storage.chains import ChainError, DataStore, Store, keeps_data, locked_chain
 from ..storage.convert import ConversionError, ConvertReport, convert_pv, parse_type
 from ..storage.merge import MergeError, MergeReport, merge_into
@@ -285,7 +286,7 @@ async def import_from(
 
     def work() -> int:
         samples = src.read(pv, start, end, include_prev=False)
-        return dest_store.append(pv, ptype, samples).written
+        return dest_store.append(Batch.of_samples(pv, ptype, samples)).one().written
 
     try:
         written = await _exclusive(m, pv, work)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..pb import PayloadType, PBDecodeError, Sample, fast
 from ..pb.escape import EscapeError
+from .batch import Batch
 from .chains import BlackholeStore
 from .partitions import parse_partition_name, partition_start, shift_partition
 from .paths import PB_EXTENSION
@@ -303,7 +304,7 @@ def _append_after(
     old_fsync = dst.fsync
     dst.fsync = True
     try:
-        r = dst.append(pv, ptype, after())
+        r = dst.append(Batch.of_samples(pv, ptype, after())).one()
     finally:
         dst.fsync = old_fsync
     return r.written, r.bytes_written

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..pb import PayloadType, fast
+from ..pb import PayloadType
+from .batch import Batch
 from .columns import SampleBlock, block_from_samples, decode_block, take_rows
 from .parquet_store import ParquetReadError, ParquetStore, file_blocks
 from .partitions import partition_start
@@ -97,21 +98,15 @@ def after_destination(
 
 def _append(dst: DataStore, pv: str, ptype: PayloadType, blocks: Iterator[SampleBlock]) -> int:
     """Append to ``dst``, synced; returns the samples written."""
-    if isinstance(dst, ParquetStore):
-        return dst.append_blocks(pv, ptype, blocks).written
-    written = 0
+    batch = Batch.of_blocks(pv, ptype, blocks)
+    if isinstance(dst, ParquetStore):  # every rewrite is synced
+        return dst.append(batch).one().written
     old = dst.fsync
     dst.fsync = True
     try:
-        for b in blocks:
-            if ptype in fast.SUPPORTED and not b.extras:
-                r = dst.append_columns(pv, ptype, b.secs, b.nanos, b.vals, b.severity, b.status)
-            else:
-                r = dst.append(pv, ptype, (b.sample(i) for i in range(len(b))))
-            written += r.written
+        return dst.append(batch).one().written
     finally:
         dst.fsync = old
-    return written
 
 
 def group_by_destination(

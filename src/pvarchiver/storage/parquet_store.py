@@ -23,14 +23,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..pb import PayloadInfo, PayloadType, Sample, year_of, year_start
-from .batch import AppendResult, Batch, BatchResult, append_samples
+from .batch import AppendResult, Batch, BatchResult
 from .chunk import Chunk
 from .columns import SampleBlock, take_rows
 from .naming import KeyNaming, NamingSettings
@@ -260,11 +259,9 @@ class ParquetStore:
         self._last_known.pop(pvname, None)
 
     # ------------------------------------------------------------------ append
-    def append(self, batch: Batch, *legacy: Any) -> BatchResult:
+    def append(self, batch: Batch) -> BatchResult:
         """Append a batch (the one way to write to a store, see :mod:`.batch`): each PV's
         rows as blocks, one rewrite per partition. A PV that fails is in ``failures``."""
-        if isinstance(batch, str):  # TRANSITIONAL append(pvname, ptype, samples), as below
-            return append_samples(self, batch, *legacy)  # type: ignore[return-value]
         result = BatchResult.for_batch(batch)
         for i, name, blocks in batch.pv_blocks():
             try:
@@ -272,13 +269,6 @@ class ParquetStore:
             except Exception as e:
                 result.failures[name] = e
         return result
-
-    def append_blocks(
-        self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock]
-    ) -> AppendResult:
-        """TRANSITIONAL, removed as soon as the callers in files other sessions are editing
-        have moved to :meth:`append`."""
-        return self._append_blocks(pvname, ptype, blocks)
 
     def _append_blocks(
         self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock]

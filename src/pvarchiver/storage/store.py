@@ -17,14 +17,14 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..pb import PayloadInfo, PayloadType, Sample, header_line, sample_line, year_of, year_start
 from ..pb.escape import EscapeError
 from ..pb.sample import PBDecodeError
-from .batch import AppendResult, Batch, BatchResult, append_samples
+from .batch import AppendResult, Batch, BatchResult
 from .naming import KeyNaming, NamingSettings
 from .partitions import (
     Granularity,
@@ -391,15 +391,13 @@ class PlainPBStore:
             os.truncate(path, data_end)
         return ((last.secs, last.nanos) if last else None), data_end
 
-    def append(self, batch: Batch, *legacy: Any) -> BatchResult:
+    def append(self, batch: Batch) -> BatchResult:
         """Append a batch (the one way to write to a store): see :mod:`.batch`.
 
         Each form takes its fastest path; all produce exactly the bytes the general path
         (one Sample at a time) would. A PV that fails (wrong header, type change, disk full)
         is in the result's ``failures``; the other PVs of the batch are written.
         """
-        if isinstance(batch, str):  # TRANSITIONAL append(pvname, ptype, samples): see below
-            return append_samples(self, batch, *legacy)  # type: ignore[return-value]
         result = BatchResult.for_batch(batch)
         if batch.is_columns and (len(batch.names) > 1 or batch.special):
             self._append_many(batch, result)
@@ -421,19 +419,6 @@ class PlainPBStore:
         except Exception as e:
             result.failures[name] = e
         return result
-
-    def append_columns(self, pvname: str, ptype: PayloadType, *cols: Any) -> AppendResult:
-        """TRANSITIONAL, as :meth:`append_columns_counts` below."""
-        return self.append(Batch.of_columns(pvname, ptype, *cols)).one()
-
-    def append_columns_counts(
-        self, ptype: PayloadType, names: Sequence[str], counts: Sequence[int], *cols: Any,
-        special: dict[int, Sample] | None = None,
-    ) -> tuple[list[int], dict[str, Exception]]:  # fmt: skip
-        """TRANSITIONAL, removed as soon as the callers in files other sessions are editing
-        have moved to :meth:`append` (as ``append(pvname, ptype, samples)`` above)."""
-        r = self.append(Batch.of_many(ptype, names, counts, *cols, special=special))
-        return r.written, r.failures
 
     def _append_blocks(
         self, pvname: str, ptype: PayloadType, blocks: Iterable[SampleBlock], out: BatchResult
