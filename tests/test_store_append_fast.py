@@ -158,6 +158,8 @@ def test_many_pv_batch_writes_the_same_bytes_and_counts_per_pv(tmp_path: Path) -
     rel_a = [f.relative_to(a.root) for f in res.files]
     assert rel_a == [f.relative_to(b.root) for r in one for f in r.files] and len(rel_a) == 3
     assert res.total_written == 4
+    empty = a.append(Batch.of_many(D, [], [], *(c[:0] for c in cols)))
+    assert (empty.written, empty.failures, empty.files) == ([], {}, [])
     for n in names:
         for fa, fb in zip(a.files_for_pv(n), b.files_for_pv(n), strict=True):
             assert fa.path.read_bytes() == fb.path.read_bytes()

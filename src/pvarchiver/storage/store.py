@@ -399,7 +399,7 @@ class PlainPBStore:
         is in the result's ``failures``; the other PVs of the batch are written.
         """
         result = BatchResult.for_batch(batch)
-        if batch.is_columns and (len(batch.names) > 1 or batch.special):
+        if batch.is_columns and (len(batch.names) != 1 or batch.special):
             self._append_many(batch, result)
             return result
         name = batch.names[0]
