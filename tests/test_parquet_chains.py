@@ -16,6 +16,7 @@ from pvarchiver.appliance import open_stores
 from pvarchiver.pb import PayloadType, Sample
 from pvarchiver.retrieval.reduce import REDUCER
 from pvarchiver.settings import StorageSettings
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.chains import BlackholeStore, ChainError, StoreChains, check_chain
 from pvarchiver.storage.etl import run_etl
 from pvarchiver.storage.parquet_store import ParquetStore
@@ -28,12 +29,7 @@ DAY = 86400
 
 
 def write(store: PlainPBStore | ParquetStore, pv: str, samples: Sequence[Sample]) -> None:
-    """Seed a store (through the batch append where this tree has it)."""
-    try:
-        from pvarchiver.storage.batch import append_samples
-    except ImportError:  # the per-PV append
-        store.append(pv, D, list(samples))  # type: ignore[call-arg]
-        return
+    """Seed a store."""
     append_samples(store, pv, D, list(samples))
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pvarchiver.pb import PayloadType, Sample
+from pvarchiver.storage.batch import append_samples
 from pvarchiver.storage.parquet_store import ParquetStore
 from pvarchiver.storage.store import PlainPBStore
 from pvarchiver.storage.url import parse_store_url
@@ -31,12 +32,7 @@ SAMPLES = [Sample(T0 + i * 60, 0, float(i)) for i in range(100)]  # 100 minutes:
 
 
 def write(store: PlainPBStore | ParquetStore, pv: str, samples: Sequence[Sample]) -> None:
-    """Seed a store (through the batch append where this tree has it)."""
-    try:
-        from pvarchiver.storage.batch import append_samples
-    except ImportError:  # the per-PV append
-        store.append(pv, D, list(samples))  # type: ignore[call-arg]
-        return
+    """Seed a store."""
     append_samples(store, pv, D, list(samples))
 
 
