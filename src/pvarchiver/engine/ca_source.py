@@ -18,7 +18,7 @@ from ..ca.client import Channel
 from ..ca.protocol import DBE_ALARM, DBE_LOG, DBE_VALUE
 from ..ca.tasks import TaskSet
 from .archived_pv import ArchivedPV
-from .source import SourceHost
+from .source import HostedSource
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _FieldWatch:
         self.source._on_field(self.name, self.field, value)
 
 
-class CASource:
+class CASource(HostedSource):
     """Archives PVs from a :class:`CAClient` (a :class:`~.source.Source`)."""
 
     def __init__(self, client: CAClient) -> None:
@@ -73,16 +73,6 @@ class CASource:
         self._meta: dict[str, dict[str, str]] = {}
         self._early_fields: dict[str, dict[str, str]] = {}
         self._tasks = TaskSet()
-        self._host: SourceHost | None = None
-
-    def attach(self, host: SourceHost) -> None:
-        self._host = host
-
-    @property
-    def host(self) -> SourceHost:
-        if self._host is None:
-            raise RuntimeError("CASource used before it was added to an Archiver")
-        return self._host
 
     def archive(self, name: str, fields: Iterable[str]) -> None:
         if name in self.channels:

@@ -27,7 +27,7 @@ from ..pva.client import Channel, PVAClient, Subscription
 from ..pva.connection import MonitorUpdate
 from ..pva.data import Value
 from .pva_types import PVAMapping
-from .source import SourceHost
+from .source import HostedSource
 
 __all__ = ["PVASource"]
 
@@ -110,7 +110,7 @@ class _PVAWatch:
             self.on_event(*s)
 
 
-class PVASource:
+class PVASource(HostedSource):
     """Archives PVs from a :class:`PVAClient` (a :class:`~.source.Source`)."""
 
     def __init__(self, client: PVAClient) -> None:
@@ -118,16 +118,6 @@ class PVASource:
         self.channels: dict[str, _PVAWatch] = {}
         self._meta: dict[str, dict[str, str]] = {}
         self._tasks = TaskSet()
-        self._host: SourceHost | None = None
-
-    def attach(self, host: SourceHost) -> None:
-        self._host = host
-
-    @property
-    def host(self) -> SourceHost:
-        if self._host is None:
-            raise RuntimeError("PVASource used before it was added to an Archiver")
-        return self._host
 
     # ---------------------------------------------------------------- Source
     def archive(self, name: str, fields: Iterable[str]) -> None:

@@ -127,6 +127,22 @@ class Source(Protocol):
     async def stop(self) -> None: ...
 
 
+class HostedSource:
+    """What every source does the same way: :meth:`attach` (the archiver hands itself over
+    once, in :meth:`Archiver.add_source`) and :attr:`host`."""
+
+    _host: SourceHost | None = None
+
+    def attach(self, host: SourceHost) -> None:
+        self._host = host
+
+    @property
+    def host(self) -> SourceHost:
+        if self._host is None:
+            raise RuntimeError(f"{type(self).__name__} used before it was added to an Archiver")
+        return self._host
+
+
 class Archiver:
     """The engine's side of its sources: archives PVs of an :class:`Engine`, each through the
     source registered for its protocol (:meth:`add_source`)."""
