@@ -251,7 +251,7 @@ class StoreChains:
                 folders = self._by_folder if isinstance(st, PlainPBStore) else self._pq_by_folder
                 twin = folders.get(str(st.root))
                 if twin is not None:
-                    st.share_locks_with(twin)
+                    st.locks = twin.locks  # one folder, one lock per PV
             self._remember(st)
             return st
 

@@ -32,6 +32,7 @@ from ..pb import PayloadInfo, PayloadType, Sample, year_of, year_start
 from .batch import AppendResult, Batch, BatchResult
 from .chunk import Chunk
 from .columns import SampleBlock, take_rows
+from .locks import PVLocks
 from .naming import KeyNaming, NamingSettings
 from .parquet_schema import (
     CODECS,
@@ -151,8 +152,8 @@ class ParquetStore:
         level = config.extra.get("zstdLevel") if codec == "ZSTD" else None
         self.compression_level = int(level) if level else None
         self._last_known: dict[str, Instant | None] = {}
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
+        #: per-PV locks; shared with every other store object of this folder (StoreChains)
+        self.locks = PVLocks()
 
     def __repr__(self) -> str:
         return f"ParquetStore({self.name}, {self.root}, {self.granularity.name})"
@@ -162,16 +163,7 @@ class ParquetStore:
         return self.naming.key(pvname)
 
     def lock(self, pvname: str) -> threading.RLock:
-        with self._locks_guard:
-            lk = self._locks.get(pvname)
-            if lk is None:
-                lk = self._locks[pvname] = threading.RLock()
-            return lk
-
-    def share_locks_with(self, other: object) -> None:
-        """Use ``other``'s per-PV locks (two URLs naming one folder guard the same files)."""
-        self._locks = other._locks  # type: ignore[attr-defined]
-        self._locks_guard = other._locks_guard  # type: ignore[attr-defined]
+        return self.locks.get(pvname)
 
     def path_for(self, pvname: str, epoch_secs: int) -> Path:
         name = partition_for(epoch_secs, self.granularity)

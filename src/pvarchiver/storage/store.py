@@ -25,6 +25,7 @@ from ..pb import PayloadInfo, PayloadType, Sample, header_line, sample_line, yea
 from ..pb.escape import EscapeError
 from ..pb.sample import PBDecodeError
 from .batch import AppendResult, Batch, BatchResult
+from .locks import PVLocks
 from .naming import KeyNaming, NamingSettings
 from .partitions import (
     Granularity,
@@ -149,8 +150,8 @@ class PlainPBStore:
         # path -> (size, mtime_ns, (pv, type, year), last timestamp) after our last append
         self._prepared: dict[Path, tuple[int, int, tuple[str, PayloadType, int], Instant | None]]
         self._prepared = {}
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
+        #: per-PV locks; shared with every other store object of this folder (StoreChains)
+        self.locks = PVLocks()
 
     def __repr__(self) -> str:
         return f"PlainPBStore({self.name}, {self.root}, {self.granularity.name})"
@@ -177,20 +178,7 @@ class PlainPBStore:
         return self.naming.key(pvname)
 
     def lock(self, pvname: str) -> threading.RLock:
-        lk = self._locks.get(pvname)  # atomic under the GIL; the guard is for creating one
-        if lk is not None:
-            return lk
-        with self._locks_guard:
-            lk = self._locks.get(pvname)
-            if lk is None:
-                lk = self._locks[pvname] = threading.RLock()
-            return lk
-
-    def share_locks_with(self, other: PlainPBStore) -> None:
-        """Use ``other``'s per-PV locks: two stores of one folder (the same folder under two
-        URLs, e.g. with another ``hold``) guard the same files."""
-        self._locks = other._locks
-        self._locks_guard = other._locks_guard
+        return self.locks.get(pvname)
 
     def path_for(self, pvname: str, epoch_secs: int) -> Path:
         # cached per (PV, partition): building it (key, partition name, Path joins) cost
