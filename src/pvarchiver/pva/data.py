@@ -387,18 +387,7 @@ class ValueDecoder:
             plan = self._compile(bits)
             if len(self._plans) < MAX_PLANS:
                 self._plans[raw] = plan
-        try:
-            for st, idx, dec in plan.steps:
-                if st is not None:
-                    vals = st.unpack_from(buf, off)
-                    off += st.size
-                    for i, v in zip(idx, vals, strict=True):
-                        flat[i] = v
-                else:
-                    flat[idx[0]], off = dec(buf, off)  # type: ignore[misc]
-        except (struct.error, IndexError) as exc:
-            raise DecodeError(f"truncated value: {exc}") from None
-        return bits, off
+        return bits, _run(plan, buf, off, flat)
 
     def decode_full(self, buf: bytes, off: int) -> tuple[list[Any], int]:
         """A full value with no BitSet in front (as in a variant or a request)."""
@@ -406,18 +395,7 @@ class ValueDecoder:
         plan = self._full
         if plan is None:
             plan = self._full = self._compile(1)
-        try:
-            for st, idx, dec in plan.steps:
-                if st is not None:
-                    vals = st.unpack_from(buf, off)
-                    off += st.size
-                    for i, v in zip(idx, vals, strict=True):
-                        flat[i] = v
-                else:
-                    flat[idx[0]], off = dec(buf, off)  # type: ignore[misc]
-        except (struct.error, IndexError) as exc:
-            raise DecodeError(f"truncated value: {exc}") from None
-        return flat, off
+        return flat, _run(plan, buf, off, flat)
 
 
 # ---------------------------------------------------------------- encoding
@@ -489,3 +467,20 @@ def generic_bytes(layout: Layout, flat: list[Any]) -> bytes:
     encode_type(layout.top, w, set())
     encode_flat(layout, flat, w)
     return bytes(w.buf)
+
+
+def _run(plan: _Plan, buf: bytes, off: int, flat: list[Any]) -> int:
+    """Apply a compiled decode plan at ``off`` into ``flat``; the offset after it. A value
+    cut short raises :class:`DecodeError` (never a half-decoded update)."""
+    try:
+        for st, idx, dec in plan.steps:
+            if st is not None:
+                vals = st.unpack_from(buf, off)
+                off += st.size
+                for i, v in zip(idx, vals, strict=True):
+                    flat[i] = v
+            else:
+                flat[idx[0]], off = dec(buf, off)
+    except (struct.error, IndexError) as exc:
+        raise DecodeError(f"truncated value: {exc}") from None
+    return off
