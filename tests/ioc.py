@@ -67,6 +67,16 @@ def fast_dbd_dir(dest: Path) -> Path:
     return dest
 
 
+def sigkill(proc: subprocess.Popen[str]) -> None:
+    """Kill an IOC process at once, as a crash would, and reap it (CA or PVA)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with contextlib.suppress(OSError):
+        if proc.stdin:
+            proc.stdin.close()
+
+
 class IOC:
     """A softIoc subprocess; use as a context manager or call start()/stop().
 
@@ -175,15 +185,8 @@ class IOC:
 
     def kill(self) -> None:
         """SIGKILL, like a crashed IOC (the kernel resets its TCP connections)."""
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        with contextlib.suppress(OSError):
-            if proc.stdin:
-                proc.stdin.close()
+        if self.proc is not None:
+            sigkill(self.proc)
         self.proc = None
 
     def __enter__(self) -> IOC:

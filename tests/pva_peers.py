@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pvarchiver.pva.env import PVAConfig
 from pvarchiver.pva.request import pv_request
 
 from .helpers.net import free_port
+from .ioc import sigkill
 
 pytest.importorskip("p4p")
 pytest.importorskip("pvxslibs")
@@ -126,15 +126,8 @@ class QsrvIOC:
             raise RuntimeError("QSRV IOC did not start:\n" + "".join(self.output))
 
     def kill(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        with contextlib.suppress(OSError):
-            if proc.stdin:
-                proc.stdin.close()
+        if self.proc is not None:
+            sigkill(self.proc)
         self.proc = None
 
 
