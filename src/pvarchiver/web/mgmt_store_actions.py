@@ -124,6 +124,19 @@ def failed_move(name: str, stats: list[ETLStats], what: str) -> Response | None:
     )
 
 
+def moved_ok(desc: str, stats: list[ETLStats], t0: float) -> Response:
+    """The AA's ``ok`` answer of a data move, with what was moved and how long it took."""
+    return JSONResponse(
+        {
+            "status": "ok",
+            "desc": desc,
+            "filesMoved": str(sum(s.files_moved for s in stats)),
+            "samplesMoved": str(sum(s.samples_moved for s in stats)),
+            "seconds": f"{time.monotonic() - t0:.3f}",
+        }
+    )
+
+
 # ---------------------------------------------------------------------- consolidate
 @action("consolidateDataForPV", {"pv", "storage", "date"}, mutating=True)
 async def consolidate_pv(ctx: MgmtContext) -> Response:
@@ -160,15 +173,7 @@ async def consolidate_pv(ctx: MgmtContext) -> Response:
     bad = failed_move(name, stats, "they stay where they are")
     if bad is not None:
         return bad
-    return JSONResponse(
-        {
-            "status": "ok",
-            "desc": f"Successfully consolidated PV {name} into {storage}",
-            "filesMoved": str(sum(s.files_moved for s in stats)),
-            "samplesMoved": str(sum(s.samples_moved for s in stats)),
-            "seconds": f"{time.monotonic() - t0:.3f}",
-        }
-    )
+    return moved_ok(f"Successfully consolidated PV {name} into {storage}", stats, t0)
 
 
 # ---------------------------------------------------------------------- changeStore
@@ -209,15 +214,7 @@ async def change_store(ctx: MgmtContext) -> Response:
         await asyncio.to_thread(m.registry.put_typeinfo, info)
     m.usage.invalidate()
     log.info("changeStore %s: %s -> %s", name, storage, new_url)
-    return JSONResponse(
-        {
-            "status": "ok",
-            "desc": f"Successfully changed the storage for PV {name} into {storage}",
-            "filesMoved": str(sum(s.files_moved for s in stats)),
-            "samplesMoved": str(sum(s.samples_moved for s in stats)),
-            "seconds": f"{time.monotonic() - t0:.3f}",
-        }
-    )
+    return moved_ok(f"Successfully changed the storage for PV {name} into {storage}", stats, t0)
 
 
 def _same(a: Store, b: Store) -> bool:
